@@ -1,0 +1,36 @@
+# `make demo` and `make test` each set up everything they need on a fresh machine.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+REF := $(abspath ../shared/reference-data)
+
+.PHONY: setup services demo test lint bench clean
+
+$(BIN)/regionflow: pyproject.toml
+	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+setup: $(BIN)/regionflow
+
+# PostgreSQL backs the StateStore contract tests; start it (or install it) when absent.
+services:
+	@bash scripts/ensure-services.sh
+
+demo: setup
+	@bash scripts/demo.sh "$(REF)"
+
+test: setup services
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q
+
+lint: setup
+	$(BIN)/ruff check .
+
+bench: setup
+	$(BIN)/python benchmarks/pipeline.py --rows 1000000
+
+clean:
+	rm -rf $(VENV) demo-out test-artifacts .pytest_cache .ruff_cache .hypothesis

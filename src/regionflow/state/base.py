@@ -1,0 +1,229 @@
+"""The StateStore port: jobs, chunks, rejects, reference data, notifications and the change feed.
+
+Every mutating call is one transaction that also appends to the change feed (DESIGN §4), so a
+replicator can ship the store's history to another region. Writes that belong to a job's lifecycle
+name the epoch the job was claimed under and raise FencedOut when that is no longer true (DESIGN §3).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Protocol, runtime_checkable
+
+
+class JobStatus(StrEnum):
+    INITIALIZED = "INITIALIZED"
+    SPLIT = "SPLIT"
+    PROCESSING = "PROCESSING"
+    MERGED = "MERGED"
+    NOTIFIED = "NOTIFIED"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+
+
+TERMINAL_STATUSES = frozenset({JobStatus.COMPLETED, JobStatus.FAILED})
+
+
+class ChunkStatus(StrEnum):
+    PENDING = "PENDING"
+    DONE = "DONE"
+
+
+@dataclass
+class JobRecord:
+    job_id: str
+    input_key: str
+    version_id: str
+    input_etag: str
+    pipeline: str
+    status: str = JobStatus.INITIALIZED
+    owner_region: str = ""
+    owner_epoch: int = 0
+    completing_region: str | None = None
+    rows_in: int | None = None
+    rows_ok: int | None = None
+    rows_rejected: int | None = None
+    chunks_total: int | None = None
+    output_key: str | None = None
+    output_etag: str | None = None
+    reason: str | None = None
+    created_at: float = 0.0
+    updated_at: float = 0.0
+
+
+@dataclass
+class ChunkRecord:
+    job_id: str
+    idx: int
+    object_key: str
+    first_row: int  # 1-based data row number of the chunk's first row
+    rows: int
+    status: str = ChunkStatus.PENDING
+    attempts: int = 0
+    out_key: str | None = None
+    out_etag: str | None = None
+    rows_ok: int | None = None
+    rows_rejected: int | None = None
+
+
+@dataclass
+class RejectRecord:
+    job_id: str
+    row_no: int  # 1-based data row number in the input file
+    chunk_idx: int
+    raw: str
+    reason: str
+
+
+@dataclass
+class ReferenceInfo:
+    table: str
+    key_column: str
+    columns: list[str]
+    rows: int
+    parts: int
+    revision: int
+    loaded_at: float
+
+
+@dataclass
+class NotificationRecord:
+    job_id: str  # the dedupe key: one notification per job
+    recipients: list[str]
+    subject: str
+    link: str
+    rows_ok: int
+    rows_rejected: int
+    region: str
+    channel: str  # "outbox" or "smtp"
+    status: str = "sending"  # "sending" until delivered, then "sent"
+    created_at: float = 0.0
+    sent_at: float | None = None
+
+
+@dataclass
+class Change:
+    seq: int
+    table: str
+    key: str
+    row: dict[str, Any] | None  # None for a delete
+    hlc: int
+    epoch: int
+    origin: str
+    created_at: float = field(default=0.0)
+
+
+@runtime_checkable
+class StateStore(Protocol):
+    """Persistent batch state for one region."""
+
+    region: str
+
+    # jobs
+    def create_job(self, job: JobRecord) -> bool:
+        """Insert the job unless a job with that id exists; True when inserted. Never overwrites."""
+        ...
+
+    def get_job(self, job_id: str) -> JobRecord | None:
+        """The job, or None."""
+        ...
+
+    def list_jobs(self, status: str | None = None, limit: int | None = None) -> list[JobRecord]:
+        """Jobs, newest first, optionally only those in one status."""
+        ...
+
+    def transition_job(
+        self, job_id: str, *, epoch: int, from_status: str | tuple[str, ...], to_status: str, **fields: Any
+    ) -> JobRecord:
+        """Move the job from one of from_status to to_status and set fields, only if it is still owned
+        under epoch and in from_status; otherwise raise FencedOut. Returns the updated job."""
+        ...
+
+    def claim_job(self, job_id: str, *, region: str, epoch: int) -> JobRecord:
+        """Take ownership of the job under epoch (only moving to a higher or equal epoch); raise FencedOut
+        when the job is owned under a higher epoch. Returns the updated job."""
+        ...
+
+    # chunks
+    def add_chunks(self, job_id: str, chunks: list[ChunkRecord], *, epoch: int) -> None:
+        """Record the job's chunk list (chunks already present are kept as they are). Fenced by epoch."""
+        ...
+
+    def list_chunks(self, job_id: str) -> list[ChunkRecord]:
+        """The job's chunks in index order."""
+        ...
+
+    def start_chunk(self, job_id: str, idx: int, *, epoch: int) -> int:
+        """Count one more attempt at the chunk and return the attempt number. Fenced by epoch."""
+        ...
+
+    def complete_chunk(
+        self,
+        job_id: str,
+        idx: int,
+        *,
+        epoch: int,
+        out_key: str,
+        out_etag: str,
+        rows_ok: int,
+        rows_rejected: int,
+        rejects: list[RejectRecord],
+    ) -> None:
+        """Store the chunk's rejects (replacing any from an earlier attempt) and mark it DONE with its
+        output etag and counts, atomically. Fenced by epoch."""
+        ...
+
+    # rejects
+    def list_rejects(self, job_id: str, limit: int | None = None, offset: int = 0) -> list[RejectRecord]:
+        """The job's rejects in row order."""
+        ...
+
+    def count_rejects(self, job_id: str) -> int:
+        """How many rejects the job has."""
+        ...
+
+    # reference data
+    def load_reference(self, table: str, key_column: str, columns: list[str], parts: list[str],
+                       rows: int) -> ReferenceInfo:
+        """Replace the reference table's content with parts (CSV text with the header, each a slice of the
+        table) and bump its revision."""
+        ...
+
+    def reference_info(self, table: str) -> ReferenceInfo | None:
+        """The table's metadata, or None when it was never loaded."""
+        ...
+
+    def reference_parts(self, table: str) -> list[str]:
+        """The table's CSV parts in order."""
+        ...
+
+    # notifications
+    def record_notification(self, rec: NotificationRecord) -> bool:
+        """Insert the notification unless one exists for the job; True when inserted."""
+        ...
+
+    def mark_notification_sent(self, job_id: str) -> None:
+        """Record that the notification was delivered."""
+        ...
+
+    def get_notification(self, job_id: str) -> NotificationRecord | None:
+        """The job's notification, or None."""
+        ...
+
+    def list_notifications(self) -> list[NotificationRecord]:
+        """Every notification, oldest first."""
+        ...
+
+    # change feed
+    def feed_since(self, seq: int, limit: int = 1000) -> list[Change]:
+        """Changes with a sequence number greater than seq, in order."""
+        ...
+
+    def feed_head(self) -> int:
+        """The highest sequence number in the feed (0 when empty)."""
+        ...
+
+    def close(self) -> None:
+        """Release connections."""
+        ...

@@ -1,0 +1,92 @@
+"""The ObjectStore port: what every object storage adapter (directory, S3) promises."""
+
+from __future__ import annotations
+
+import posixpath
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import BinaryIO, Protocol, runtime_checkable
+
+from regionflow.errors import InvalidKey
+
+MAX_KEY_BYTES = 1024
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    key: str
+    etag: str  # sha256 hex of the content
+    version_id: str
+    size: int
+    content_type: str = "application/octet-stream"
+    metadata: dict[str, str] = field(default_factory=dict)
+    last_modified: float = 0.0  # unix seconds
+
+
+def validate_key(key: str) -> str:
+    """Return the key unchanged if it names an object inside the bucket, else raise InvalidKey.
+
+    Refused: empty keys, absolute paths, backslashes, NUL/control characters, '.' or '..' segments,
+    empty segments and keys over 1024 bytes. Nothing a key says can leave the bucket.
+    """
+    if not isinstance(key, str) or not key:
+        raise InvalidKey("object key is empty")
+    if len(key.encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES:
+        raise InvalidKey(f"object key is longer than {MAX_KEY_BYTES} bytes")
+    if key.startswith("/") or "\\" in key or (len(key) > 1 and key[1] == ":"):
+        raise InvalidKey(f"object key {key!r} is an absolute path")
+    if any(ord(c) < 32 or ord(c) == 127 for c in key):
+        raise InvalidKey(f"object key {key!r} contains a control character")
+    parts = key.split("/")
+    if any(p in ("", ".", "..") for p in parts[:-1]) or parts[-1] in (".", ".."):
+        raise InvalidKey(f"object key {key!r} has an empty, '.' or '..' segment")
+    if parts[-1] == "":
+        raise InvalidKey(f"object key {key!r} ends with '/'")
+    if posixpath.normpath(key) != key:
+        raise InvalidKey(f"object key {key!r} is not normalised")
+    return key
+
+
+@runtime_checkable
+class ObjectStore(Protocol):
+    """A bucket of immutable-per-version objects addressed by validated keys."""
+
+    def put(
+        self,
+        key: str,
+        data: bytes | BinaryIO | Iterable[bytes],
+        *,
+        content_type: str = "application/octet-stream",
+        metadata: dict[str, str] | None = None,
+        version_id: str | None = None,
+    ) -> ObjectInfo:
+        """Store data at key atomically (readers see the old object or the new one, never a part).
+
+        A new version id is generated unless one is given (replication keeps the source's id).
+        Returns the stored object's info, whose etag is the sha256 hex of the bytes.
+        """
+        ...
+
+    def get(self, key: str) -> bytes:
+        """Return the whole content; raise ObjectNotFound when absent."""
+        ...
+
+    def open(self, key: str) -> BinaryIO:
+        """Open the object for streaming reads; raise ObjectNotFound when absent. Close it after use."""
+        ...
+
+    def head(self, key: str) -> ObjectInfo | None:
+        """Return the object's info, or None when absent."""
+        ...
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        """Yield every object whose key starts with prefix, in key order."""
+        ...
+
+    def copy(self, src: str, dst: str, *, metadata: dict[str, str] | None = None) -> ObjectInfo:
+        """Copy src to dst (a new version at dst); raise ObjectNotFound when src is absent."""
+        ...
+
+    def delete(self, key: str) -> bool:
+        """Remove the object; True if it existed. Deleting an absent key is not an error."""
+        ...
