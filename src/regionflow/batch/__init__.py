@@ -1,0 +1,1 @@
+"""The batch workload: pipeline spec, split, per-chunk validate/enrich, merge, notify, orchestrator."""

@@ -1,0 +1,174 @@
+"""Running the whole engine in-process, one region, no servers: what `regionflow process` does."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import os
+import secrets
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from regionflow.batch.orchestrator import INPUT_PREFIX, Orchestrator, ProgressHook
+from regionflow.batch.pipeline import Pipeline
+from regionflow.batch.reference import load_reference_table
+from regionflow.errors import RegionflowError
+from regionflow.executor import LocalExecutor
+from regionflow.notify import OutboxNotifier, open_notifier
+from regionflow.state import open_state_store
+from regionflow.state.base import JobRecord, JobStatus
+from regionflow.storage.file import FileObjectStore
+
+LOCAL_REGION = "local"
+LOCAL_LINK_BASE = "http://127.0.0.1:8700"
+
+
+@dataclass
+class LocalRunResult:
+    job: JobRecord
+    chunks: int
+    seconds: float
+    workdir: Path
+    output: Path | None
+    rejects: Path | None
+
+    @property
+    def rows_per_second(self) -> float:
+        return (self.job.rows_in or 0) / self.seconds if self.seconds > 0 else 0.0
+
+    def summary(self) -> dict:
+        j = self.job
+        return {
+            "job_id": j.job_id, "status": j.status, "reason": j.reason, "rows_in": j.rows_in,
+            "rows_ok": j.rows_ok, "rows_rejected": j.rows_rejected, "chunks": self.chunks,
+            "seconds": round(self.seconds, 3), "rows_per_second": round(self.rows_per_second, 1),
+            "output": str(self.output) if self.output else None,
+            "rejects": str(self.rejects) if self.rejects else None,
+            "workdir": str(self.workdir),
+        }
+
+
+@contextmanager
+def _workdir(state_dir: Path | None) -> Iterator[Path]:
+    if state_dir is not None:
+        state_dir.mkdir(parents=True, exist_ok=True)
+        yield state_dir
+        return
+    tmp = Path(tempfile.mkdtemp(prefix="regionflow-process-"))
+    try:
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _signing_key(workdir: Path) -> bytes:
+    path = workdir / "signing.key"
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secrets.token_hex(32))
+    return bytes.fromhex(path.read_text().strip())
+
+
+def process_file(
+    input_path: Path,
+    reference_path: Path | None,
+    out_path: Path,
+    *,
+    pipeline: Pipeline,
+    rejects_path: Path | None = None,
+    chunk_rows: int | None = None,
+    workers: int = 2,
+    state_dir: Path | None = None,
+    notifier_url: str | None = None,
+    progress: ProgressHook | None = None,
+) -> LocalRunResult:
+    """Process one file end to end on an embedded store and copy the output (and rejects) out.
+
+    With state_dir the store persists there, and running the same command again resumes the same
+    job where it stopped (the input is identified by its content).
+    """
+    if not input_path.is_file():
+        raise RegionflowError(f"{input_path}: no such file")
+    if pipeline.enrichment is not None and reference_path is None:
+        raise RegionflowError(f"the pipeline enriches from {pipeline.enrichment.table!r}: pass --reference")
+    started = time.perf_counter()
+    with _workdir(state_dir) as workdir:
+        bucket = workdir / "bucket"
+        objects = FileObjectStore(bucket)
+        state = open_state_store(f"sqlite:///{workdir / 'state.db'}", LOCAL_REGION)
+        executor = LocalExecutor(workers)
+        try:
+            enrichment = pipeline.enrichment
+            if enrichment is not None and reference_path is not None:
+                info = state.reference_info(enrichment.table)
+                marker = workdir / f"reference-{enrichment.table}.sha256"
+                digest = _sha256_file(reference_path)
+                if info is None or not marker.exists() or marker.read_text() != digest:
+                    load_reference_table(state, enrichment.table, reference_path, enrichment.reference_key)
+                    marker.write_text(digest)
+            key = f"{INPUT_PREFIX}{input_path.name}"
+            existing = objects.head(key)
+            if existing is None or existing.etag != _sha256_file(input_path):
+                with input_path.open("rb") as fh:
+                    objects.put(key, fh, content_type="text/csv")
+            orchestrator = Orchestrator(
+                objects=objects, store_url=f"file://{bucket}", state=state, executor=executor,
+                notifier=open_notifier(notifier_url) if notifier_url else OutboxNotifier(workdir / "outbox"),
+                pipeline=pipeline, region=LOCAL_REGION, owner=lambda: (LOCAL_REGION, 1),
+                signing_key=_signing_key(workdir), link_base=LOCAL_LINK_BASE, cache_dir=workdir / "cache",
+                chunk_rows=chunk_rows, progress=progress,
+            )
+            job_id = orchestrator.trigger(key)
+            assert job_id is not None  # the local region is always active
+            job = orchestrator.run_job(job_id)
+            chunks = len(state.list_chunks(job_id))
+            output = rejects = None
+            if job.status == JobStatus.COMPLETED:
+                output = out_path
+                _copy_out(objects, job.output_key or "", out_path)
+                if rejects_path is not None:
+                    rejects = rejects_path
+                    write_rejects_csv(state, job_id, rejects_path)
+            return LocalRunResult(job=job, chunks=chunks, seconds=time.perf_counter() - started,
+                                  workdir=workdir, output=output, rejects=rejects)
+        finally:
+            executor.close()
+            state.close()
+
+
+def _copy_out(objects: FileObjectStore, key: str, dest: Path) -> None:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.tmp")
+    with objects.open(key) as src, tmp.open("wb") as dst:
+        shutil.copyfileobj(src, dst, 1 << 20)
+    os.replace(tmp, dest)
+
+
+def write_rejects_csv(state, job_id: str, dest: Path, page: int = 50_000) -> int:  # noqa: ANN001
+    """Write the job's rejects as CSV (row,reason,raw); returns how many."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    count = 0
+    with dest.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh, lineterminator="\n")
+        writer.writerow(["row", "reason", "raw"])
+        while True:
+            batch = state.list_rejects(job_id, limit=page, offset=count)
+            for r in batch:
+                writer.writerow([r.row_no, r.reason, r.raw])
+            count += len(batch)
+            if len(batch) < page:
+                return count

@@ -1,0 +1,338 @@
+"""The orchestrator: drives a job's persisted state machine, one idempotent step at a time.
+
+INITIALIZED -> SPLIT -> PROCESSING -> MERGED -> NOTIFIED -> COMPLETED (or FAILED, with a reason).
+Every step may be cut short by a crash and run again: chunk objects and outputs are deterministic,
+chunk completion is recorded once per chunk, and the notification is recorded before it is sent.
+Before each step the current owner is re-read; a region that no longer owns the job stops (DESIGN §3).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from regionflow.batch.chunk import ChunkPlan, prepare_reference
+from regionflow.batch.pipeline import Pipeline
+from regionflow.batch.reference import reference_frame
+from regionflow.batch.split import split_stream
+from regionflow.batch.worker import ChunkResult, ChunkTask, run_chunk_task
+from regionflow.errors import FencedOut, FileRefused, ObjectNotFound, RegionflowError
+from regionflow.executor.base import Executor
+from regionflow.faults import crash_point
+from regionflow.ids import job_id_for
+from regionflow.notify.base import Notifier, build_message
+from regionflow.state.base import (
+    TERMINAL_STATUSES,
+    ChunkRecord,
+    ChunkStatus,
+    JobRecord,
+    JobStatus,
+    NotificationRecord,
+    RejectRecord,
+    StateStore,
+)
+from regionflow.storage import ObjectStore
+from regionflow.storage.presign import presign_url
+
+log = logging.getLogger("regionflow.orchestrator")
+
+INPUT_PREFIX = "input/"
+OUTPUT_PREFIX = "output/completed/"
+ARCHIVE_PREFIX = "archive/"
+WORK_PREFIX = "work/"
+
+# (active region, epoch) as the routing control says now.
+OwnerSource = Callable[[], tuple[str, int]]
+# (event, done, total): "split" counts rows, "chunks" counts chunks.
+ProgressHook = Callable[[str, int, int], None]
+
+
+class InputMissing(RegionflowError):
+    """The job's input object (at its version) is not in this region's store (yet)."""
+
+
+@dataclass
+class Orchestrator:
+    objects: ObjectStore
+    store_url: str  # how workers open the same object store
+    state: StateStore
+    executor: Executor
+    notifier: Notifier
+    pipeline: Pipeline
+    region: str
+    owner: OwnerSource
+    signing_key: bytes
+    link_base: str
+    cache_dir: Path
+    chunk_rows: int | None = None
+    max_chunk_attempts: int = 3
+    progress: ProgressHook | None = None
+    skipped: int = field(default=0, init=False)
+
+    # -- trigger ---------------------------------------------------------------------------------
+    def trigger(self, key: str) -> str | None:
+        """An object was created under input/: create its job if this region is active.
+
+        Returns the job id, or None when this region is not active (the event is counted as skipped).
+        A repeated event for the same (key, version) finds the job already there and changes nothing.
+        """
+        info = self.objects.head(key)
+        if info is None:
+            raise ObjectNotFound(f"no object at {key!r}")
+        active, epoch = self.owner()
+        if active != self.region:
+            self.skipped += 1
+            return None
+        now = time.time()
+        job = JobRecord(
+            job_id=job_id_for(key, info.version_id), input_key=key, version_id=info.version_id,
+            input_etag=info.etag, pipeline=self.pipeline.name, owner_region=self.region, owner_epoch=epoch,
+            created_at=now, updated_at=now,
+        )
+        self.state.create_job(job)
+        return job.job_id
+
+    # -- driving -----------------------------------------------------------------------------------
+    def run_job(self, job_id: str) -> JobRecord:
+        """Drive the job until it is COMPLETED or FAILED. Raises FencedOut if another owner took it."""
+        steps = {
+            JobStatus.INITIALIZED: self._split,
+            JobStatus.SPLIT: self._process,
+            JobStatus.PROCESSING: self._process,
+            JobStatus.MERGED: self._notify,
+            JobStatus.NOTIFIED: self._complete,
+        }
+        while True:
+            job = self._job(job_id)
+            if job.status in TERMINAL_STATUSES:
+                return job
+            self._fence(job)
+            steps[JobStatus(job.status)](job)
+
+    def _job(self, job_id: str) -> JobRecord:
+        job = self.state.get_job(job_id)
+        if job is None:
+            raise RegionflowError(f"no job {job_id}")
+        return job
+
+    def _fence(self, job: JobRecord) -> None:
+        active, epoch = self.owner()
+        if active != self.region or epoch != job.owner_epoch:
+            raise FencedOut(
+                f"job {job.job_id} is owned under epoch {job.owner_epoch}; control says {active} at epoch "
+                f"{epoch}, so {self.region} stops working on it"
+            )
+
+    def _work(self, job: JobRecord) -> str:
+        return f"{WORK_PREFIX}{job.job_id}/"
+
+    def _name(self, job: JobRecord) -> str:
+        key = job.input_key
+        return key[len(INPUT_PREFIX):] if key.startswith(INPUT_PREFIX) else key.rsplit("/", 1)[-1]
+
+    # -- split -------------------------------------------------------------------------------------
+    def _split(self, job: JobRecord) -> None:
+        info = self.objects.head(job.input_key)
+        if info is None or info.version_id != job.version_id:
+            raise InputMissing(f"input {job.input_key} version {job.version_id} is not in {self.region}")
+        chunk_rows = self.chunk_rows or self.pipeline.chunk_rows
+        work = self._work(job)
+        emitted = 0
+
+        def emit(idx: int, data: bytes, first_row: int, rows: int) -> None:
+            nonlocal emitted
+            self.objects.put(f"{work}chunks/{idx:06d}.csv", data, content_type="text/csv",
+                             metadata={"job": job.job_id, "first_row": str(first_row), "rows": str(rows)})
+            emitted += rows
+            if self.progress:
+                self.progress("split", emitted, 0)
+
+        try:
+            with self.objects.open(job.input_key) as stream:
+                result = split_stream(stream, self.pipeline, chunk_rows, emit)
+        except FileRefused as exc:
+            self._discard_work(job)
+            self.state.transition_job(job.job_id, epoch=job.owner_epoch, from_status=JobStatus.INITIALIZED,
+                                      to_status=JobStatus.FAILED, reason=str(exc), updated_at=time.time())
+            return
+        crash_point("split:chunks_written")
+        layout = {"header": result.header, "columns": result.columns}
+        self.objects.put(f"{work}layout.json", json.dumps(layout).encode(), content_type="application/json")
+        chunks = [
+            ChunkRecord(job_id=job.job_id, idx=i, object_key=f"{work}chunks/{i:06d}.csv", first_row=first,
+                        rows=rows)
+            for i, (first, rows) in enumerate(result.chunks)
+        ]
+        self.state.add_chunks(job.job_id, chunks, epoch=job.owner_epoch)
+        crash_point("split:chunks_recorded")
+        self.state.transition_job(job.job_id, epoch=job.owner_epoch, from_status=JobStatus.INITIALIZED,
+                                  to_status=JobStatus.SPLIT, rows_in=result.rows_in, chunks_total=len(chunks),
+                                  updated_at=time.time())
+        crash_point("split:done")
+
+    def _discard_work(self, job: JobRecord) -> None:
+        for info in list(self.objects.list(self._work(job))):
+            self.objects.delete(info.key)
+
+    # -- process + merge ---------------------------------------------------------------------------
+    def _process(self, job: JobRecord) -> None:
+        if job.status == JobStatus.SPLIT:
+            job = self.state.transition_job(job.job_id, epoch=job.owner_epoch, from_status=JobStatus.SPLIT,
+                                            to_status=JobStatus.PROCESSING, updated_at=time.time())
+        layout = json.loads(self.objects.get(f"{self._work(job)}layout.json"))
+        plan = ChunkPlan(self.pipeline.to_dict(), dict(layout["columns"]), len(layout["header"]))
+        chunks = self.state.list_chunks(job.job_id)
+        todo = [c for c in chunks if not self._chunk_output_present(c)]
+        done = len(chunks) - len(todo)
+        if self.progress:
+            self.progress("chunks", done, len(chunks))
+        if todo:
+            reference = self._reference_path()
+            while todo:
+                self._fence(job)
+                todo, done = self._run_chunks(job, todo, plan, reference, done, len(chunks))
+        crash_point("process:all_chunks_done")
+        self._merge(job, self.state.list_chunks(job.job_id))
+
+    def _chunk_output_present(self, chunk: ChunkRecord) -> bool:
+        if chunk.status != ChunkStatus.DONE or not chunk.out_key:
+            return False
+        info = self.objects.head(chunk.out_key)
+        return info is not None and info.etag == chunk.out_etag
+
+    def _run_chunks(self, job: JobRecord, todo: list[ChunkRecord], plan: ChunkPlan, reference: str | None,
+                    done: int, total: int) -> tuple[list[ChunkRecord], int]:
+        by_idx = {c.idx: c for c in todo}
+        attempts = {c.idx: self.state.start_chunk(job.job_id, c.idx, epoch=job.owner_epoch) for c in todo}
+        tasks = [
+            ChunkTask(job_id=job.job_id, idx=c.idx, store_url=self.store_url, chunk_key=c.object_key,
+                      out_key=f"{self._work(job)}out/{c.idx:06d}.csv", first_row=c.first_row, plan=plan,
+                      reference_path=reference)
+            for c in todo
+        ]
+        retry: list[ChunkRecord] = []
+        for task, result in self.executor.map_unordered(run_chunk_task, tasks):
+            if isinstance(result, BaseException):
+                log.warning("chunk %s of %s failed (attempt %s): %r", task.idx, job.job_id, attempts[task.idx],
+                            result)
+                if attempts[task.idx] >= self.max_chunk_attempts:
+                    self._fail(job, f"chunk {task.idx} failed {attempts[task.idx]} times: {result!r}")
+                    raise RegionflowError(f"job {job.job_id} failed: chunk {task.idx}: {result!r}")
+                retry.append(by_idx[task.idx])
+                continue
+            self._record_chunk(job, task, result)
+            done += 1
+            if self.progress:
+                self.progress("chunks", done, total)
+        return sorted(retry, key=lambda c: c.idx), done
+
+    def _record_chunk(self, job: JobRecord, task: ChunkTask, result: ChunkResult) -> None:
+        rejects = [RejectRecord(job_id=job.job_id, row_no=row, chunk_idx=task.idx, raw=raw, reason=reason)
+                   for row, raw, reason in result.rejects]
+        self.state.complete_chunk(job.job_id, task.idx, epoch=job.owner_epoch, out_key=task.out_key,
+                                  out_etag=result.out_etag, rows_ok=result.rows_ok,
+                                  rows_rejected=len(rejects), rejects=rejects)
+        crash_point(f"chunk_recorded:{task.idx}")
+
+    def _fail(self, job: JobRecord, reason: str) -> None:
+        current = self._job(job.job_id)
+        self.state.transition_job(job.job_id, epoch=job.owner_epoch, from_status=current.status,
+                                  to_status=JobStatus.FAILED, reason=reason, updated_at=time.time())
+
+    def _reference_path(self) -> str | None:
+        """The enrichment table prepared for joins, cached as an Arrow file per table revision."""
+        enrichment = self.pipeline.enrichment
+        if enrichment is None:
+            return None
+        info = self.state.reference_info(enrichment.table)
+        if info is None:
+            raise RegionflowError(
+                f"reference table {enrichment.table!r} is not loaded in {self.region} "
+                "(run `regionflow reference load`)"
+            )
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        path = self.cache_dir / f"ref-{enrichment.table}-r{info.revision}-{enrichment.reference_key}.arrow"
+        if not path.exists():
+            frame = prepare_reference(reference_frame(self.state, enrichment.table), enrichment.reference_key,
+                                      enrichment.fields)
+            fd, tmp = tempfile.mkstemp(dir=self.cache_dir, suffix=".tmp")
+            os.close(fd)
+            frame.write_ipc(tmp)
+            os.replace(tmp, path)
+        return str(path)
+
+    def _merge(self, job: JobRecord, chunks: list[ChunkRecord]) -> None:
+        header = io.StringIO()
+        csv.writer(header, delimiter=self.pipeline.csv.delimiter, quotechar=self.pipeline.csv.quote,
+                   lineterminator="\n").writerow(self.pipeline.output_header)
+
+        def body() -> Iterator[bytes]:
+            yield header.getvalue().encode("utf-8")
+            for i, chunk in enumerate(chunks):
+                if i == len(chunks) // 2:
+                    crash_point("merge:midway")
+                yield self.objects.get(chunk.out_key or "")
+
+        rows_ok = sum(c.rows_ok or 0 for c in chunks)
+        rows_rejected = sum(c.rows_rejected or 0 for c in chunks)
+        if job.rows_in != rows_ok + rows_rejected:
+            # Never expected: it would mean a row was lost or counted twice. Refuse to publish.
+            self._fail(job, f"row count mismatch: in {job.rows_in} != ok {rows_ok} + rejected {rows_rejected}")
+            return
+        self._fence(job)
+        output_key = f"{OUTPUT_PREFIX}{self._name(job)}"
+        info = self.objects.put(output_key, body(), content_type="text/csv",
+                                metadata={"job": job.job_id, "rows": str(rows_ok)})
+        crash_point("merge:written")
+        self.state.transition_job(job.job_id, epoch=job.owner_epoch, from_status=JobStatus.PROCESSING,
+                                  to_status=JobStatus.MERGED, output_key=output_key, output_etag=info.etag,
+                                  rows_ok=rows_ok, rows_rejected=rows_rejected, updated_at=time.time())
+
+    # -- notify + complete -------------------------------------------------------------------------
+    def _notify(self, job: JobRecord) -> None:
+        self._fence(job)
+        spec = self.pipeline.notify
+        existing = self.state.get_notification(job.job_id)
+        if existing is None:
+            link = presign_url(self.link_base, job.output_key or "", self.signing_key, spec.link_expiry_seconds)
+            self.state.record_notification(NotificationRecord(
+                job_id=job.job_id, recipients=spec.recipients,
+                subject=f"regionflow: {self._name(job)} processed", link=link, rows_ok=job.rows_ok or 0,
+                rows_rejected=job.rows_rejected or 0, region=self.region, channel=self.notifier.channel,
+                created_at=time.time(),
+            ))
+            existing = self.state.get_notification(job.job_id)
+        assert existing is not None
+        if existing.status != "sent":
+            message = build_message(
+                job_id=job.job_id, name=self._name(job), sender=spec.sender, recipients=existing.recipients,
+                link=existing.link, expires_in=spec.link_expiry_seconds, rows_in=job.rows_in or 0,
+                rows_ok=existing.rows_ok, rows_rejected=existing.rows_rejected, region=self.region,
+            )
+            crash_point("notify:before_send")
+            self.notifier.send(message)
+            crash_point("notify:sent")
+            self.state.mark_notification_sent(job.job_id)
+        self.state.transition_job(job.job_id, epoch=job.owner_epoch, from_status=JobStatus.MERGED,
+                                  to_status=JobStatus.NOTIFIED, updated_at=time.time())
+
+    def _complete(self, job: JobRecord) -> None:
+        archive_key = f"{ARCHIVE_PREFIX}{job.version_id}/{self._name(job)}"
+        info = self.objects.head(job.input_key)
+        if info is not None and info.version_id == job.version_id:
+            archived = self.objects.head(archive_key)
+            if archived is None or archived.etag != job.input_etag:
+                self.objects.copy(job.input_key, archive_key)
+            crash_point("complete:archived")
+            self.objects.delete(job.input_key)
+        self.state.transition_job(job.job_id, epoch=job.owner_epoch, from_status=JobStatus.NOTIFIED,
+                                  to_status=JobStatus.COMPLETED, completing_region=self.region,
+                                  updated_at=time.time())

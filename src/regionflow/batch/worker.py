@@ -1,0 +1,70 @@
+"""The chunk task that runs in an executor worker: read chunk, process, write the chunk output."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import polars as pl
+
+from regionflow.batch.chunk import ChunkPlan, CompiledPlan, process_chunk
+from regionflow.faults import crash_point
+from regionflow.storage import ObjectStore, open_object_store
+
+
+@dataclass
+class ChunkTask:
+    job_id: str
+    idx: int
+    store_url: str
+    chunk_key: str
+    out_key: str
+    first_row: int
+    plan: ChunkPlan
+    reference_path: str | None  # Arrow IPC file of the prepared reference table
+
+
+@dataclass
+class ChunkResult:
+    idx: int
+    out_etag: str
+    rows_in: int
+    rows_ok: int
+    rejects: list[tuple[int, str, str]] = field(default_factory=list)
+
+
+# Per-process caches: a worker handles many chunks of the same job.
+_stores: dict[str, ObjectStore] = {}
+_plans: dict[str, tuple[ChunkPlan, CompiledPlan]] = {}
+_references: dict[str, pl.DataFrame] = {}
+
+
+def _cached_plan(task: ChunkTask) -> CompiledPlan:
+    hit = _plans.get(task.job_id)
+    if hit is None or hit[0] != task.plan:
+        hit = (task.plan, task.plan.build())
+        _plans.clear()
+        _plans[task.job_id] = hit
+    return hit[1]
+
+
+def _cached_reference(path: str | None) -> pl.DataFrame | None:
+    if path is None:
+        return None
+    if path not in _references:
+        _references.clear()
+        _references[path] = pl.read_ipc(path, memory_map=False)
+    return _references[path]
+
+
+def run_chunk_task(task: ChunkTask) -> ChunkResult:
+    """Process one chunk and store its output object; returns what the orchestrator records."""
+    store = _stores.get(task.store_url)
+    if store is None:
+        store = _stores[task.store_url] = open_object_store(task.store_url)
+    plan = _cached_plan(task)
+    data = store.get(task.chunk_key)
+    crash_point(f"chunk:{task.idx}")
+    outcome = process_chunk(data, plan, _cached_reference(task.reference_path), task.first_row)
+    info = store.put(task.out_key, outcome.output, content_type="text/csv",
+                     metadata={"job": task.job_id, "chunk": str(task.idx)})
+    return ChunkResult(task.idx, info.etag, outcome.rows_in, outcome.rows_ok, outcome.rejects)

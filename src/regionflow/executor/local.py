@@ -1,0 +1,68 @@
+"""Local executor: a process pool (spawned, so polars' threads are never forked), or inline for 1 worker."""
+
+from __future__ import annotations
+
+import multiprocessing
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from typing import TypeVar
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+class LocalExecutor:
+    def __init__(self, workers: int = 2):
+        self.workers = max(1, workers)
+        self._pool: ProcessPoolExecutor | None = None
+
+    def _ensure_pool(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"))
+        return self._pool
+
+    def map_unordered(self, fn: Callable[[T], R], items: Iterable[T]) -> Iterator[tuple[T, R | BaseException]]:
+        """Run fn over items, at most 2 x workers in flight so memory stays bounded."""
+        if self.workers == 1:
+            for item in items:
+                try:
+                    yield item, fn(item)
+                except Exception as exc:  # reported to the caller, who decides on retries
+                    yield item, exc
+            return
+        queue = iter(items)
+        running: dict[Future, T] = {}
+        limit = 2 * self.workers
+        while True:
+            broken = False
+            while len(running) < limit and not broken:
+                try:
+                    item = next(queue)
+                except StopIteration:
+                    break
+                try:
+                    running[self._ensure_pool().submit(fn, item)] = item
+                except BrokenProcessPool as exc:
+                    self._discard_pool()
+                    yield item, exc
+                    broken = True
+            if not running:
+                return
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for fut in done:
+                item = running.pop(fut)
+                exc = fut.exception()
+                if isinstance(exc, BrokenProcessPool):
+                    self._discard_pool()
+                yield item, (exc if exc is not None else fut.result())
+
+    def _discard_pool(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None

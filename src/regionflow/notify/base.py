@@ -1,0 +1,41 @@
+"""The Notifier port and the job-done message."""
+
+from __future__ import annotations
+
+from email.message import EmailMessage
+from email.utils import formatdate
+from typing import Protocol, runtime_checkable
+
+
+@runtime_checkable
+class Notifier(Protocol):
+    """Delivers a job-done message. Delivery is keyed by the message's Message-ID (the job id)."""
+
+    channel: str
+
+    def send(self, message: EmailMessage) -> None:
+        """Deliver message or raise. Sending the same Message-ID twice must not create two messages
+        where the channel can prevent it (the outbox replaces; SMTP receivers dedupe on Message-ID)."""
+        ...
+
+
+def build_message(*, job_id: str, name: str, sender: str, recipients: list[str], link: str,
+                  expires_in: int, rows_in: int, rows_ok: int, rows_rejected: int, region: str) -> EmailMessage:
+    """The notification for one finished job; its Message-ID is derived from the job id."""
+    msg = EmailMessage()
+    msg["Subject"] = f"regionflow: {name} processed ({rows_ok} ok, {rows_rejected} rejected)"
+    msg["From"] = sender
+    msg["To"] = ", ".join(recipients)
+    msg["Date"] = formatdate(localtime=False)
+    msg["Message-ID"] = f"<{job_id}@regionflow>"
+    msg["X-Regionflow-Job"] = job_id
+    msg["X-Regionflow-Region"] = region
+    msg.set_content(
+        f"The file {name} has been processed by region {region}.\n\n"
+        f"Rows in:       {rows_in}\n"
+        f"Rows ok:       {rows_ok}\n"
+        f"Rows rejected: {rows_rejected}\n\n"
+        f"Download the output (link valid for {expires_in // 60} minutes):\n{link}\n\n"
+        f"Job id: {job_id}\n"
+    )
+    return msg
