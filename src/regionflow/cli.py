@@ -14,7 +14,7 @@ from rich.table import Table
 
 from regionflow.errors import RegionflowError
 
-app = typer.Typer(no_args_is_help=True, add_completion=False,
+app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_show_locals=False,
                   help="regionflow: multi-region batch-file processing that loses no file and runs none twice.")
 pipeline_app = typer.Typer(no_args_is_help=True, help="Inspect and check pipeline specs.")
 app.add_typer(pipeline_app, name="pipeline")

@@ -6,6 +6,7 @@ Pure: bytes and a reference table in, output bytes and rejects out. The orchestr
 from __future__ import annotations
 
 import csv
+import io
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -60,7 +61,8 @@ def _parse(records: list[str], plan: CompiledPlan) -> tuple[pl.DataFrame, list[i
         counts = parts.list.len().to_list()
         cols = {f: parts.list.get(i, null_on_oob=True) for f, i in plan.columns.items()}
         return pl.DataFrame(cols), counts
-    rows = [next(csv.reader([r], delimiter=plan.delimiter, quotechar=plan.quote, strict=False), [])
+    # Each record is parsed as a little file so quoted CR/LF inside it are read as data.
+    rows = [next(csv.reader(io.StringIO(r, newline=""), delimiter=plan.delimiter, quotechar=plan.quote), [])
             for r in records]
     counts = [len(r) for r in rows]
     cols = {f: pl.Series(f, [r[i] if i < len(r) else None for r in rows], dtype=pl.String)

@@ -36,6 +36,7 @@ class LocalRunResult:
     workdir: Path
     output: Path | None
     rejects: Path | None
+    kept: bool = False  # the embedded store stays in workdir (--state-dir)
 
     @property
     def rows_per_second(self) -> float:
@@ -49,7 +50,7 @@ class LocalRunResult:
             "seconds": round(self.seconds, 3), "rows_per_second": round(self.rows_per_second, 1),
             "output": str(self.output) if self.output else None,
             "rejects": str(self.rejects) if self.rejects else None,
-            "workdir": str(self.workdir),
+            "state_dir": str(self.workdir) if self.kept else None,
         }
 
 
@@ -144,7 +145,8 @@ def process_file(
                     rejects = rejects_path
                     write_rejects_csv(state, job_id, rejects_path)
             return LocalRunResult(job=job, chunks=chunks, seconds=time.perf_counter() - started,
-                                  workdir=workdir, output=output, rejects=rejects)
+                                  workdir=workdir, output=output, rejects=rejects,
+                                  kept=state_dir is not None)
         finally:
             executor.close()
             state.close()

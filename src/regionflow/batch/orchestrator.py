@@ -161,7 +161,7 @@ class Orchestrator:
         except FileRefused as exc:
             self._discard_work(job)
             self.state.transition_job(job.job_id, epoch=job.owner_epoch, from_status=JobStatus.INITIALIZED,
-                                      to_status=JobStatus.FAILED, reason=str(exc), updated_at=time.time())
+                                      to_status=JobStatus.FAILED, reason=str(exc))
             return
         crash_point("split:chunks_written")
         layout = {"header": result.header, "columns": result.columns}
@@ -174,8 +174,7 @@ class Orchestrator:
         self.state.add_chunks(job.job_id, chunks, epoch=job.owner_epoch)
         crash_point("split:chunks_recorded")
         self.state.transition_job(job.job_id, epoch=job.owner_epoch, from_status=JobStatus.INITIALIZED,
-                                  to_status=JobStatus.SPLIT, rows_in=result.rows_in, chunks_total=len(chunks),
-                                  updated_at=time.time())
+                                  to_status=JobStatus.SPLIT, rows_in=result.rows_in, chunks_total=len(chunks))
         crash_point("split:done")
 
     def _discard_work(self, job: JobRecord) -> None:
@@ -186,7 +185,7 @@ class Orchestrator:
     def _process(self, job: JobRecord) -> None:
         if job.status == JobStatus.SPLIT:
             job = self.state.transition_job(job.job_id, epoch=job.owner_epoch, from_status=JobStatus.SPLIT,
-                                            to_status=JobStatus.PROCESSING, updated_at=time.time())
+                                            to_status=JobStatus.PROCESSING)
         layout = json.loads(self.objects.get(f"{self._work(job)}layout.json"))
         plan = ChunkPlan(self.pipeline.to_dict(), dict(layout["columns"]), len(layout["header"]))
         chunks = self.state.list_chunks(job.job_id)
@@ -245,7 +244,7 @@ class Orchestrator:
     def _fail(self, job: JobRecord, reason: str) -> None:
         current = self._job(job.job_id)
         self.state.transition_job(job.job_id, epoch=job.owner_epoch, from_status=current.status,
-                                  to_status=JobStatus.FAILED, reason=reason, updated_at=time.time())
+                                  to_status=JobStatus.FAILED, reason=reason)
 
     def _reference_path(self) -> str | None:
         """The enrichment table prepared for joins, cached as an Arrow file per table revision."""
@@ -294,7 +293,7 @@ class Orchestrator:
         crash_point("merge:written")
         self.state.transition_job(job.job_id, epoch=job.owner_epoch, from_status=JobStatus.PROCESSING,
                                   to_status=JobStatus.MERGED, output_key=output_key, output_etag=info.etag,
-                                  rows_ok=rows_ok, rows_rejected=rows_rejected, updated_at=time.time())
+                                  rows_ok=rows_ok, rows_rejected=rows_rejected)
 
     # -- notify + complete -------------------------------------------------------------------------
     def _notify(self, job: JobRecord) -> None:
@@ -322,7 +321,7 @@ class Orchestrator:
             crash_point("notify:sent")
             self.state.mark_notification_sent(job.job_id)
         self.state.transition_job(job.job_id, epoch=job.owner_epoch, from_status=JobStatus.MERGED,
-                                  to_status=JobStatus.NOTIFIED, updated_at=time.time())
+                                  to_status=JobStatus.NOTIFIED)
 
     def _complete(self, job: JobRecord) -> None:
         archive_key = f"{ARCHIVE_PREFIX}{job.version_id}/{self._name(job)}"
@@ -334,5 +333,4 @@ class Orchestrator:
             crash_point("complete:archived")
             self.objects.delete(job.input_key)
         self.state.transition_job(job.job_id, epoch=job.owner_epoch, from_status=JobStatus.NOTIFIED,
-                                  to_status=JobStatus.COMPLETED, completing_region=self.region,
-                                  updated_at=time.time())
+                                  to_status=JobStatus.COMPLETED, completing_region=self.region)

@@ -47,6 +47,9 @@ def record_spans(buf: bytes, ends: np.ndarray, start: int = 0) -> tuple[np.ndarr
 def split_records(text_bytes: bytes, quote: int) -> list[bytes]:
     """Every non-blank record of a complete buffer (the last record need not end with a newline)."""
     buf = text_bytes if text_bytes.endswith(b"\n") else text_bytes + b"\n"
-    ends, _ = record_ends(buf, quote)
+    ends, in_quote = record_ends(buf, quote)
+    if in_quote:
+        # An unterminated quote: the rest of the buffer is one record, kept so it can be rejected.
+        ends = np.append(ends, len(buf) - 1)
     starts, stops = record_spans(buf, ends)
     return [buf[s:e] for s, e in zip(starts.tolist(), stops.tolist(), strict=True)]

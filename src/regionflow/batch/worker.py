@@ -52,7 +52,7 @@ def _cached_reference(path: str | None) -> pl.DataFrame | None:
         return None
     if path not in _references:
         _references.clear()
-        _references[path] = pl.read_ipc(path, memory_map=False)
+        _references[path] = pl.read_ipc(path)
     return _references[path]
 
 

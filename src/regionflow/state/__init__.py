@@ -1,0 +1,43 @@
+"""Batch state: the StateStore port, its records, and the SQL adapter chosen by URL."""
+
+from regionflow.state.base import (
+    TERMINAL_STATUSES,
+    Change,
+    ChunkRecord,
+    ChunkStatus,
+    JobRecord,
+    JobStatus,
+    NotificationRecord,
+    ReferenceInfo,
+    RejectRecord,
+    StateStore,
+)
+
+__all__ = [
+    "TERMINAL_STATUSES",
+    "Change",
+    "ChunkRecord",
+    "ChunkStatus",
+    "JobRecord",
+    "JobStatus",
+    "NotificationRecord",
+    "ReferenceInfo",
+    "RejectRecord",
+    "StateStore",
+    "open_state_store",
+]
+
+
+def open_state_store(url: str, region: str) -> StateStore:
+    """Return the store for url: sqlite:///path/to/state.db or postgresql://user@host:port/db."""
+    from regionflow.errors import ConfigError
+
+    scheme = url.split(":", 1)[0].lower()
+    if scheme == "sqlite" or scheme.startswith("sqlite+") or scheme in ("postgresql", "postgres") \
+            or scheme.startswith("postgresql+"):
+        from regionflow.state.store import SqlStateStore
+
+        if scheme == "postgres":  # the libpq spelling
+            url = "postgresql" + url[len("postgres"):]
+        return SqlStateStore(url, region)
+    raise ConfigError(f"state store url {url!r}: unsupported scheme (expected sqlite:/// or postgresql://)")

@@ -1,0 +1,138 @@
+"""The StateStore's tables (SQLAlchemy Core), portable between SQLite and PostgreSQL.
+
+Only portable column types are used. JSON values (reference columns, notification recipients, change
+row images) are stored as Text holding JSON. Every table's primary key also names its change-feed key:
+the key columns' values joined with '/' (see feed_key).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import BigInteger, Column, Float, Index, Integer, MetaData, String, Table, Text
+
+metadata = MetaData()
+
+# A 64-bit integer that is also SQLite's rowid alias when used as a single-column primary key.
+_SEQ = BigInteger().with_variant(Integer(), "sqlite")
+
+jobs = Table(
+    "jobs",
+    metadata,
+    Column("job_id", String, primary_key=True),
+    Column("input_key", Text, nullable=False),
+    Column("version_id", String, nullable=False),
+    Column("input_etag", String, nullable=False),
+    Column("pipeline", String, nullable=False),
+    Column("status", String, nullable=False),
+    Column("owner_region", String, nullable=False),
+    Column("owner_epoch", BigInteger, nullable=False),
+    Column("completing_region", String),
+    Column("rows_in", BigInteger),
+    Column("rows_ok", BigInteger),
+    Column("rows_rejected", BigInteger),
+    Column("chunks_total", Integer),
+    Column("output_key", Text),
+    Column("output_etag", String),
+    Column("reason", Text),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Index("ix_jobs_status", "status"),
+    Index("ix_jobs_created_at", "created_at"),
+)
+
+chunks = Table(
+    "chunks",
+    metadata,
+    Column("job_id", String, primary_key=True),
+    Column("idx", Integer, primary_key=True, autoincrement=False),
+    Column("object_key", Text, nullable=False),
+    Column("first_row", BigInteger, nullable=False),
+    Column("rows", BigInteger, nullable=False),
+    Column("status", String, nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("out_key", Text),
+    Column("out_etag", String),
+    Column("rows_ok", BigInteger),
+    Column("rows_rejected", BigInteger),
+)
+
+rejects = Table(
+    "rejects",
+    metadata,
+    Column("job_id", String, primary_key=True),
+    Column("row_no", BigInteger, primary_key=True, autoincrement=False),
+    Column("chunk_idx", Integer, nullable=False),
+    Column("raw", Text, nullable=False),
+    Column("reason", Text, nullable=False),
+    # by job (and chunk, for replacing one chunk's rejects); row order comes from the primary key
+    Index("ix_rejects_job_chunk", "job_id", "chunk_idx"),
+)
+
+reference_tables = Table(
+    "reference_tables",
+    metadata,
+    Column("name", String, primary_key=True),
+    Column("key_column", String, nullable=False),
+    Column("columns", Text, nullable=False),  # JSON list of column names
+    Column("rows", BigInteger, nullable=False),
+    Column("parts", Integer, nullable=False),
+    Column("revision", Integer, nullable=False),
+    Column("loaded_at", Float, nullable=False),
+)
+
+reference_parts = Table(
+    "reference_parts",
+    metadata,
+    Column("table_name", String, primary_key=True),
+    Column("part_no", Integer, primary_key=True, autoincrement=False),
+    Column("csv", Text, nullable=False),
+)
+
+notifications = Table(
+    "notifications",
+    metadata,
+    Column("job_id", String, primary_key=True),
+    Column("recipients", Text, nullable=False),  # JSON list of addresses
+    Column("subject", Text, nullable=False),
+    Column("link", Text, nullable=False),
+    Column("rows_ok", BigInteger, nullable=False),
+    Column("rows_rejected", BigInteger, nullable=False),
+    Column("region", String, nullable=False),
+    Column("channel", String, nullable=False),
+    Column("status", String, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("sent_at", Float),
+)
+
+change_feed = Table(
+    "change_feed",
+    metadata,
+    Column("seq", _SEQ, primary_key=True, autoincrement=True),
+    Column("table_name", String, nullable=False),
+    Column("key", Text, nullable=False),
+    Column("row_image", Text),  # JSON object of the row after the change; NULL for a delete
+    Column("hlc", BigInteger, nullable=False),
+    Column("epoch", BigInteger, nullable=False),
+    Column("origin", String, nullable=False),
+    Column("created_at", Float, nullable=False),
+    sqlite_autoincrement=True,  # never reuse a sequence number, even after the feed is pruned
+)
+
+replication_checkpoints = Table(
+    "replication_checkpoints",
+    metadata,
+    Column("source", String, primary_key=True),
+    Column("seq", BigInteger, nullable=False),
+    Column("updated_at", Float, nullable=False),
+)
+
+# Tables whose changes go to the change feed, by name.
+FEED_TABLES: dict[str, Table] = {
+    t.name: t for t in (jobs, chunks, rejects, reference_tables, reference_parts, notifications)
+}
+
+
+def feed_key(table: Table, row: dict[str, Any]) -> str:
+    """The change-feed key of row: its primary-key values joined with '/' (e.g. 'job-1/3')."""
+    return "/".join(str(row[c.name]) for c in table.primary_key.columns)
