@@ -8,11 +8,10 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from regionflow.batch.chunk import ChunkPlan, prepare_reference
+from regionflow.batch.chunk import ChunkPlan, process_chunk
+from regionflow.batch.enrich import ReferenceIndex
 from regionflow.batch.pipeline import Pipeline
 from regionflow.batch.split import split_stream
-
-from regionflow.batch.chunk import process_chunk
 
 
 @dataclass
@@ -24,14 +23,14 @@ class PureRun:
     chunks: int
 
 
-def reference_frame_from_csv(text: str, pipeline: Pipeline) -> pl.DataFrame | None:
+def reference_frame_from_csv(text: str, pipeline: Pipeline) -> ReferenceIndex | None:
     if pipeline.enrichment is None:
         return None
     df = pl.read_csv(io.StringIO(text), infer_schema=False, empty_string_is_null=False)
-    return prepare_reference(df, pipeline.enrichment.reference_key, pipeline.enrichment.fields)
+    return ReferenceIndex.build(df, pipeline.enrichment.reference_key, pipeline.enrichment.fields)
 
 
-def run_pure(data: bytes, pipeline: Pipeline, chunk_rows: int, reference: pl.DataFrame | None) -> PureRun:
+def run_pure(data: bytes, pipeline: Pipeline, chunk_rows: int, reference: ReferenceIndex | None) -> PureRun:
     chunks: list[tuple[bytes, int, int]] = []
     result = split_stream(io.BytesIO(data), pipeline, chunk_rows, lambda i, d, f, r: chunks.append((d, f, r)))
     plan = ChunkPlan(pipeline.to_dict(), result.columns, len(result.header)).build()

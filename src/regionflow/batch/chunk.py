@@ -12,13 +12,13 @@ from typing import Any
 
 import polars as pl
 
+from regionflow.batch.enrich import ReferenceIndex
 from regionflow.batch.pipeline import Pipeline
 from regionflow.batch.records import split_records
 from regionflow.batch.validate import RowValidator
 
 FIELD_COUNT = "field count"
 KEY_NOT_FOUND = "enrichment: key not found"
-_FOUND = "__rf_found"
 _ROW = "__rf_row"
 
 
@@ -70,7 +70,7 @@ def _parse(records: list[str], plan: CompiledPlan) -> tuple[pl.DataFrame, list[i
     return pl.DataFrame(cols), counts
 
 
-def process_chunk(data: bytes, plan: CompiledPlan, reference: pl.DataFrame | None,
+def process_chunk(data: bytes, plan: CompiledPlan, reference: ReferenceIndex | None,
                   first_row: int) -> ChunkOutcome:
     """Process one chunk whose first record is data row number first_row (1-based)."""
     records = [r.decode("utf-8") for r in split_records(data, ord(plan.quote))]
@@ -103,12 +103,10 @@ def process_chunk(data: bytes, plan: CompiledPlan, reference: pl.DataFrame | Non
     if enrichment is not None:
         if reference is None:
             raise RuntimeError(f"reference table {enrichment.table!r} is not loaded")
-        df = df.join(reference, left_on=enrichment.key, right_on=_ref_key(enrichment.reference_key),
-                     how="left", maintain_order="left")
-        missing = df.filter(pl.col(_FOUND).is_null()).get_column(_ROW).to_list()
-        for idx in missing:
+        found, positions = reference.lookup(df.get_column(enrichment.key))
+        for idx in df.get_column(_ROW).filter(pl.Series(~found)).to_list():
             rejects.append((first_row + idx, records[idx], KEY_NOT_FOUND))
-        df = df.filter(pl.col(_FOUND).is_not_null())
+        df = df.filter(pl.Series(found)).hstack(reference.values[positions[found]])
 
     rejects.sort()
     out = df.select([pl.col(src).alias(header) for header, src in plan.pipeline.output.items()])
@@ -117,19 +115,3 @@ def process_chunk(data: bytes, plan: CompiledPlan, reference: pl.DataFrame | Non
     body = out.write_csv(include_header=False, separator=plan.delimiter, quote_char=plan.quote,
                          line_terminator="\n") if out.height else ""
     return ChunkOutcome(body.encode("utf-8"), n, out.height, rejects)
-
-
-def _ref_key(reference_key: str) -> str:
-    return f"__rf_key_{reference_key}"
-
-
-def prepare_reference(df: pl.DataFrame, reference_key: str, fields: list[str]) -> pl.DataFrame:
-    """The reference table shaped for the join: the key (renamed apart), the enrichment fields, a marker."""
-    missing = [f for f in [reference_key, *fields] if f not in df.columns]
-    if missing:
-        raise ValueError(f"reference table lacks column(s) {missing}")
-    return df.select(
-        pl.col(reference_key).alias(_ref_key(reference_key)),
-        *[pl.col(f) for f in fields],
-        pl.lit(True).alias(_FOUND),
-    )

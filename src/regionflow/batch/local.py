@@ -112,6 +112,7 @@ def process_file(
         objects = FileObjectStore(bucket)
         state = open_state_store(f"sqlite:///{workdir / 'state.db'}", LOCAL_REGION)
         executor = LocalExecutor(workers)
+        executor.warm_up()
         try:
             enrichment = pipeline.enrichment
             if enrichment is not None and reference_path is not None:

@@ -12,14 +12,13 @@ import csv
 import io
 import json
 import logging
-import os
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from regionflow.batch.chunk import ChunkPlan, prepare_reference
+from regionflow.batch.chunk import ChunkPlan
+from regionflow.batch.enrich import ReferenceIndex
 from regionflow.batch.pipeline import Pipeline
 from regionflow.batch.reference import reference_frame
 from regionflow.batch.split import split_stream
@@ -247,7 +246,7 @@ class Orchestrator:
                                   to_status=JobStatus.FAILED, reason=reason)
 
     def _reference_path(self) -> str | None:
-        """The enrichment table prepared for joins, cached as an Arrow file per table revision."""
+        """The enrichment table indexed for lookups, cached on disk per table revision."""
         enrichment = self.pipeline.enrichment
         if enrichment is None:
             return None
@@ -257,16 +256,11 @@ class Orchestrator:
                 f"reference table {enrichment.table!r} is not loaded in {self.region} "
                 "(run `regionflow reference load`)"
             )
-        self.cache_dir.mkdir(parents=True, exist_ok=True)
-        path = self.cache_dir / f"ref-{enrichment.table}-r{info.revision}-{enrichment.reference_key}.arrow"
-        if not path.exists():
-            frame = prepare_reference(reference_frame(self.state, enrichment.table), enrichment.reference_key,
-                                      enrichment.fields)
-            fd, tmp = tempfile.mkstemp(dir=self.cache_dir, suffix=".tmp")
-            os.close(fd)
-            frame.write_ipc(tmp)
-            os.replace(tmp, path)
-        return str(path)
+        base = self.cache_dir / f"ref-{enrichment.table}-r{info.revision}-{enrichment.reference_key}"
+        if not ReferenceIndex.exists(base):
+            frame = reference_frame(self.state, enrichment.table)
+            ReferenceIndex.build(frame, enrichment.reference_key, enrichment.fields).save(base)
+        return str(base)
 
     def _merge(self, job: JobRecord, chunks: list[ChunkRecord]) -> None:
         header = io.StringIO()

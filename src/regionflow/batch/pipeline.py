@@ -122,10 +122,7 @@ def load_pipeline(path: str | Path) -> Pipeline:
     except OSError as exc:
         raise ConfigError(f"{p}: cannot read pipeline: {exc.strerror}") from None
     try:
-        if p.suffix.lower() in (".yaml", ".yml"):
-            data = yaml.safe_load(text)
-        else:
-            data = tomllib.loads(text)
+        data = yaml.safe_load(text) if p.suffix.lower() in (".yaml", ".yml") else tomllib.loads(text)
     except (tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
         raise ConfigError(f"{p}: not valid {p.suffix.lstrip('.').upper() or 'TOML'}: {exc}") from None
     if not isinstance(data, dict):

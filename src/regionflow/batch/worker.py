@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import polars as pl
-
 from regionflow.batch.chunk import ChunkPlan, CompiledPlan, process_chunk
+from regionflow.batch.enrich import ReferenceIndex
 from regionflow.faults import crash_point
 from regionflow.storage import ObjectStore, open_object_store
 
@@ -20,7 +19,7 @@ class ChunkTask:
     out_key: str
     first_row: int
     plan: ChunkPlan
-    reference_path: str | None  # Arrow IPC file of the prepared reference table
+    reference_path: str | None  # base path of the saved ReferenceIndex
 
 
 @dataclass
@@ -35,7 +34,7 @@ class ChunkResult:
 # Per-process caches: a worker handles many chunks of the same job.
 _stores: dict[str, ObjectStore] = {}
 _plans: dict[str, tuple[ChunkPlan, CompiledPlan]] = {}
-_references: dict[str, pl.DataFrame] = {}
+_references: dict[str, ReferenceIndex] = {}
 
 
 def _cached_plan(task: ChunkTask) -> CompiledPlan:
@@ -47,12 +46,12 @@ def _cached_plan(task: ChunkTask) -> CompiledPlan:
     return hit[1]
 
 
-def _cached_reference(path: str | None) -> pl.DataFrame | None:
+def _cached_reference(path: str | None) -> ReferenceIndex | None:
     if path is None:
         return None
     if path not in _references:
         _references.clear()
-        _references[path] = pl.read_ipc(path)
+        _references[path] = ReferenceIndex.load(path)
     return _references[path]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import os
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -21,6 +22,13 @@ class LocalExecutor:
         if self._pool is None:
             self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"))
         return self._pool
+
+    def warm_up(self) -> None:
+        """Start the worker processes now (they take a while to import), so the first chunks don't wait."""
+        if self.workers > 1:
+            pool = self._ensure_pool()
+            for _ in range(self.workers):
+                pool.submit(os.getpid)
 
     def map_unordered(self, fn: Callable[[T], R], items: Iterable[T]) -> Iterator[tuple[T, R | BaseException]]:
         """Run fn over items, at most 2 x workers in flight so memory stays bounded."""
