@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import uuid
 from collections.abc import Iterator
 
@@ -36,3 +37,16 @@ def pg_url() -> Iterator[str]:
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REFERENCE_DATA = os.path.join(os.path.dirname(REPO), "shared", "reference-data")
+REGIONFLOW = os.path.join(os.path.dirname(sys.executable), "regionflow")  # the venv's console script
+
+
+@pytest.fixture(scope="session")
+def reference_data() -> str:
+    """The reference system's sample data (../shared/reference-data beside the repository)."""
+    if not os.path.isfile(os.path.join(REFERENCE_DATA, "testfile.csv")):
+        pytest.fail(f"reference data not found at {REFERENCE_DATA}", pytrace=False)
+    return REFERENCE_DATA

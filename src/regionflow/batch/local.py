@@ -123,10 +123,6 @@ def process_file(
                     load_reference_table(state, enrichment.table, reference_path, enrichment.reference_key)
                     marker.write_text(digest)
             key = f"{INPUT_PREFIX}{input_path.name}"
-            existing = objects.head(key)
-            if existing is None or existing.etag != _sha256_file(input_path):
-                with input_path.open("rb") as fh:
-                    objects.put(key, fh, content_type="text/csv")
             orchestrator = Orchestrator(
                 objects=objects, store_url=f"file://{bucket}", state=state, executor=executor,
                 notifier=open_notifier(notifier_url) if notifier_url else OutboxNotifier(workdir / "outbox"),
@@ -134,8 +130,20 @@ def process_file(
                 signing_key=_signing_key(workdir), link_base=LOCAL_LINK_BASE, cache_dir=workdir / "cache",
                 chunk_rows=chunk_rows, progress=progress,
             )
-            job_id = orchestrator.trigger(key)
-            assert job_id is not None  # the local region is always active
+            # The same content under the same name is the same job: resume it (or report it) rather than
+            # start over, even after its input was archived.
+            digest = _sha256_file(input_path)
+            earlier = next((j for j in state.list_jobs() if j.input_key == key and j.input_etag == digest
+                            and j.status != JobStatus.FAILED), None)
+            if earlier is not None:
+                job_id = earlier.job_id
+            else:
+                existing = objects.head(key)
+                if existing is None or existing.etag != digest:
+                    with input_path.open("rb") as fh:
+                        objects.put(key, fh, content_type="text/csv")
+                job_id = orchestrator.trigger(key)
+                assert job_id is not None  # the local region is always active
             job = orchestrator.run_job(job_id)
             chunks = len(state.list_chunks(job_id))
             output = rejects = None

@@ -1,12 +1,23 @@
-"""ObjectStore on a directory: data under objects/, a JSON metadata sidecar under meta/.
+"""ObjectStore on a directory: data under objects/<key>, a JSON metadata sidecar under meta/<key>.json.
 
-A put streams into tmp/ while hashing, fsyncs, then renames into place; readers see the old object or
-the new one. The metadata sidecar is written after the data and names the data's etag, so head() and
-get() agree on what is there: an object exists when its sidecar does.
+A put streams into tmp/ while hashing and fsyncs, all outside any lock; then, under a short exclusive
+lock on the bucket, it renames the data and then the sidecar into place. Readers that open an object
+take the lock shared, so the bytes they get are the ones the sidecar's etag describes, and two puts of
+the same key from different processes cannot leave one's data under the other's sidecar.
+
+An object exists exactly when its sidecar does: a crash between the two renames leaves orphan data that
+no reader sees and the next put of that key replaces.
+
+Limits of a directory bucket (an S3 bucket has none of them): a key cannot also be a "directory" of
+other keys ('a' and 'a/b' cannot both exist, nor 'a' and 'a.json/b'; the later put raises InvalidKey),
+each key segment must fit a file name (250 bytes), and on a case-insensitive file system keys that
+differ only in case are the same object.
 """
 
 from __future__ import annotations
 
+import builtins
+import contextlib
 import hashlib
 import json
 import os
@@ -20,145 +31,263 @@ from regionflow.errors import InvalidKey, ObjectNotFound
 from regionflow.ids import new_version_id
 from regionflow.storage.base import ObjectInfo, validate_key
 
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks; single-process use stays correct
+    fcntl = None  # type: ignore[assignment]
+
 _BLOCK = 1 << 20
+_META_SUFFIX = ".json"
+_MAX_SEGMENT_BYTES = 255 - len(_META_SUFFIX)
+_AREAS = ("objects", "meta", "tmp")
+# Errors the file system gives when a path runs into a file where a directory should be, or the reverse.
+_MISSING = (FileNotFoundError, NotADirectoryError, IsADirectoryError)
 
 
 def _blocks(data: bytes | BinaryIO | Iterable[bytes]) -> Iterator[bytes]:
     if isinstance(data, bytes | bytearray | memoryview):
-        yield bytes(data)
+        yield data  # type: ignore[misc]
+    elif isinstance(data, str):
+        raise TypeError("put() takes bytes, a binary file or an iterable of bytes, not str")
     elif hasattr(data, "read"):
-        while block := data.read(_BLOCK):  # type: ignore[union-attr]
+        while block := data.read(_BLOCK):
+            if isinstance(block, str):
+                raise TypeError("put() needs a file opened in binary mode")
             yield block
     else:
-        yield from data  # type: ignore[misc]
+        yield from data
+
+
+def _may_hold(directory: str, prefix: str) -> bool:
+    """Whether keys below directory (which ends with '/') can start with prefix."""
+    return directory.startswith(prefix) or prefix.startswith(directory)
+
+
+def _fsync_dir(path: Path) -> None:
+    # Makes the rename itself durable; not every platform can open a directory.
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 class FileObjectStore:
+    """A bucket in a directory; safe for concurrent use by threads and processes on one machine."""
+
     def __init__(self, root: str | Path):
         self.root = Path(root)
-        for sub in ("objects", "meta", "tmp"):
-            (self.root / sub).mkdir(parents=True, exist_ok=True)
-        self._real_root = os.path.realpath(self.root)
+        for area in _AREAS:
+            (self.root / area).mkdir(parents=True, exist_ok=True)
+        real_root = os.path.realpath(self.root)
+        self._real_areas = {area: os.path.join(real_root, area) for area in _AREAS}
+        self._lock_path = self.root / "lock"
 
     def __repr__(self) -> str:
         return f"FileObjectStore({str(self.root)!r})"
 
-    # -- paths ---------------------------------------------------------------------------------------
+    # -- paths and locking -----------------------------------------------------------------------------
     def _path(self, area: str, key: str, suffix: str = "") -> Path:
         validate_key(key)
+        try:
+            segments = [os.fsencode(s) for s in key.split("/")]
+            key.encode("utf-8")  # lone surrogates cannot be stored by S3 either
+        except UnicodeError:
+            raise InvalidKey(f"object key {key!r} is not valid UTF-8") from None
+        if any(len(s) > _MAX_SEGMENT_BYTES for s in segments):
+            raise InvalidKey(f"object key {key!r} has a segment longer than {_MAX_SEGMENT_BYTES} bytes")
         path = self.root / area / (key + suffix)
-        # Defence in depth: a symlink planted inside the bucket must not lead out of it.
-        real = os.path.realpath(path)
-        if not real.startswith(os.path.join(self._real_root, area) + os.sep):
-            raise InvalidKey(f"object key {key!r} resolves outside the bucket")
+        self._check_inside(area, key, path)
         return path
+
+    def _check_inside(self, area: str, key: str, path: Path) -> None:
+        # Defence in depth: validate_key keeps the text inside; this keeps a symlink planted in the
+        # bucket (at any depth, the last segment included) from leading out of it.
+        if not os.path.realpath(path).startswith(self._real_areas[area] + os.sep):
+            raise InvalidKey(f"object key {key!r} resolves outside the bucket")
 
     def _data(self, key: str) -> Path:
         return self._path("objects", key)
 
     def _meta(self, key: str) -> Path:
-        return self._path("meta", key, ".json")
+        return self._path("meta", key, _META_SUFFIX)
 
-    def _atomic_write(self, dest: Path, blocks: Iterable[bytes]) -> tuple[str, int]:
-        dest.parent.mkdir(parents=True, exist_ok=True)
+    @contextlib.contextmanager
+    def _locked(self, *, shared: bool = False) -> Iterator[None]:
+        if fcntl is None:
+            yield
+            return
+        # A fresh descriptor per use: flock excludes other descriptors, threads of this process
+        # included, and a descriptor inherited across fork would share (not exclude) the lock.
+        fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
+
+    def _spool(self, blocks: Iterable[bytes]) -> tuple[str, str, int]:
+        """Write blocks to a new temp file, fsynced; return (temp path, sha256 hex, size)."""
         fd, tmp = tempfile.mkstemp(dir=self.root / "tmp", prefix="put-")
         digest, size = hashlib.sha256(), 0
         try:
             with os.fdopen(fd, "wb") as fh:
                 for block in blocks:
                     digest.update(block)
-                    size += len(block)
+                    size += memoryview(block).nbytes
                     fh.write(block)
                 fh.flush()
                 os.fsync(fh.fileno())
-            os.replace(tmp, dest)
         except BaseException:
-            Path(tmp).unlink(missing_ok=True)
+            os.unlink(tmp)
             raise
-        return digest.hexdigest(), size
+        return tmp, digest.hexdigest(), size
 
-    # -- port ----------------------------------------------------------------------------------------
-    def put(self, key: str, data: bytes | BinaryIO | Iterable[bytes], *,
-            content_type: str = "application/octet-stream", metadata: dict[str, str] | None = None,
-            version_id: str | None = None) -> ObjectInfo:
-        """Store data at key atomically; see ObjectStore.put."""
+    def _make_room(self, area: str, key: str, path: Path) -> None:
+        """Create path's parent directories; InvalidKey when another object's file is in the way."""
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):
+            raise InvalidKey(f"object key {key!r} runs into an existing object: a directory bucket "
+                             "cannot hold both a key and keys below it") from None
+        if path.is_dir():
+            raise InvalidKey(f"object key {key!r} names a directory of other objects in a directory bucket")
+        self._check_inside(area, key, path)  # again, now that the directories exist
+
+    # -- port ------------------------------------------------------------------------------------------
+    def put(
+        self,
+        key: str,
+        data: bytes | BinaryIO | Iterable[bytes],
+        *,
+        content_type: str = "application/octet-stream",
+        metadata: dict[str, str] | None = None,
+        version_id: str | None = None,
+    ) -> ObjectInfo:
+        """Store data at key atomically (readers see the old object or the new one); see ObjectStore.put."""
         data_path, meta_path = self._data(key), self._meta(key)
-        etag, size = self._atomic_write(data_path, _blocks(data))
-        info = ObjectInfo(key=key, etag=etag, version_id=version_id or new_version_id(), size=size,
-                          content_type=content_type, metadata=dict(metadata or {}), last_modified=time.time())
-        record = {"etag": info.etag, "version_id": info.version_id, "size": size,
-                  "content_type": content_type, "metadata": info.metadata, "last_modified": info.last_modified}
-        self._atomic_write(meta_path, [json.dumps(record).encode()])
+        meta = dict(metadata or {})
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in meta.items()):
+            raise TypeError("object metadata keys and values must be str")
+        pending: list[str] = []
+        try:
+            tmp_data, etag, size = self._spool(_blocks(data))
+            pending.append(tmp_data)
+            info = ObjectInfo(key=key, etag=etag, version_id=version_id or new_version_id(), size=size,
+                              content_type=content_type, metadata=meta, last_modified=time.time())
+            record = {"etag": info.etag, "version_id": info.version_id, "size": info.size,
+                      "content_type": info.content_type, "metadata": info.metadata,
+                      "last_modified": info.last_modified}
+            tmp_meta, _, _ = self._spool([json.dumps(record, ensure_ascii=False).encode()])
+            pending.append(tmp_meta)
+            with self._locked():
+                # Both paths are checked before either rename, so a refusal leaves the old object whole.
+                self._make_room("objects", key, data_path)
+                self._make_room("meta", key, meta_path)
+                os.replace(tmp_data, data_path)
+                pending.remove(tmp_data)
+                os.replace(tmp_meta, meta_path)
+                pending.remove(tmp_meta)
+                _fsync_dir(data_path.parent)
+                _fsync_dir(meta_path.parent)
+        finally:
+            for tmp in pending:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp)
         return info
 
-    def _read_meta(self, key: str) -> ObjectInfo | None:
+    def _read_meta(self, key: str, meta_path: Path | None = None) -> ObjectInfo | None:
         try:
-            record = json.loads(self._meta(key).read_bytes())
-        except (FileNotFoundError, NotADirectoryError):
+            raw = (meta_path or self._meta(key)).read_bytes()
+        except _MISSING:
             return None
+        record = json.loads(raw)
         return ObjectInfo(key=key, etag=record["etag"], version_id=record["version_id"], size=record["size"],
                           content_type=record["content_type"], metadata=record["metadata"],
                           last_modified=record["last_modified"])
 
     def head(self, key: str) -> ObjectInfo | None:
-        """The object's info, or None when absent."""
+        """Return the object's info, or None when absent."""
         return self._read_meta(key)
 
+    def _open_current(self, key: str) -> tuple[ObjectInfo, BinaryIO]:
+        """The object's info and an open handle on the very bytes that info describes."""
+        data_path, meta_path = self._data(key), self._meta(key)
+        with self._locked(shared=True):
+            info = self._read_meta(key, meta_path)
+            if info is not None:
+                try:
+                    # The open descriptor keeps these bytes even if a later put replaces the file.
+                    return info, builtins.open(data_path, "rb")
+                except _MISSING:
+                    pass
+        raise ObjectNotFound(f"no object at {key!r}")
+
     def open(self, key: str) -> BinaryIO:
-        """Open for streaming reads; ObjectNotFound when absent."""
-        if self._read_meta(key) is None:
-            raise ObjectNotFound(f"no object at {key!r}")
-        try:
-            return self._data(key).open("rb")
-        except (FileNotFoundError, NotADirectoryError):
-            raise ObjectNotFound(f"no object at {key!r}") from None
+        """Open the object for streaming reads; raise ObjectNotFound when absent. Close it after use."""
+        return self._open_current(key)[1]
 
     def get(self, key: str) -> bytes:
-        """The whole content; ObjectNotFound when absent."""
+        """Return the whole content; raise ObjectNotFound when absent."""
         with self.open(key) as fh:
             return fh.read()
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
-        """Objects whose key starts with prefix, in key order."""
-        meta_root = self.root / "meta"
-        # Only walk the directory the prefix can be in.
-        base = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
-        start = meta_root / base if base else meta_root
-        if base:
-            try:
-                validate_key(base)
-            except InvalidKey:
-                return
-        if not start.is_dir():
-            return
-        keys = []
-        for dirpath, _dirs, files in os.walk(start):
-            rel_dir = os.path.relpath(dirpath, meta_root)
+        """Yield every object whose key starts with prefix, in key order."""
+        meta_root = os.path.join(self.root, "meta")
+        keys: list[str] = []
+        for dirpath, dirs, files in os.walk(meta_root):
+            rel = os.path.relpath(dirpath, meta_root)
+            above = "" if rel == "." else rel.replace(os.sep, "/") + "/"
+            # Only descend where a matching key can live: below the prefix, or on the way to it.
+            dirs[:] = [d for d in dirs if _may_hold(above + d + "/", prefix)]
             for name in files:
-                if not name.endswith(".json"):
-                    continue
-                key = name[:-5] if rel_dir == "." else f"{rel_dir}/{name[:-5]}"
-                if key.startswith(prefix):
+                key = above + name[: -len(_META_SUFFIX)]
+                if name.endswith(_META_SUFFIX) and key.startswith(prefix):
                     keys.append(key)
         for key in sorted(keys):
-            info = self._read_meta(key)
+            try:
+                info = self._read_meta(key)
+            except InvalidKey:  # a stray file or symlink that no put made
+                continue
             if info is not None:
                 yield info
 
     def copy(self, src: str, dst: str, *, metadata: dict[str, str] | None = None) -> ObjectInfo:
-        """Copy src to a new version at dst; ObjectNotFound when src is absent."""
-        info = self._read_meta(src)
-        if info is None:
-            raise ObjectNotFound(f"no object at {src!r}")
-        with self.open(src) as fh:
+        """Copy src to dst (a new version at dst, same content type); raise ObjectNotFound when src is absent.
+
+        The user metadata is src's unless metadata is given.
+        """
+        self._data(dst)  # refuse a bad destination before reading anything
+        info, fh = self._open_current(src)
+        with fh:
             return self.put(dst, fh, content_type=info.content_type,
                             metadata=info.metadata if metadata is None else metadata)
 
     def delete(self, key: str) -> bool:
-        """Remove the object; True if it existed."""
+        """Remove the object; True if it existed. Deleting an absent key is not an error."""
         meta_path, data_path = self._meta(key), self._data(key)
-        existed = meta_path.exists()
-        # The sidecar goes first: from then on the object is absent for every reader.
-        meta_path.unlink(missing_ok=True)
-        data_path.unlink(missing_ok=True)
+        with self._locked():
+            existed = meta_path.is_file()
+            # The sidecar goes first: from then on the object is absent for every reader.
+            for area, path in (("meta", meta_path), ("objects", data_path)):
+                if path.is_file() or path.is_symlink():
+                    with contextlib.suppress(FileNotFoundError):
+                        path.unlink()
+                self._prune(area, path.parent)
         return existed
+
+    def _prune(self, area: str, directory: Path) -> None:
+        # Empty directories left behind would block a later put of a key with that name.
+        top = self.root / area
+        while directory != top and top in directory.parents:
+            try:
+                directory.rmdir()
+            except OSError:
+                return
+            directory = directory.parent
