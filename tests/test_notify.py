@@ -78,3 +78,29 @@ def test_smtp_unreachable_raises(tmp_path):
 def test_bad_notifier_urls_are_refused(url):
     with pytest.raises(ConfigError):
         open_notifier(url)
+
+
+def test_process_notifies_through_smtp_once_with_counts_and_a_signed_link(smtp_server, tmp_path):
+    import subprocess
+
+    from conftest import REGIONFLOW
+    from regionflow.batch.sample import generate
+
+    controller, handler = smtp_server
+    data = generate(300, tmp_path / "data", invalid_ratio=0.1, seed=2)
+    args = [REGIONFLOW, "process", str(data.orders), "--reference", str(data.financial), "--out",
+            str(tmp_path / "out.csv"), "--state-dir", str(tmp_path / "state"), "--notifier",
+            f"smtp://127.0.0.1:{controller.port}"]
+    for _ in range(2):  # the rerun finds the finished job and sends nothing more
+        result = subprocess.run(args, capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stderr
+    assert len(handler.messages) == 1
+    body = handler.messages[0].get_payload()
+    assert "Rows ok:       270" in body and "Rows rejected: 30" in body
+    link = next(line for line in body.splitlines() if line.startswith("http"))
+    assert "/o/output/completed/orders.csv?expires=" in link and "&sig=" in link
+    from regionflow.storage.presign import verify_url
+
+    key = bytes.fromhex((tmp_path / "state" / "signing.key").read_text())
+    assert verify_url(link, key) == "output/completed/orders.csv"
+    assert oct((tmp_path / "state" / "signing.key").stat().st_mode & 0o777) == "0o600"

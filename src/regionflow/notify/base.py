@@ -30,7 +30,7 @@ def build_message(*, job_id: str, name: str, sender: str, recipients: list[str],
     msg["Message-ID"] = f"<{job_id}@regionflow>"
     msg["X-Regionflow-Job"] = job_id
     msg["X-Regionflow-Region"] = region
-    msg.set_content(
+    body = (
         f"The file {name} has been processed by region {region}.\n\n"
         f"Rows in:       {rows_in}\n"
         f"Rows ok:       {rows_ok}\n"
@@ -38,4 +38,6 @@ def build_message(*, job_id: str, name: str, sender: str, recipients: list[str],
         f"Download the output (link valid for {expires_in // 60} minutes):\n{link}\n\n"
         f"Job id: {job_id}\n"
     )
+    # Plain 7bit keeps the link on one line (quoted-printable would fold it) when the text allows.
+    msg.set_content(body, cte="7bit" if body.isascii() else "quoted-printable")
     return msg
