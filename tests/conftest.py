@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -50,3 +50,31 @@ def reference_data() -> str:
     if not os.path.isfile(os.path.join(REFERENCE_DATA, "testfile.csv")):
         pytest.fail(f"reference data not found at {REFERENCE_DATA}", pytrace=False)
     return REFERENCE_DATA
+
+
+@pytest.fixture
+def pg_url_factory() -> Iterator[Callable[[], str]]:
+    """Make URLs of fresh, empty PostgreSQL databases (as many as a test needs), all dropped after it."""
+    admin_url = make_url(PG_ADMIN_URL).set(drivername="postgresql+psycopg")
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 5})
+    made: list[str] = []
+
+    def make() -> str:
+        name = f"rf_test_{uuid.uuid4().hex[:8]}"
+        try:
+            with admin.connect() as conn:
+                conn.execute(text(f'CREATE DATABASE "{name}"'))
+        except Exception as exc:  # any failure to reach or use the server fails the test
+            problem = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            pytest.fail(f"PostgreSQL at {PG_ADMIN_URL} is not usable (run `make services`): {problem}",
+                        pytrace=False)
+        made.append(name)
+        return make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+
+    try:
+        yield make
+    finally:
+        with admin.connect() as conn:
+            for name in made:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()

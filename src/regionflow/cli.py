@@ -147,6 +147,385 @@ def pipeline_validate(
         out.print(f"{path}: pipeline {p.name!r} is valid ({len(p.fields)} fields, {len(p.output)} output columns)")
 
 
+# ---------------------------------------------------------------------------------------------------
+# Two regions on one machine
+# ---------------------------------------------------------------------------------------------------
+control_app = typer.Typer(no_args_is_help=True, help="The routing control: active region and epoch.")
+replication_app = typer.Typer(no_args_is_help=True, help="Replication between regions.")
+reference_app = typer.Typer(no_args_is_help=True, help="Reference (enrichment) tables.")
+app.add_typer(control_app, name="control")
+app.add_typer(replication_app, name="replication")
+app.add_typer(reference_app, name="reference")
+
+ConfigOpt = Annotated[Path, typer.Option("--config", "-c", envvar="REGIONFLOW_CONFIG",
+                                         help="Topology file written by `regionflow init`.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+RegionOpt = Annotated[str | None, typer.Option("--region", help="Ask this region directly, not the access point.")]
+DEFAULT_CONFIG = Path("regionflow.toml")
+
+
+def _config(path: Path):  # noqa: ANN202
+    from regionflow.config import load_config
+
+    try:
+        return load_config(path)
+    except RegionflowError as exc:
+        _fail(str(exc))
+
+
+def _client(path: Path, region: str | None = None, admin: bool = False):  # noqa: ANN202
+    from regionflow.client import Client
+
+    cfg = _config(path)
+    if region is not None:
+        try:
+            cfg.region(region)
+        except RegionflowError as exc:
+            _fail(str(exc))
+    try:
+        return Client(cfg, region, admin=admin)
+    except RegionflowError as exc:
+        _fail(str(exc))
+
+
+def _call(fn):  # noqa: ANN001, ANN202
+    """Run fn, turning regionflow errors into a one-line message and exit status 1."""
+    try:
+        return fn()
+    except RegionflowError as exc:
+        _fail(str(exc), code=1)
+
+
+@app.command()
+def init(
+    directory: Annotated[Path, typer.Option("--dir", help="Where to write regionflow.toml.")] = Path("."),
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing regionflow.toml.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Write regionflow.toml for two regions on the embedded backends, with fresh secrets (0600)."""
+    from regionflow.config import init_project, load_config
+
+    path = _call(lambda: init_project(directory, force=force))
+    cfg = load_config(path)
+    info = {"config": str(path), "regions": [r.name for r in cfg.regions], "primary": cfg.primary,
+            "access_point": cfg.access_point_url, "secrets": cfg.secrets_file}
+    if as_json:
+        _print_json(info)
+    else:
+        out.print(f"wrote {path}: regions {', '.join(info['regions'])} (primary {cfg.primary}), access point "
+                  f"{cfg.access_point_url}, secrets in {cfg.secrets_file} (0600). Next: regionflow up")
+
+
+def _status_table(status: dict) -> Table:
+    table = Table(title="regionflow")
+    for col in ("region", "health", "active", "epoch", "jobs"):
+        table.add_column(col)
+    control = status.get("control") or {}
+    for name, r in status["regions"].items():
+        health = "[green]ok[/]" if r["healthy"] and r.get("deep") == "ok" else (
+            "[yellow]degraded[/]" if r["healthy"] else "[red]down[/]")
+        jobs = ", ".join(f"{k.lower()} {v}" for k, v in sorted((r.get("jobs") or {}).items())) or "-"
+        table.add_row(name, health, "yes" if r.get("active") else "", str(control.get("epoch", "?")), jobs)
+    for d in status.get("replication", []):
+        table.add_row(f"{d['source']} -> {d['target']}", "paused" if d["paused"] else (
+            "ok" if d["reachable"] else "[red]source unreachable[/]"), "", "",
+            f"backlog {d['backlog']['objects']} obj / {d['backlog']['state']} state, "
+            f"lag {max(d['lag_seconds'].values()):.1f}s")
+    return table
+
+
+@app.command()
+def up(
+    config: ConfigOpt = DEFAULT_CONFIG,
+    detach: Annotated[bool, typer.Option("--detach", help="Return once every region is healthy.")] = False,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for health.")] = 60.0,
+) -> None:
+    """Start one process per region plus the access point."""
+    import time as _time
+
+    from rich.live import Live
+
+    from regionflow.region.stack import stack_status, start_stack, stop_stack
+
+    cfg = _config(config)
+    procs = _call(lambda: start_stack(config.resolve(), cfg, timeout))
+    for p in procs:
+        err.print(f"started {p.name} (pid {p.pid}) at {p.url}, log {p.log}", highlight=False)
+    if detach:
+        out.print(f"stack is up; access point {cfg.access_point_url}. Stop it with `regionflow down`.")
+        return
+    try:
+        with Live(_status_table(stack_status(cfg)), console=out, refresh_per_second=2) as live:
+            while True:
+                _time.sleep(1.0)
+                live.update(_status_table(stack_status(cfg)))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stopped = stop_stack(cfg)
+        err.print(f"stopped {', '.join(stopped)}")
+
+
+@app.command()
+def down(config: ConfigOpt = DEFAULT_CONFIG) -> None:
+    """Stop a stack started with `up --detach`."""
+    from regionflow.region.stack import stop_stack
+
+    stopped = stop_stack(_config(config))
+    out.print(f"stopped {', '.join(stopped)}" if stopped else "nothing was running")
+
+
+@app.command()
+def status(config: ConfigOpt = DEFAULT_CONFIG, as_json: JsonOpt = False) -> None:
+    """Each region's health, the active region and epoch, replication backlog and lag."""
+    from regionflow.region.stack import stack_status
+
+    st = _call(lambda: stack_status(_config(config)))
+    if as_json:
+        _print_json(st)
+    else:
+        out.print(_status_table(st))
+
+
+@control_app.command("show")
+def control_show(config: ConfigOpt = DEFAULT_CONFIG, as_json: JsonOpt = False) -> None:
+    """Show the active region and epoch."""
+    from dataclasses import asdict
+
+    from regionflow.control import open_control
+
+    state = asdict(_call(lambda: open_control(_config(config).control).get()))
+    if as_json:
+        _print_json(state)
+    else:
+        out.print(f"active {state['active_region']}, epoch {state['epoch']}")
+
+
+@control_app.command("set-active")
+def control_set_active(
+    region: Annotated[str, typer.Argument(help="Region to make active.")],
+    epoch: Annotated[int, typer.Option("--epoch", help="The current epoch (compare-and-set).")],
+    config: ConfigOpt = DEFAULT_CONFIG,
+    as_json: JsonOpt = False,
+) -> None:
+    """Make REGION active if --epoch is still current (the epoch then grows by one)."""
+    from dataclasses import asdict
+
+    from regionflow.control import open_control
+
+    cfg = _config(config)
+    _call(lambda: cfg.region(region))
+    state = asdict(_call(lambda: open_control(cfg.control).set_active(region, epoch, by="cli")))
+    if as_json:
+        _print_json(state)
+    else:
+        out.print(f"active {state['active_region']}, epoch {state['epoch']}")
+
+
+@replication_app.command("status")
+def replication_status(config: ConfigOpt = DEFAULT_CONFIG, as_json: JsonOpt = False) -> None:
+    """Backlog and lag per direction and kind (objects, state)."""
+    from regionflow.region.stack import stack_status
+
+    st = _call(lambda: stack_status(_config(config)))
+    if as_json:
+        _print_json(st["replication"])
+        return
+    table = Table(title="replication")
+    for col in ("direction", "state", "backlog objects", "backlog state", "lag objects s", "lag state s"):
+        table.add_column(col)
+    for d in st["replication"]:
+        table.add_row(f"{d['source']} -> {d['target']}",
+                      "paused" if d["paused"] else ("ok" if d["reachable"] else "source unreachable"),
+                      str(d["backlog"]["objects"]), str(d["backlog"]["state"]),
+                      f"{d['lag_seconds']['objects']:.2f}", f"{d['lag_seconds']['state']:.2f}")
+    out.print(table)
+
+
+def _replication_action(action: str, source: str, target: str, config: Path, as_json: bool) -> None:
+    from urllib.parse import quote
+
+    with _client(config, region=target, admin=True) as client:
+        result = _call(lambda: client.json("POST", f"/replication/{quote(source)}/{action}"))
+    if as_json:
+        _print_json(result)
+    else:
+        out.print(f"replication {source} -> {target}: {'paused' if result['paused'] else 'running'}, backlog "
+                  f"{result['backlog']['objects']} objects / {result['backlog']['state']} state changes")
+
+
+FromOpt = Annotated[str, typer.Option("--from", help="Source region.")]
+ToOpt = Annotated[str, typer.Option("--to", help="Target region.")]
+
+
+@replication_app.command("pause")
+def replication_pause(source: FromOpt, target: ToOpt, config: ConfigOpt = DEFAULT_CONFIG,
+                      as_json: JsonOpt = False) -> None:
+    """Stop applying SOURCE's changes in TARGET (they queue up as backlog)."""
+    _replication_action("pause", source, target, config, as_json)
+
+
+@replication_app.command("resume")
+def replication_resume(source: FromOpt, target: ToOpt, config: ConfigOpt = DEFAULT_CONFIG,
+                       as_json: JsonOpt = False) -> None:
+    """Resume applying SOURCE's changes in TARGET."""
+    _replication_action("resume", source, target, config, as_json)
+
+
+@reference_app.command("load")
+def reference_load(
+    path: Annotated[Path, typer.Argument(help="Reference CSV (e.g. financial_data.csv).")],
+    table: Annotated[str, typer.Option(help="Table name the pipeline enriches from.")] = "financial_data",
+    key: Annotated[str, typer.Option(help="Key column.")] = "uuid",
+    config: ConfigOpt = DEFAULT_CONFIG, region: RegionOpt = None, as_json: JsonOpt = False,
+) -> None:
+    """Load a reference table (replicated to the other regions)."""
+    if not path.is_file():
+        _fail(f"{path}: no such file")
+    with _client(config, region) as client:
+        result = _call(lambda: client.load_reference(path, table, key))
+    if as_json:
+        _print_json(result)
+    else:
+        out.print(f"loaded {result['rows']} rows into {table} (revision {result['revision']}) in {result['region']}")
+
+
+@app.command()
+def submit(
+    path: Annotated[Path, typer.Argument(help="CSV file to process.")],
+    key: Annotated[str | None, typer.Option("--key", help="Object name under input/ (default: file name).")] = None,
+    config: ConfigOpt = DEFAULT_CONFIG, region: RegionOpt = None, as_json: JsonOpt = False,
+) -> None:
+    """Upload a file under input/; prints the job id."""
+    if not path.is_file():
+        _fail(f"{path}: no such file")
+    name = key or path.name
+    with _client(config, region) as client:
+        result = _call(lambda: client.upload(path, f"input/{name}"))
+    if as_json:
+        _print_json(result)
+    else:
+        sys.stdout.write(f"{result['job_id']}\n")
+
+
+def _job_rows(jobs: list[dict]) -> Table:
+    table = Table()
+    for col in ("job", "input", "status", "owner", "epoch", "rows in/ok/rejected", "completed by"):
+        table.add_column(col)
+    for j in jobs:
+        table.add_row(j["job_id"], j["input_key"], j["status"], j["owner_region"], str(j["owner_epoch"]),
+                      f"{j['rows_in']}/{j['rows_ok']}/{j['rows_rejected']}", j.get("completing_region") or "")
+    return table
+
+
+@app.command()
+def wait(
+    job_ids: Annotated[list[str] | None, typer.Argument(help="Job ids.")] = None,
+    all_jobs: Annotated[bool, typer.Option("--all", help="Every job known to the active region.")] = False,
+    timeout: Annotated[float, typer.Option(help="Give up after this many seconds.")] = 300.0,
+    config: ConfigOpt = DEFAULT_CONFIG, region: RegionOpt = None, as_json: JsonOpt = False,
+) -> None:
+    """Wait until jobs are COMPLETED or FAILED (exit 1 on timeout or if any failed)."""
+    with _client(config, region) as client:
+        ids = list(job_ids or [])
+        if all_jobs:
+            ids += [j["job_id"] for j in _call(client.jobs) if j["job_id"] not in ids]
+        if not ids:
+            _fail("name job ids or pass --all")
+        views = _call(lambda: client.wait(ids, timeout))
+    if as_json:
+        _print_json(views)
+    else:
+        out.print(_job_rows(views))
+    if any(v["status"] == "FAILED" for v in views):
+        raise typer.Exit(1)
+
+
+@app.command()
+def jobs(config: ConfigOpt = DEFAULT_CONFIG, region: RegionOpt = None, as_json: JsonOpt = False) -> None:
+    """List jobs."""
+    with _client(config, region) as client:
+        rows = _call(client.jobs)
+    if as_json:
+        _print_json(rows)
+    else:
+        out.print(_job_rows(rows))
+
+
+@app.command()
+def job(job_id: Annotated[str, typer.Argument()], config: ConfigOpt = DEFAULT_CONFIG, region: RegionOpt = None,
+        as_json: JsonOpt = False) -> None:
+    """A job's status, owner, counts, chunks and a presigned download link."""
+    with _client(config, region) as client:
+        view = _call(lambda: client.job(job_id))
+    if as_json:
+        _print_json(view)
+        return
+    table = Table(show_header=False, title=job_id)
+    for k in ("status", "reason", "input_key", "owner_region", "owner_epoch", "completing_region", "rows_in",
+              "rows_ok", "rows_rejected", "chunks_done", "chunks_total", "output_key", "link", "region"):
+        table.add_row(k, str(view.get(k)))
+    out.print(table)
+
+
+@app.command()
+def rejects(job_id: Annotated[str, typer.Argument()], config: ConfigOpt = DEFAULT_CONFIG,
+            region: RegionOpt = None, limit: int = 1000, as_json: JsonOpt = False) -> None:
+    """A job's rejected rows: row number, reason, raw text."""
+    from urllib.parse import quote
+
+    with _client(config, region) as client:
+        result = _call(lambda: client.json("GET", f"/jobs/{quote(job_id)}/rejects", params={"limit": limit}))
+    if as_json:
+        _print_json(result)
+        return
+    table = Table(title=f"{result['total']} rejects")
+    for col in ("row", "reason", "raw"):
+        table.add_column(col)
+    for r in result["rejects"]:
+        table.add_row(str(r["row_no"]), r["reason"], r["raw"][:80])
+    out.print(table)
+
+
+@app.command()
+def download(job_id: Annotated[str, typer.Argument()],
+             output: Annotated[Path, typer.Option("-o", "--output", help="Where to write the output.")],
+             config: ConfigOpt = DEFAULT_CONFIG, region: RegionOpt = None) -> None:
+    """Download a completed job's output."""
+    with _client(config, region) as client:
+        view = _call(lambda: client.job(job_id))
+        if not view.get("output_key"):
+            _fail(f"job {job_id} has no output yet (status {view['status']})", code=1)
+        data = _call(lambda: client.download(view["output_key"]))
+    output.write_bytes(data)
+    out.print(f"wrote {len(data)} bytes to {output}")
+
+
+@app.command()
+def outbox(config: ConfigOpt = DEFAULT_CONFIG, as_json: JsonOpt = False) -> None:
+    """Every notification of every region (so a duplicate would show)."""
+    cfg = _config(config)
+    rows, unreachable = [], []
+    for r in cfg.regions:
+        try:
+            with _client(config, r.name) as client:
+                rows += [{**n, "stored_in": r.name} for n in client.json("GET", "/outbox")["notifications"]]
+        except RegionflowError:
+            unreachable.append(r.name)
+    if as_json:
+        _print_json({"notifications": rows, "unreachable": unreachable})
+        return
+    table = Table(title="notifications")
+    for col in ("stored in", "job", "sent by", "status", "ok", "rejected"):
+        table.add_column(col)
+    for n in rows:
+        table.add_row(n["stored_in"], n["job_id"], n["region"], n["status"], str(n["rows_ok"]),
+                      str(n["rows_rejected"]))
+    out.print(table)
+    if unreachable:
+        err.print(f"unreachable: {', '.join(unreachable)}")
+
+
 def main() -> None:  # pragma: no cover - console entry for python -m
     app()
 

@@ -27,3 +27,11 @@ class ConfigError(RegionflowError):
 
 class FencedOut(RegionflowError):
     """A conditional write lost: the job is owned under another epoch or is no longer in that state."""
+
+
+class StaleEpoch(RegionflowError):
+    """A routing-control compare-and-set named an epoch that is no longer current."""
+
+
+class ControlUnavailable(RegionflowError):
+    """The routing control's store cannot be reached."""

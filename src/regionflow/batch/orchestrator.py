@@ -38,7 +38,7 @@ from regionflow.state.base import (
     RejectRecord,
     StateStore,
 )
-from regionflow.storage import ObjectStore
+from regionflow.storage import ObjectInfo, ObjectStore
 from regionflow.storage.presign import presign_url
 
 log = logging.getLogger("regionflow.orchestrator")
@@ -74,6 +74,8 @@ class Orchestrator:
     chunk_rows: int | None = None
     max_chunk_attempts: int = 3
     progress: ProgressHook | None = None
+    # Called with each object a worker process wrote (workers write to the store directly).
+    object_written: Callable[[ObjectInfo], None] | None = None
     skipped: int = field(default=0, init=False)
 
     # -- trigger ---------------------------------------------------------------------------------
@@ -233,10 +235,12 @@ class Orchestrator:
         return sorted(retry, key=lambda c: c.idx), done
 
     def _record_chunk(self, job: JobRecord, task: ChunkTask, result: ChunkResult) -> None:
+        if self.object_written is not None:
+            self.object_written(result.out_info)
         rejects = [RejectRecord(job_id=job.job_id, row_no=row, chunk_idx=task.idx, raw=raw, reason=reason)
                    for row, raw, reason in result.rejects]
         self.state.complete_chunk(job.job_id, task.idx, epoch=job.owner_epoch, out_key=task.out_key,
-                                  out_etag=result.out_etag, rows_ok=result.rows_ok,
+                                  out_etag=result.out_info.etag, rows_ok=result.rows_ok,
                                   rows_rejected=len(rejects), rejects=rejects)
         crash_point(f"chunk_recorded:{task.idx}")
 

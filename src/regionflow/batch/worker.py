@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from regionflow.batch.chunk import ChunkPlan, CompiledPlan, process_chunk
 from regionflow.batch.enrich import ReferenceIndex
 from regionflow.faults import crash_point
-from regionflow.storage import ObjectStore, open_object_store
+from regionflow.storage import ObjectInfo, ObjectStore, open_object_store
 
 
 @dataclass
@@ -25,7 +25,7 @@ class ChunkTask:
 @dataclass
 class ChunkResult:
     idx: int
-    out_etag: str
+    out_info: ObjectInfo
     rows_in: int
     rows_ok: int
     rejects: list[tuple[int, str, str]] = field(default_factory=list)
@@ -66,4 +66,4 @@ def run_chunk_task(task: ChunkTask) -> ChunkResult:
     outcome = process_chunk(data, plan, _cached_reference(task.reference_path), task.first_row)
     info = store.put(task.out_key, outcome.output, content_type="text/csv",
                      metadata={"job": task.job_id, "chunk": str(task.idx)})
-    return ChunkResult(task.idx, info.etag, outcome.rows_in, outcome.rows_ok, outcome.rejects)
+    return ChunkResult(task.idx, info, outcome.rows_in, outcome.rows_ok, outcome.rejects)

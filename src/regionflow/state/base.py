@@ -3,6 +3,8 @@
 Every mutating call is one transaction that also appends to the change feed (DESIGN §4), so a
 replicator can ship the store's history to another region. Writes that belong to a job's lifecycle
 name the epoch the job was claimed under and raise FencedOut when that is no longer true (DESIGN §3).
+Changes from another region's feed are applied with apply_changes (last-writer-wins on a hybrid logical
+clock, fenced by epoch) and are not fed again; the target keeps each source's checkpoint and pause flag.
 """
 
 from __future__ import annotations
@@ -133,6 +135,10 @@ class StateStore(Protocol):
         """Jobs, newest first, optionally only those in one status."""
         ...
 
+    def list_jobs_unfinished(self) -> list[JobRecord]:
+        """Jobs not yet COMPLETED or FAILED, oldest first (what a reconcile resumes)."""
+        ...
+
     def transition_job(
         self, job_id: str, *, epoch: int, from_status: str | tuple[str, ...], to_status: str, **fields: Any
     ) -> JobRecord:
@@ -222,6 +228,64 @@ class StateStore(Protocol):
 
     def feed_head(self) -> int:
         """The highest sequence number in the feed (0 when empty)."""
+        ...
+
+    def feed_stats(self, since: int) -> dict[str, Any]:
+        """What the feed holds after seq since, for backlog and lag: ``{"head": feed_head, "objects":
+        {"count": n, "oldest": created_at or None}, "state": {...}}``, where "objects" counts object
+        puts and deletes and "state" every other change; "oldest" is the earliest created_at among them."""
+        ...
+
+    def record_object_change(self, key: str, info: dict[str, Any] | None, epoch: int = 0) -> None:
+        """Append an object put (info: the object's key, etag, version_id, size, content_type, metadata and
+        last_modified) or delete (info None) to the feed under table name "objects"."""
+        ...
+
+    # replication (DESIGN §3, §4): applying another region's changes, and per-source checkpoints
+    def apply_change(self, change: Change) -> bool:
+        """Apply one change read from ANOTHER region's feed; True when applied, False when discarded as stale.
+
+        The change is not appended to this store's feed (replication is pairwise: applied changes are not
+        shipped on), but its hlc is merged into this store's clock, so later local writes order after it.
+        Rules: last-writer-wins on the hlc per row (jobs, chunks, notifications, reference tables), except
+        that a change written under a lower epoch never overrides a job owned under a higher one: a job
+        image with a lower owner_epoch than the local job's loses, one with a higher owner_epoch wins
+        whatever its hlc, and chunk and reject changes under an epoch lower than the local job's owner
+        epoch lose. A notification already "sent" never goes back to "sending". Rejects and reference
+        parts are upserted (or deleted) as they come. Re-applying a change is harmless.
+        Raises ValueError for an "objects" change (the replicator copies objects) or an unknown table.
+        """
+        ...
+
+    def apply_changes(self, changes: list[Change]) -> int:
+        """apply_change for each change, in order, in one transaction; returns how many were applied.
+        Validates every change first: a ValueError applies nothing."""
+        ...
+
+    def get_checkpoint(self, source: str) -> int:
+        """The sequence number of source's feed up to which it was applied here (0 when never)."""
+        ...
+
+    def set_checkpoint(self, source: str, seq: int) -> None:
+        """Advance source's checkpoint to seq (never moves it back) and record now as the last apply."""
+        ...
+
+    def apply_changes_and_checkpoint(self, source: str, changes: list[Change], seq: int) -> int:
+        """apply_changes and set_checkpoint in one transaction, so the checkpoint is never ahead of a
+        durable apply; returns how many changes were applied."""
+        ...
+
+    def set_paused(self, source: str, paused: bool) -> None:
+        """Pause or resume replication from source (the replicator honours it; the checkpoint is kept)."""
+        ...
+
+    def is_paused(self, source: str) -> bool:
+        """Whether replication from source is paused (False when never set)."""
+        ...
+
+    def replication_link(self, source: str) -> dict[str, Any]:
+        """Replication from source as seen here: {"source", "seq" (the checkpoint), "paused",
+        "applied_at" (time of the last apply or None), "updated_at" (None when never recorded)}."""
         ...
 
     def close(self) -> None:

@@ -2,7 +2,8 @@
 
 Only portable column types are used. JSON values (reference columns, notification recipients, change
 row images) are stored as Text holding JSON. Every table's primary key also names its change-feed key:
-the key columns' values joined with '/' (see feed_key).
+the key columns' values joined with '/' (see feed_key). row_versions and replication_links are the
+store's own bookkeeping for replication and are never fed.
 """
 
 from __future__ import annotations
@@ -119,18 +120,41 @@ change_feed = Table(
     sqlite_autoincrement=True,  # never reuse a sequence number, even after the feed is pruned
 )
 
-replication_checkpoints = Table(
-    "replication_checkpoints",
+# The latest write of each row of the last-writer-wins tables (VERSIONED_TABLES), local or replicated:
+# the hlc it was written at, the epoch it was written under and the region it came from. Applying a
+# replicated change compares against it (DESIGN §3).
+row_versions = Table(
+    "row_versions",
+    metadata,
+    Column("table_name", String, primary_key=True),
+    Column("key", String, primary_key=True),
+    Column("hlc", BigInteger, nullable=False),
+    Column("epoch", BigInteger, nullable=False),
+    Column("origin", String, nullable=False),
+)
+
+# One row per source region replicating into this store: how far its feed was applied (the checkpoint),
+# whether replication from it is paused, and when a batch was last applied.
+replication_links = Table(
+    "replication_links",
     metadata,
     Column("source", String, primary_key=True),
     Column("seq", BigInteger, nullable=False),
+    Column("paused", Integer, nullable=False),
     Column("updated_at", Float, nullable=False),
+    Column("applied_at", Float),
 )
 
 # Tables whose changes go to the change feed, by name.
 FEED_TABLES: dict[str, Table] = {
     t.name: t for t in (jobs, chunks, rejects, reference_tables, reference_parts, notifications)
 }
+
+# Feed tables whose rows are merged last-writer-wins on the hlc, so row_versions tracks their writes.
+VERSIONED_TABLES = frozenset({"jobs", "chunks", "notifications", "reference_tables"})
+
+# The change-feed table name of object puts and deletes (fed by the ObjectStore wrapper, not a table here).
+OBJECTS_FEED = "objects"
 
 
 def feed_key(table: Table, row: dict[str, Any]) -> str:

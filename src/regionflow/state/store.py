@@ -9,6 +9,14 @@ Writes in a job's lifecycle are fenced by epoch with conditional UPDATEs on the 
 fence with a no-op update of the job row (``owner_epoch = owner_epoch WHERE owner_epoch = :epoch``): it
 changes nothing, so it adds no feed row, but it locks the row until commit, so a concurrent claim under a
 higher epoch cannot interleave with the chunk write.
+
+Replication (DESIGN §3, §4): every feed append of a last-writer-wins row (jobs, chunks, notifications,
+reference tables) also records the row's hlc in row_versions, and so does applying a change from another
+region's feed. An apply compares against those versions and the local job's owner epoch, writes the
+surviving images with one bulk upsert per table, and appends nothing to the feed. It locks the local job,
+notification and reference-table rows it decides on (PostgreSQL: SELECT ... FOR UPDATE; SQLite writers
+hold the database lock), and a local append takes its hlc above the recorded versions of the rows it
+writes, so a local write in any process orders after the replicated write it overwrote.
 """
 
 from __future__ import annotations
@@ -26,6 +34,8 @@ from sqlalchemy import (
     Connection,
     Engine,
     Table,
+    bindparam,
+    case,
     create_engine,
     delete,
     event,
@@ -34,11 +44,14 @@ from sqlalchemy import (
     text,
     update,
 )
+from sqlalchemy.dialects import postgresql as pg_dialect
+from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, IntegrityError
 
 from regionflow.errors import ConfigError, FencedOut, RegionflowError
 from regionflow.state.base import (
+    TERMINAL_STATUSES,
     Change,
     ChunkRecord,
     ChunkStatus,
@@ -49,6 +62,9 @@ from regionflow.state.base import (
 )
 from regionflow.state.hlc import HybridClock
 from regionflow.state.schema import (
+    FEED_TABLES,
+    OBJECTS_FEED,
+    VERSIONED_TABLES,
     change_feed,
     feed_key,
     jobs,
@@ -56,6 +72,8 @@ from regionflow.state.schema import (
     notifications,
     reference_parts,
     reference_tables,
+    replication_links,
+    row_versions,
 )
 from regionflow.state.schema import chunks as chunks_table  # add_chunks' `chunks` parameter shadows it
 from regionflow.state.schema import rejects as rejects_table  # so does complete_chunk's `rejects`
@@ -69,6 +87,8 @@ _SCHEMA_LOCK = 0x7266_7363  # "rfsc": serialises create_all across processes
 _WRITE_OPTION = "regionflow_write"
 
 _FEED_COLUMNS = ("table_name", "key", "row_image", "hlc", "epoch", "origin", "created_at")
+_VERSION_COLUMNS = ("table_name", "key", "hlc", "epoch", "origin")
+_IN_BATCH = 500  # values per IN (...) list: well under every driver's parameter limit
 _REJECT_COLUMNS = ("job_id", "row_no", "chunk_idx", "raw", "reason")
 
 _JOB_COLUMNS = frozenset(f.name for f in dc_fields(JobRecord))
@@ -81,15 +101,43 @@ _PROTECTED_JOB_COLUMNS = frozenset(
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
+def _dialect_insert(conn: Connection) -> Any:
+    """Dialect helper: the dialect's INSERT construct, which has ON CONFLICT DO UPDATE (SQLite, PostgreSQL)."""
+    name = conn.dialect.name
+    if name == "postgresql":
+        return pg_dialect.insert
+    if name == "sqlite":
+        return sqlite_dialect.insert
+    raise RegionflowError(f"state store: no upsert for the {name} dialect")
+
+
+def _upsert(conn: Connection, table: Table, columns: Sequence[str]) -> Any:
+    """INSERT of columns that, on a primary-key conflict, overwrites the existing row's other columns."""
+    stmt = _dialect_insert(conn)(table)
+    pk = [c.name for c in table.primary_key.columns]
+    return stmt.on_conflict_do_update(index_elements=pk,
+                                      set_={c: stmt.excluded[c] for c in columns if c not in pk})
+
+
 def _bulk_insert(conn: Connection, table: Table, columns: Sequence[str], rows: list[tuple[Any, ...]]) -> None:
-    """executemany of rows (tuples of values for columns), straight to the driver.
+    """executemany of rows (tuples of values for columns), straight to the driver."""
+    if rows:
+        _bulk_execute(conn, table.insert(), columns, rows)
+
+
+def _bulk_upsert(conn: Connection, table: Table, columns: Sequence[str], rows: list[tuple[Any, ...]]) -> None:
+    """_bulk_insert that overwrites rows whose primary key exists. Keys must be distinct within rows."""
+    if rows:
+        _bulk_execute(conn, _upsert(conn, table, columns), columns, rows)
+
+
+def _bulk_execute(conn: Connection, stmt: Any, columns: Sequence[str], rows: list[tuple[Any, ...]]) -> None:
+    """executemany of an INSERT statement over rows (tuples of values for columns), straight to the driver.
 
     The statement is compiled by SQLAlchemy for the connection's dialect; only the per-row parameter
     processing is skipped, which is safe for the schema's plain types and several times faster.
     """
-    if not rows:
-        return
-    compiled = table.insert().compile(dialect=conn.dialect, column_keys=list(columns))
+    compiled = stmt.compile(dialect=conn.dialect, column_keys=list(columns))
     params: list[Any]
     if not compiled.positional:
         params = [dict(zip(columns, row, strict=True)) for row in rows]
@@ -161,6 +209,35 @@ def _xact_lock(conn: Connection, key: int) -> None:
         conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
 
 
+def _batches(values: set[Any]) -> Iterator[list[Any]]:
+    ordered = sorted(values)
+    for i in range(0, len(ordered), _IN_BATCH):
+        yield ordered[i:i + _IN_BATCH]
+
+
+def _key_values(table: Table, key: str) -> dict[str, Any]:
+    """The primary-key column values a feed key names (the inverse of feed_key)."""
+    cols = list(table.primary_key.columns)
+    if len(cols) == 1:
+        return {cols[0].name: key}
+    head, tail = key.rsplit("/", 1)  # the second key column is always an integer
+    return {cols[0].name: head, cols[1].name: int(tail)}
+
+
+def _job_of(change: Change) -> str:
+    """The job a chunk or reject change belongs to (its key is 'job_id/number')."""
+    if change.row is not None:
+        return str(change.row["job_id"])
+    return change.key.rsplit("/", 1)[0]
+
+
+def _reference_of(change: Change) -> str:
+    """The reference table a reference_parts change belongs to (its key is 'table/part_no')."""
+    if change.row is not None:
+        return str(change.row["table_name"])
+    return change.key.rsplit("/", 1)[0]
+
+
 def _job(row: Any) -> JobRecord:
     return JobRecord(**row._mapping)
 
@@ -219,11 +296,31 @@ class SqlStateStore:
             return
         _xact_lock(conn, _FEED_LOCK)
         last = conn.execute(select(change_feed.c.hlc).order_by(change_feed.c.seq.desc()).limit(1)).scalar()
-        first = self._clock.reserve(len(entries), after=last or 0)
+        versioned: dict[tuple[str, str], int] = {}  # (table, key) -> index of its last entry
+        for i, (name, key, _, _) in enumerate(entries):
+            if name in VERSIONED_TABLES:
+                versioned[(name, key)] = i
+        after = last or 0
+        if versioned:  # order after the rows' latest writes, also replicated ones applied by another process
+            after = max(after, self._max_version_hlc(conn, set(versioned)))
+        first = self._clock.reserve(len(entries), after=after)
         now, origin = time.time(), self.region
         rows = [(name, key, image, hlc, epoch, origin, now)
                 for hlc, (name, key, image, epoch) in enumerate(entries, start=first)]
         _bulk_insert(conn, change_feed, _FEED_COLUMNS, rows)
+        _bulk_upsert(conn, row_versions, _VERSION_COLUMNS,
+                     [(name, key, first + i, entries[i][3], origin) for (name, key), i in versioned.items()])
+
+    @staticmethod
+    def _max_version_hlc(conn: Connection, keys: set[tuple[str, str]]) -> int:
+        """The highest recorded hlc of the rows named by (table, key), 0 when none is recorded."""
+        best = 0
+        for name in {t for t, _ in keys}:
+            for batch in _batches({k for t, k in keys if t == name}):
+                stmt = select(func.max(row_versions.c.hlc)).where(row_versions.c.table_name == name,
+                                                                  row_versions.c.key.in_(batch))
+                best = max(best, conn.execute(stmt).scalar() or 0)
+        return best
 
     @staticmethod
     def _change(table: Table, row: dict[str, Any], epoch: int) -> tuple[str, str, str | None, int]:
@@ -298,6 +395,12 @@ class SqlStateStore:
             stmt = stmt.where(jobs.c.status == str(status))
         if limit is not None:
             stmt = stmt.limit(limit)
+        with self._read() as conn:
+            return [_job(r) for r in conn.execute(stmt)]
+
+    def list_jobs_unfinished(self) -> list[JobRecord]:
+        stmt = (select(jobs).where(jobs.c.status.not_in([str(s) for s in sorted(TERMINAL_STATUSES)]))
+                .order_by(jobs.c.created_at, jobs.c.job_id))
         with self._read() as conn:
             return [_job(r) for r in conn.execute(stmt)]
 
@@ -545,6 +648,199 @@ class SqlStateStore:
     def feed_head(self) -> int:
         with self._read() as conn:
             return conn.execute(select(func.coalesce(func.max(change_feed.c.seq), 0))).scalar_one()
+
+    def feed_stats(self, since: int) -> dict[str, Any]:
+        # The tail is scanned once by primary-key range, grouped by the few table names.
+        tail = (select(change_feed.c.table_name, func.count(), func.min(change_feed.c.created_at),
+                       func.max(change_feed.c.seq))
+                .where(change_feed.c.seq > since).group_by(change_feed.c.table_name))
+        stats: dict[str, Any] = {"head": 0, OBJECTS_FEED: {"count": 0, "oldest": None},
+                                 "state": {"count": 0, "oldest": None}}
+        with self._read() as conn:
+            head = conn.execute(select(func.coalesce(func.max(change_feed.c.seq), 0))).scalar_one()
+            for name, count, oldest, top in conn.execute(tail):
+                kind = stats[OBJECTS_FEED if name == OBJECTS_FEED else "state"]
+                kind["count"] += count
+                kind["oldest"] = oldest if kind["oldest"] is None else min(kind["oldest"], oldest)
+                head = max(head, top)  # PostgreSQL reads each statement afresh: keep head >= the tail
+        stats["head"] = head
+        return stats
+
+    def record_object_change(self, key: str, info: dict[str, Any] | None, epoch: int = 0) -> None:
+        image = _dumps(info) if info is not None else None
+        with self._write() as conn:
+            self._append_feed(conn, [(OBJECTS_FEED, key, image, epoch)])
+
+    # ------------------------------------------------------------------ replication
+
+    def apply_change(self, change: Change) -> bool:
+        return self.apply_changes([change]) == 1
+
+    def apply_changes(self, changes: list[Change]) -> int:
+        self._check_changes(changes)
+        if not changes:
+            return 0
+        with self._write() as conn:
+            return self._apply(conn, changes)
+
+    def apply_changes_and_checkpoint(self, source: str, changes: list[Change], seq: int) -> int:
+        self._check_changes(changes)
+        with self._write() as conn:
+            applied = self._apply(conn, changes) if changes else 0
+            self._update_link(conn, source, seq=seq, applied=True)
+        return applied
+
+    def get_checkpoint(self, source: str) -> int:
+        return int(self.replication_link(source)["seq"])
+
+    def set_checkpoint(self, source: str, seq: int) -> None:
+        with self._write() as conn:
+            self._update_link(conn, source, seq=seq, applied=True)
+
+    def set_paused(self, source: str, paused: bool) -> None:
+        with self._write() as conn:
+            self._update_link(conn, source, paused=paused)
+
+    def is_paused(self, source: str) -> bool:
+        return bool(self.replication_link(source)["paused"])
+
+    def replication_link(self, source: str) -> dict[str, Any]:
+        with self._read() as conn:
+            row = self._row(conn, replication_links, source=source)
+        if row is None:
+            return {"source": source, "seq": 0, "paused": False, "applied_at": None, "updated_at": None}
+        return {**row, "paused": bool(row["paused"])}
+
+    @staticmethod
+    def _update_link(conn: Connection, source: str, *, seq: int | None = None, paused: bool | None = None,
+                     applied: bool = False) -> None:
+        """Create or update source's link: seq only moves forward; applied records now as applied_at."""
+        now = time.time()
+        link = replication_links
+        stmt = _dialect_insert(conn)(link).values(source=source, seq=max(seq or 0, 0), paused=int(bool(paused)),
+                                                  updated_at=now, applied_at=now if applied else None)
+        changes: dict[str, Any] = {"updated_at": now}
+        if seq is not None:
+            changes["seq"] = case((stmt.excluded.seq > link.c.seq, stmt.excluded.seq), else_=link.c.seq)
+        if paused is not None:
+            changes["paused"] = stmt.excluded.paused
+        if applied:
+            changes["applied_at"] = now
+        conn.execute(stmt.on_conflict_do_update(index_elements=["source"], set_=changes))
+
+    @staticmethod
+    def _check_changes(changes: list[Change]) -> None:
+        for c in changes:
+            if c.table == OBJECTS_FEED:
+                raise ValueError(f"change {c.seq} from {c.origin} ({c.key}) is an object change: the replicator "
+                                 f"copies objects, the state store does not apply them")
+            if c.table not in FEED_TABLES:
+                raise ValueError(f"change {c.seq} from {c.origin}: unknown table {c.table!r}")
+
+    @staticmethod
+    def _locked(conn: Connection, table: Table, value: str, keys: set[str]) -> dict[str, Any]:
+        """{primary key: the value column} of the rows with those keys, locked until commit."""
+        (pk,) = table.primary_key.columns
+        found: dict[str, Any] = {}
+        for batch in _batches(keys):
+            stmt = select(pk, table.c[value]).where(pk.in_(batch)).order_by(pk).with_for_update()
+            found.update((k, v) for k, v in conn.execute(stmt))
+        return found
+
+    @staticmethod
+    def _versions(conn: Connection, keys: set[tuple[str, str]]) -> dict[tuple[str, str], tuple[int, int]]:
+        """{(table, key): (epoch, hlc)} of the rows' latest recorded writes."""
+        found: dict[tuple[str, str], tuple[int, int]] = {}
+        v = row_versions
+        for name in {t for t, _ in keys}:
+            for batch in _batches({k for t, k in keys if t == name}):
+                stmt = select(v.c.key, v.c.epoch, v.c.hlc).where(v.c.table_name == name, v.c.key.in_(batch))
+                found.update(((name, k), (e, h)) for k, e, h in conn.execute(stmt))
+        return found
+
+    def _apply(self, conn: Connection, changes: list[Change]) -> int:
+        """Decide every change against the local state (as the earlier changes of the batch left it), then
+        write the survivors: the last image of each row, one bulk upsert (and delete) per table."""
+        self._clock.update(max(c.hlc for c in changes))
+        by_table: dict[str, set[str]] = {}
+        for c in changes:
+            by_table.setdefault(c.table, set()).add(c.key)
+        job_ids = by_table.get("jobs", set()) | {_job_of(c) for c in changes if c.table in ("chunks", "rejects")}
+        job_epoch: dict[str, int | None] = self._locked(conn, jobs, "owner_epoch", job_ids)
+        note_status: dict[str, str | None] = self._locked(conn, notifications, "status",
+                                                          by_table.get("notifications", set()))
+        ref_names = by_table.get("reference_tables", set()) | {
+            _reference_of(c) for c in changes if c.table == "reference_parts"}
+        self._locked(conn, reference_tables, "revision", ref_names)
+        wanted = {(c.table, c.key) for c in changes if c.table in VERSIONED_TABLES}
+        versions = self._versions(conn, wanted | {("reference_tables", name) for name in ref_names})
+
+        def newer(c: Change) -> bool:
+            """Last writer wins: a higher epoch first, then a higher hlc (no version: nothing to lose to)."""
+            stored = versions.get((c.table, c.key))
+            return stored is None or (c.epoch, c.hlc) > stored
+
+        pending: dict[str, dict[str, dict[str, Any] | None]] = {}  # table -> key -> last image (None: delete)
+        new_versions: dict[tuple[str, str], tuple[Any, ...]] = {}
+        replaced: dict[str, int] = {}  # reference table -> part count, when its row came after its parts
+        applied = 0
+        for c in changes:
+            name, row = c.table, c.row
+            if name == "jobs":
+                local = job_epoch.get(c.key)
+                epoch = int(row["owner_epoch"]) if row is not None else c.epoch
+                stored = versions.get((name, c.key))
+                ok = (local is None or epoch > local
+                      or (epoch == local and (stored is None or c.hlc > stored[1])))
+                if ok:
+                    job_epoch[c.key] = epoch if row is not None else None
+            elif name in ("chunks", "rejects"):
+                local = job_epoch.get(_job_of(c))
+                ok = (local is None or c.epoch >= local) and (name == "rejects" or newer(c))
+            elif name == "notifications":
+                local_status = note_status.get(c.key)
+                status = row.get("status") if row is not None else None
+                if local_status == "sent" and status == "sending":
+                    ok = False  # delivered stays delivered
+                else:  # and a delivery recorded elsewhere is never undone by a local "sending"
+                    ok = (local_status == "sending" and status == "sent") or newer(c)
+                if ok:
+                    note_status[c.key] = status
+            elif name == "reference_tables":
+                ok = newer(c)
+            else:  # reference_parts: a load's parts precede its reference_tables row, with lower hlcs
+                stored = versions.get(("reference_tables", _reference_of(c)))
+                ok = stored is None or c.hlc > stored[1]  # so a part of a load that lost is dropped too
+            if not ok:
+                continue
+            applied += 1
+            pending.setdefault(name, {})[c.key] = row
+            if name == "reference_tables" and row is not None:
+                replaced[c.key] = int(row["parts"])
+            elif name == "reference_parts":  # a later load's parts: its own row (next batch) will clean up
+                replaced.pop(_reference_of(c), None)
+            if name in VERSIONED_TABLES:
+                versions[(name, c.key)] = (c.epoch, c.hlc)
+                new_versions[(name, c.key)] = (name, c.key, c.hlc, c.epoch, c.origin)
+
+        for name, images in pending.items():
+            table = FEED_TABLES[name]
+            gone = [_key_values(table, key) for key, image in images.items() if image is None]
+            if gone:
+                pk = [c.name for c in table.primary_key.columns]
+                stmt = delete(table).where(*(table.c[n] == bindparam(f"k_{n}") for n in pk))
+                conn.execute(stmt, [{f"k_{n}": v for n, v in key.items()} for key in gone])
+            columns = [col.name for col in table.columns]
+            _bulk_upsert(conn, table, columns, [tuple(image.get(col) for col in columns)
+                                                for image in images.values() if image is not None])
+        # A reference table that was replaced keeps only its own parts (a local load may have had more).
+        beyond = [{"t": name, "n": parts} for name, parts in replaced.items()]
+        if beyond:
+            p = reference_parts.c
+            conn.execute(delete(reference_parts).where(p.table_name == bindparam("t"), p.part_no >= bindparam("n")),
+                         beyond)
+        _bulk_upsert(conn, row_versions, _VERSION_COLUMNS, list(new_versions.values()))
+        return applied
 
     def close(self) -> None:
         self._engine.dispose()

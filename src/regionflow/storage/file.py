@@ -87,6 +87,7 @@ class FileObjectStore:
         real_root = os.path.realpath(self.root)
         self._real_areas = {area: os.path.join(real_root, area) for area in _AREAS}
         self._lock_path = self.root / "lock"
+        os.close(os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o644))
 
     def __repr__(self) -> str:
         return f"FileObjectStore({str(self.root)!r})"
@@ -188,7 +189,12 @@ class FileObjectStore:
             with self._locked():
                 # Both paths are checked before either rename, so a refusal leaves the old object whole.
                 self._make_room("objects", key, data_path)
-                self._make_room("meta", key, meta_path)
+                try:
+                    self._make_room("meta", key, meta_path)
+                except InvalidKey:
+                    # Directories just made for the data would block a later put of their name.
+                    self._prune("objects", data_path.parent)
+                    raise
                 os.replace(tmp_data, data_path)
                 pending.remove(tmp_data)
                 os.replace(tmp_meta, meta_path)

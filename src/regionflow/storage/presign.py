@@ -16,8 +16,8 @@ from regionflow.errors import InvalidKey, InvalidSignature
 from regionflow.storage.base import validate_key
 
 LINK_PATH = "/o/"
-# Canonical forms only: int() would also accept ' 12', '+12' and '1_2' for the same expiry.
-_EXPIRES = re.compile(r"[0-9]{1,12}")
+# Canonical decimal only: int() would also take "012", " 12", "+12" and "1_2" for the same expiry.
+_EXPIRES = re.compile(r"0|[1-9][0-9]{0,11}")
 _SIG = re.compile(r"[A-Za-z0-9_-]{43}")  # 32 bytes, url-safe base64 without padding
 
 

@@ -1,0 +1,505 @@
+"""Topology config (``regionflow.toml``), secrets (``.regionflow/secrets.toml``) and ``regionflow init``.
+
+Relative locations. Paths and URLs in a regionflow.toml may be relative; load_config resolves them
+against the directory that holds the file, so a project works from any working directory:
+
+- plain paths (``pipeline``, ``data_dir``, ``secrets_file``): relative unless they start with ``/``
+  (``~`` is expanded).
+- ``file://PATH`` and ``outbox://PATH``: everything after ``//`` is a path (never a host):
+  ``file:///abs/dir`` is absolute, ``file://.regionflow/us-east-1/objects`` is relative.
+- ``sqlite:///PATH`` (also ``sqlite+driver:///``): SQLAlchemy's rule, ``sqlite:///rel/state.db`` is
+  relative and ``sqlite:////abs/state.db`` absolute; a query string is kept.
+- other URLs (``s3://``, ``postgresql://``, ``etcd://``, ``smtp://``) are used as written.
+
+After load_config every path is absolute: ``file:///abs/...``, ``sqlite:////abs/...``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets as _secrets
+import socket
+import stat
+import tomllib
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
+
+from regionflow.batch.pipeline import Pipeline, default_pipeline
+from regionflow.batch.pipeline import load_pipeline as _load_pipeline_file
+from regionflow.errors import ConfigError
+
+__all__ = [
+    "CONFIG_FILE",
+    "DEFAULT_REGIONS",
+    "AccessPointConfig",
+    "Config",
+    "RegionConfig",
+    "ReplicationConfig",
+    "Secrets",
+    "init_project",
+    "load_config",
+    "load_secrets",
+    "resolve_path",
+    "resolve_url",
+    "write_secrets",
+]
+
+CONFIG_FILE = "regionflow.toml"
+DATA_DIR = ".regionflow"
+DEFAULT_REGIONS = ("us-east-1", "us-west-2")
+
+_NAME = re.compile(r"^[a-z0-9][a-z0-9-]*$")
+_SQLITE = re.compile(r"^(sqlite(?:\+[A-Za-z0-9_]+)?):///(.*)$", re.DOTALL)
+
+# Schemes each kind of URL may use (the adapters themselves check what is implemented).
+_OBJECT_SCHEMES = ("file", "s3")
+_STATE_SCHEMES = ("sqlite", "postgresql", "postgres")
+_CONTROL_SCHEMES = ("sqlite", "etcd")
+_NOTIFIER_SCHEMES = ("outbox", "smtp")
+
+
+# ---------------------------------------------------------------------------------------------- paths
+
+
+def resolve_path(path: str, base: Path) -> str:
+    """An absolute path: path itself if absolute (after ``~`` expansion), else base / path."""
+    p = Path(path).expanduser()
+    return str(p if p.is_absolute() else Path(base, p).absolute())
+
+
+def resolve_url(url: str, base: Path) -> str:
+    """Make the path in a file://, outbox:// or sqlite:/// URL absolute against base; others unchanged."""
+    for scheme in ("file", "outbox"):
+        prefix = f"{scheme}://"
+        if url.startswith(prefix):
+            return prefix + resolve_path(url[len(prefix):], base)
+    m = _SQLITE.match(url)
+    if m:
+        scheme, rest = m.groups()
+        path, sep, query = rest.partition("?")
+        if not path or path == ":memory:" or path.startswith("file:"):
+            return url
+        return f"{scheme}:///{resolve_path(path, base)}{sep}{query}"
+    return url
+
+
+def _scheme(url: str) -> str:
+    head, sep, _ = url.partition("://")
+    return head.split("+", 1)[0].lower() if sep else ""
+
+
+def _check_url(url: str, schemes: tuple[str, ...], example: str) -> str:
+    if _scheme(url) not in schemes:
+        expected = ", ".join(f"{s}://" for s in schemes)
+        raise ValueError(f"{url!r} is not a supported URL (expected {expected}; e.g. {example})")
+    return url
+
+
+# ---------------------------------------------------------------------------------------------- models
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def _port() -> Any:
+    return Field(strict=True, ge=1, le=65535)
+
+
+def _http_url(host: str, port: int) -> str:
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+class RegionConfig(_Model):
+    """One region: its gateway address, object store, state store and worker count."""
+
+    name: str
+    host: str = "127.0.0.1"
+    port: int = _port()
+    objects: str  # file:///abs/dir or s3://bucket
+    state: str  # sqlite:////abs/state.db or postgresql://...
+    workers: int = Field(default=2, strict=True, ge=1)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not _NAME.match(v):
+            raise ValueError(f"{v!r} is not a region name (lower-case letters, digits and '-', e.g. us-east-1)")
+        return v
+
+    @field_validator("objects")
+    @classmethod
+    def _objects(cls, v: str) -> str:
+        return _check_url(v, _OBJECT_SCHEMES, "file://.regionflow/us-east-1/objects")
+
+    @field_validator("state")
+    @classmethod
+    def _state(cls, v: str) -> str:
+        return _check_url(v, _STATE_SCHEMES, "sqlite:///.regionflow/us-east-1/state.db")
+
+    @property
+    def url(self) -> str:
+        return _http_url(self.host, self.port)
+
+
+class AccessPointConfig(_Model):
+    """The global access point's listening address."""
+
+    host: str = "127.0.0.1"
+    port: int = _port()
+
+    @property
+    def url(self) -> str:
+        return _http_url(self.host, self.port)
+
+
+class ReplicationConfig(_Model):
+    """How replicators poll: seconds between polls of an idle feed, and changes fetched per poll."""
+
+    interval: float = Field(default=0.2, gt=0)
+    batch: int = Field(default=500, strict=True, ge=1)
+
+
+class Config(_Model):
+    """The topology: regions, access point, routing control, and shared settings."""
+
+    primary: str
+    regions: list[RegionConfig]
+    access_point: AccessPointConfig
+    control: str
+    replication: ReplicationConfig = Field(default_factory=ReplicationConfig)
+    pipeline: str | None = None  # path to a pipeline file; None = the built-in pipeline
+    notifier: str | None = None  # outbox:///dir or smtp://host:port; None = an outbox per region in data_dir
+    data_dir: str = DATA_DIR
+    secrets_file: str = f"{DATA_DIR}/secrets.toml"
+
+    _source: Path | None = PrivateAttr(default=None)
+
+    @field_validator("regions")
+    @classmethod
+    def _at_least_two(cls, v: list[RegionConfig]) -> list[RegionConfig]:
+        if len(v) < 2:
+            raise ValueError(f"at least two regions are needed, found {len(v)}")
+        return v
+
+    @field_validator("control")
+    @classmethod
+    def _control(cls, v: str) -> str:
+        return _check_url(v, _CONTROL_SCHEMES, "sqlite:///.regionflow/control.db")
+
+    @field_validator("notifier")
+    @classmethod
+    def _notifier(cls, v: str | None) -> str | None:
+        return None if v is None else _check_url(v, _NOTIFIER_SCHEMES, "smtp://127.0.0.1:1025")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Config:
+        names: dict[str, int] = {}
+        ports: dict[int, str] = {}
+        for i, r in enumerate(self.regions):
+            if r.name in names:
+                raise ValueError(f"regions.{i}.name: region {r.name!r} is defined twice (also regions.{names[r.name]})")
+            names[r.name] = i
+            if r.port in ports:
+                raise ValueError(f"regions.{i}.port: port {r.port} is already used by {ports[r.port]}")
+            ports[r.port] = f"region {r.name}"
+        if self.access_point.port in ports:
+            raise ValueError(f"access_point.port: port {self.access_point.port} is already used by "
+                             f"{ports[self.access_point.port]}")
+        if self.primary not in names:
+            raise ValueError(f"primary: {self.primary!r} is not one of the regions ({', '.join(names)})")
+        return self
+
+    # -- helpers -----------------------------------------------------------------------------------
+
+    @property
+    def source(self) -> Path | None:
+        """The regionflow.toml this config was loaded from (None if built in code)."""
+        return self._source
+
+    @property
+    def region_names(self) -> list[str]:
+        return [r.name for r in self.regions]
+
+    def region(self, name: str) -> RegionConfig:
+        """The region called name; ConfigError listing the known names if there is none."""
+        for r in self.regions:
+            if r.name == name:
+                return r
+        raise ConfigError(f"unknown region {name!r} (known: {', '.join(self.region_names)})")
+
+    def region_url(self, name: str) -> str:
+        """The region's gateway base URL, e.g. http://127.0.0.1:8700."""
+        return self.region(name).url
+
+    @property
+    def access_point_url(self) -> str:
+        return self.access_point.url
+
+    def load_pipeline(self) -> Pipeline:
+        """The configured pipeline file, or the built-in pipeline when none is set."""
+        return _load_pipeline_file(self.pipeline) if self.pipeline else default_pipeline()
+
+    def resolved(self, base: Path) -> Config:
+        """A copy with every relative path and file/sqlite/outbox URL made absolute against base."""
+        regions = [r.model_copy(update={"objects": resolve_url(r.objects, base), "state": resolve_url(r.state, base)})
+                   for r in self.regions]
+        update: dict[str, Any] = {
+            "regions": regions,
+            "control": resolve_url(self.control, base),
+            "data_dir": resolve_path(self.data_dir, base),
+            "secrets_file": resolve_path(self.secrets_file, base),
+            "pipeline": resolve_path(self.pipeline, base) if self.pipeline else None,
+            "notifier": resolve_url(self.notifier, base) if self.notifier else None,
+        }
+        copy = self.model_copy(update=update)
+        copy._source = self._source
+        return copy
+
+
+def _format_errors(source: str, exc: ValidationError) -> str:
+    """One line: "<source>: <key path>: <reason>" for the first error, and how many more there are."""
+    errors = exc.errors(include_url=False)
+    first = errors[0]
+    if first["type"] == "value_error" and "error" in first.get("ctx", {}):
+        msg = str(first["ctx"]["error"])
+    else:
+        msg = first["msg"]
+    where = ".".join(str(p) for p in first["loc"])
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    return f"{source}: {where}: {msg}{more}" if where else f"{source}: {msg}{more}"
+
+
+def load_config(path: str | Path) -> Config:
+    """Load and validate a regionflow.toml (or the one in a directory); relative locations become absolute."""
+    p = Path(path).expanduser()
+    if p.is_dir():
+        p = p / CONFIG_FILE
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"no {CONFIG_FILE} at {p} (run `regionflow init`)") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise ConfigError(f"{p}: cannot read config: {reason}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{p}: not valid TOML: {exc}") from None
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(str(p), exc)) from None
+    config._source = p.absolute()
+    return config.resolved(p.absolute().parent)
+
+
+# ---------------------------------------------------------------------------------------------- secrets
+
+
+class Secrets(_Model):
+    """Bearer tokens for the region APIs (api: read/write data; admin: also switch regions) and the
+    key that signs presigned links (hex)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    api_token: str = Field(min_length=16, repr=False)
+    admin_token: str = Field(min_length=16, repr=False)
+    signing_key: str = Field(min_length=32, repr=False)
+
+    @field_validator("signing_key")
+    @classmethod
+    def _hex(cls, v: str) -> str:
+        try:
+            bytes.fromhex(v)
+        except ValueError:
+            raise ValueError("must be hexadecimal") from None
+        return v
+
+
+_SECRETS_HEADER = """\
+# regionflow secrets: bearer tokens for the region APIs and the key that signs download links.
+# Keep this file private (mode 0600) and out of version control. Regenerate by deleting it and
+# running `regionflow init --force` (links already handed out stop working).
+"""
+
+
+def write_secrets(path: str | Path) -> Secrets:
+    """Generate new secrets into a new file created with mode 0600; ConfigError if the file exists."""
+    p = Path(path).expanduser()
+    s = Secrets(api_token=_secrets.token_urlsafe(32), admin_token=_secrets.token_urlsafe(32),
+                signing_key=_secrets.token_hex(32))
+    body = (f'{_SECRETS_HEADER}\napi_token = "{s.api_token}"\nadmin_token = "{s.admin_token}"\n'
+            f'signing_key = "{s.signing_key}"\n')
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise ConfigError(f"secrets file {p} already exists (delete it first to generate new secrets)") from None
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot create secrets file: {exc.strerror}") from None
+    try:
+        if hasattr(os, "fchmod"):
+            os.fchmod(fd, 0o600)  # exactly 0600 whatever the umask
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            fd = -1
+            f.write(body)
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException:
+        if fd >= 0:
+            os.close(fd)
+        p.unlink(missing_ok=True)
+        raise
+    return s
+
+
+def load_secrets(config: Config) -> Secrets:
+    """Read config.secrets_file; ConfigError if it is missing, invalid, or readable by group or others."""
+    p = Path(config.secrets_file)
+    try:
+        st = p.stat()
+    except FileNotFoundError:
+        raise ConfigError(f"no secrets file at {p} (run `regionflow init`, or set secrets_file)") from None
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot read secrets: {exc.strerror}") from None
+    if os.name == "posix" and st.st_mode & 0o077:
+        raise ConfigError(f"{p}: mode {stat.S_IMODE(st.st_mode):04o} lets group or others access the secrets; "
+                          f"run `chmod 600 {p}`")
+    try:
+        data = tomllib.loads(p.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise ConfigError(f"{p}: cannot read secrets: {reason}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{p}: not valid TOML: {exc}") from None
+    try:
+        return Secrets.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(str(p), exc)) from None
+
+
+# ---------------------------------------------------------------------------------------------- init
+
+
+def _free_ports(count: int) -> list[int]:
+    """count distinct loopback ports that are free now (all held open together so they differ)."""
+    with ExitStack() as stack:
+        ports = []
+        for _ in range(count):
+            s = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            s.bind(("127.0.0.1", 0))
+            ports.append(s.getsockname()[1])
+        return ports
+
+
+def _q(s: str) -> str:
+    """A TOML basic string."""
+    return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _config_text(regions: list[tuple[str, int]], access_port: int) -> str:
+    primary = regions[0][0]
+    lines = [
+        "# regionflow topology, written by `regionflow init`.",
+        "#",
+        "# Relative paths and URLs are resolved against the directory holding this file:",
+        "#   file://PATH     object-store directory: file:///abs/dir is absolute, file://rel/dir is relative",
+        "#   sqlite:///PATH  SQLite file (SQLAlchemy's rule): sqlite:////abs/x.db is absolute,",
+        "#                   sqlite:///rel/x.db is relative",
+        "#   outbox://PATH   directory of .eml files, same rule as file://",
+        "# Other URLs (s3://, postgresql://, etcd://, smtp://) are used as written.",
+        "",
+        "# The region made active when the routing control is first created. From then on the routing",
+        "# control, not this key, says which region is active (a failover changes it).",
+        f"primary = {_q(primary)}",
+        "",
+        "# Routing control: the active region and its epoch, shared by every region process.",
+        f"control = {_q(f'sqlite:///{DATA_DIR}/control.db')}",
+        "",
+        "# Working files of the regions (outboxes, caches), logs/ and run/ (pid files).",
+        f"data_dir = {_q(DATA_DIR)}",
+        "",
+        "# API tokens and the link-signing key. Mode 0600; keep it out of version control.",
+        f"secrets_file = {_q(f'{DATA_DIR}/secrets.toml')}",
+        "",
+        "# Pipeline spec (TOML or YAML). Unset: the built-in pipeline (the reference orders workload).",
+        '# pipeline = "pipelines/orders.toml"',
+        "",
+        "# Where job-done notifications go. Unset: an outbox directory of .eml files per region in data_dir.",
+        '# notifier = "smtp://127.0.0.1:1025"',
+        "",
+        "# The global access point: routes uploads to the active region (if healthy) and downloads to a",
+        "# healthy region that holds the object. Clients talk to this address.",
+        "[access_point]",
+        'host = "127.0.0.1"',
+        f"port = {access_port}",
+        "",
+        "# Replication between regions (each region pulls the other's change feed).",
+        "[replication]",
+        "interval = 0.2  # seconds between polls while the feed is drained",
+        "batch = 500     # changes applied per pull",
+        "",
+        "# One [[regions]] table per region (names: lower-case letters, digits, '-').",
+        "#   host, port  the region's HTTP gateway",
+        "#   objects     object store: file://DIR here, or s3://bucket",
+        "#   state       state store: sqlite:///FILE here, or postgresql://user@host:port/db",
+        "#   workers     processes that run chunk work",
+    ]
+    for name, port in regions:
+        lines += [
+            "",
+            "[[regions]]",
+            f"name = {_q(name)}",
+            'host = "127.0.0.1"',
+            f"port = {port}",
+            f"objects = {_q(f'file://{DATA_DIR}/{name}/objects')}",
+            f"state = {_q(f'sqlite:///{DATA_DIR}/{name}/state.db')}",
+            "workers = 2",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def init_project(dir: Path, *, force: bool = False, base_port: int | None = None) -> Path:
+    """Write dir/regionflow.toml for regions us-east-1 (primary) and us-west-2 on the embedded backends.
+
+    Data lives under dir/.regionflow/ (one objects dir and state.db per region, control.db, logs/, run/,
+    secrets.toml). Ports are base_port, base_port + 1 (the regions) and base_port + 2 (the access point),
+    or free loopback ports when base_port is None. Refuses to replace an existing regionflow.toml unless
+    force; an existing secrets file is kept (replacing it would invalidate tokens and links in use).
+    Returns the path of the config file.
+    """
+    root = Path(dir).expanduser().absolute()
+    target = root / CONFIG_FILE
+    if target.exists() and not force:
+        raise ConfigError(f"{target} already exists (use --force to overwrite it)")
+    if base_port is None:
+        ports = _free_ports(3)
+    else:
+        if not 1 <= base_port <= 65533:
+            raise ConfigError(f"base port {base_port} is out of range (1-65533: three ports from it are used)")
+        ports = [base_port, base_port + 1, base_port + 2]
+    regions = list(zip(DEFAULT_REGIONS, ports[:2], strict=True))
+    text = _config_text(regions, ports[2])
+    data = root / DATA_DIR
+    try:
+        for name in DEFAULT_REGIONS:
+            (data / name / "objects").mkdir(parents=True, exist_ok=True)
+        (data / "logs").mkdir(parents=True, exist_ok=True)
+        (data / "run").mkdir(parents=True, exist_ok=True)
+        ignore = data / ".gitignore"
+        if not ignore.exists():
+            ignore.write_text("# regionflow data and secrets: never commit\n*\n", encoding="utf-8")
+        tmp = target.with_name(f".{CONFIG_FILE}.tmp")
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, target)
+    except OSError as exc:
+        raise ConfigError(f"cannot initialize {root}: {exc.strerror} ({exc.filename})") from None
+    config = load_config(target)  # what we wrote must load
+    if not Path(config.secrets_file).exists():
+        write_secrets(config.secrets_file)
+    return target

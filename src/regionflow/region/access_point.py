@@ -1,0 +1,170 @@
+"""The global access point: one address in front of every region (the multi-region access point).
+
+Uploads go to a healthy region, the active one first; downloads go to a healthy region that holds the
+object; every other API call goes to the active region if it is healthy, else to another healthy one.
+A region counts as healthy when its /health answered within HEALTH_TIMEOUT, checked at most every
+HEALTH_TTL seconds, so a stopped (SIGSTOP) or dead region is skipped within about a second.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import sys
+import time
+from urllib.parse import quote
+
+import httpx
+import uvicorn
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+
+from regionflow.config import Config, load_config
+from regionflow.control import CachedControl, open_control
+from regionflow.errors import RegionflowError
+
+log = logging.getLogger("regionflow.access_point")
+
+HEALTH_TTL = 1.0
+HEALTH_TIMEOUT = 0.5
+FORWARD_TIMEOUT = httpx.Timeout(30.0, connect=1.0)
+_HOP_HEADERS = {"connection", "keep-alive", "transfer-encoding", "te", "upgrade", "host", "content-length"}
+
+
+class Regions:
+    def __init__(self, config: Config):
+        self.config = config
+        self.urls = {r.name: config.region_url(r.name) for r in config.regions}
+        self.control = CachedControl(open_control(config.control), ttl=HEALTH_TTL)
+        self.client = httpx.AsyncClient(timeout=FORWARD_TIMEOUT)
+        self._health: dict[str, tuple[float, bool]] = {}
+
+    async def healthy(self, name: str) -> bool:
+        checked = self._health.get(name)
+        if checked and time.monotonic() - checked[0] < HEALTH_TTL:
+            return checked[1]
+        try:
+            resp = await self.client.get(f"{self.urls[name]}/health", timeout=HEALTH_TIMEOUT)
+            ok = resp.status_code == 200
+        except httpx.HTTPError:
+            ok = False
+        self._health[name] = (time.monotonic(), ok)
+        return ok
+
+    def active(self) -> str | None:
+        try:
+            return self.control.get().active_region
+        except RegionflowError:
+            return None
+
+    async def ordered_healthy(self) -> list[str]:
+        """Healthy regions, the active one first."""
+        active = self.active()
+        names = sorted(self.urls, key=lambda n: (n != active, n))
+        checks = await asyncio.gather(*(self.healthy(n) for n in names))
+        return [n for n, ok in zip(names, checks, strict=True) if ok]
+
+    async def status(self) -> dict:
+        active = self.active()
+        return {"active": active, "regions": {n: {"url": u, "healthy": await self.healthy(n)}
+                                              for n, u in self.urls.items()}}
+
+
+def _forward_headers(request: Request) -> dict[str, str]:
+    return {k: v for k, v in request.headers.items() if k.lower() not in _HOP_HEADERS}
+
+
+def _response(resp: httpx.Response, region: str) -> Response:
+    headers = {k: v for k, v in resp.headers.items() if k.lower() not in _HOP_HEADERS | {"content-encoding"}}
+    headers["x-regionflow-region"] = region
+    return Response(resp.content, status_code=resp.status_code, headers=headers)
+
+
+def create_app(config: Config) -> FastAPI:
+    regions = Regions(config)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI):
+        yield
+        await regions.client.aclose()
+
+    app = FastAPI(title="regionflow access point", version="0.1.0", lifespan=lifespan)
+
+    @app.get("/health")
+    async def health() -> dict:
+        return {"status": "ok", **(await regions.status())}
+
+    async def _send(name: str, request: Request, body: bytes | None) -> httpx.Response:
+        raw = request.scope.get("raw_path")
+        path = raw.decode("latin-1") if raw else quote(request.url.path, safe="/")
+        url = f"{regions.urls[name]}{path}"
+        return await regions.client.request(request.method, url, params=request.query_params,
+                                            headers=_forward_headers(request), content=body)
+
+    def _unavailable(why: str) -> JSONResponse:
+        return JSONResponse({"detail": f"no healthy region can serve this request: {why}"}, status_code=503)
+
+    async def _first_holder(request: Request) -> Response:
+        """GET of an object: the first healthy region (active first) that has it."""
+        last: Response | None = None
+        for name in await regions.ordered_healthy():
+            try:
+                resp = await _send(name, request, None)
+            except httpx.HTTPError:
+                continue
+            if resp.status_code == 404:
+                last = _response(resp, name)
+                continue
+            return _response(resp, name)
+        return last if last is not None else _unavailable("no region answered")
+
+    @app.api_route("/o/{key:path}", methods=["GET", "HEAD"])
+    async def presigned(key: str, request: Request) -> Response:
+        return await _first_holder(request)
+
+    @app.api_route("/objects/{key:path}", methods=["GET", "HEAD", "PUT"])
+    async def objects(key: str, request: Request) -> Response:
+        if request.method != "PUT":
+            return await _first_holder(request)
+        body = await request.body()
+        for name in await regions.ordered_healthy():
+            try:
+                return _response(await _send(name, request, body), name)
+            except httpx.HTTPError as exc:
+                log.warning("upload to %s failed (%s); trying the next region", name, exc)
+        return _unavailable("every region is down")
+
+    @app.api_route("/{path:path}", methods=["GET", "POST", "PUT", "DELETE"])
+    async def api(path: str, request: Request) -> Response:
+        body = await request.body()
+        for name in await regions.ordered_healthy():
+            try:
+                return _response(await _send(name, request, body), name)
+            except httpx.HTTPError:
+                continue
+        return _unavailable("every region is down")
+
+    return app
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="regionflow-access-point")
+    parser.add_argument("--config", required=True)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s access-point %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per replication poll is noise
+    try:
+        config = load_config(args.config)
+    except RegionflowError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    ap = config.access_point
+    uvicorn.run(create_app(config), host=ap.host, port=ap.port, log_level="warning", access_log=False)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,188 @@
+"""The runtime of one region process: trigger, job runner, replicators, and the periodic sweep.
+
+The gateway (HTTP) calls into this; nothing here knows about HTTP.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from pathlib import Path
+
+from regionflow.batch.orchestrator import INPUT_PREFIX, InputMissing, Orchestrator
+from regionflow.config import Config, load_secrets
+from regionflow.control import CachedControl, open_control
+from regionflow.errors import FencedOut, RegionflowError
+from regionflow.executor import LocalExecutor
+from regionflow.ids import job_id_for
+from regionflow.notify import OutboxNotifier, open_notifier
+from regionflow.region.metrics import RegionMetrics
+from regionflow.replication.feeding import FeedingObjectStore
+from regionflow.replication.replicator import Replicator
+from regionflow.replication.source import HttpFeedSource
+from regionflow.state import open_state_store
+from regionflow.state.base import JobStatus
+from regionflow.storage import open_object_store
+
+log = logging.getLogger("regionflow.region")
+
+SWEEP_INTERVAL = 2.0
+
+
+class Region:
+    def __init__(self, config: Config, name: str):
+        self.config = config
+        self.name = name
+        rc = config.region(name)
+        self.secrets = load_secrets(config)
+        self.metrics = RegionMetrics()
+        self.plain_objects = open_object_store(rc.objects)
+        self.state = open_state_store(rc.state, name)
+        self.objects = FeedingObjectStore(self.plain_objects, self.state)
+        self.control = CachedControl(open_control(config.control), ttl=1.0)
+        self.control.initialize(config.primary)
+        self.executor = LocalExecutor(rc.workers)
+        data_dir = Path(config.data_dir) / name
+        notifier = open_notifier(config.notifier) if config.notifier else OutboxNotifier(data_dir / "outbox")
+        self.orchestrator = Orchestrator(
+            objects=self.objects, store_url=rc.objects, state=self.state, executor=self.executor,
+            notifier=notifier, pipeline=config.load_pipeline(), region=name, owner=self._owner,
+            signing_key=bytes.fromhex(self.secrets.signing_key), link_base=config.access_point_url,
+            cache_dir=data_dir / "cache", object_written=self.objects.record,
+        )
+        self.replicators = {
+            other.name: Replicator(
+                HttpFeedSource(other.name, config.region_url(other.name), self.secrets.api_token),
+                name, self.state, self.plain_objects, on_object=self._replicated_object,
+                interval=config.replication.interval, batch=config.replication.batch,
+            )
+            for other in config.regions if other.name != name
+        }
+        self._queue: queue.Queue[str] = queue.Queue()
+        self._queued: set[str] = set()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self.started_at = time.time()
+
+    # -- ownership ---------------------------------------------------------------------------------
+    def _owner(self) -> tuple[str, int]:
+        c = self.control.get()
+        self.metrics.epoch.set(c.epoch)
+        for r in self.config.regions:
+            self.metrics.active.labels(r.name).set(1 if r.name == c.active_region else 0)
+        return c.active_region, c.epoch
+
+    def is_active(self) -> bool:
+        return self._owner()[0] == self.name
+
+    # -- trigger -----------------------------------------------------------------------------------
+    def object_created(self, key: str) -> str | None:
+        """An object under input/ arrived (uploaded or replicated): create and queue its job if active."""
+        if not key.startswith(INPUT_PREFIX):
+            return None
+        job_id = self.orchestrator.trigger(key)
+        if job_id is None:
+            self.metrics.files_skipped.inc()
+            return None
+        self.enqueue(job_id)
+        return job_id
+
+    def _replicated_object(self, key: str) -> None:
+        self.object_created(key)
+
+    def enqueue(self, job_id: str) -> None:
+        with self._lock:
+            if job_id in self._queued:
+                return
+            self._queued.add(job_id)
+        self._queue.put(job_id)
+
+    # -- workers -----------------------------------------------------------------------------------
+    def start(self) -> None:
+        self.executor.warm_up()
+        for target, name in ((self._run_jobs, "jobs"), (self._sweep, "sweep")):
+            t = threading.Thread(target=target, name=f"{self.name}-{name}", daemon=True)
+            t.start()
+            self._threads.append(t)
+        for rep in self.replicators.values():
+            rep.start()
+
+    def _run_jobs(self) -> None:
+        while not self._stop.is_set():
+            try:
+                job_id = self._queue.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            try:
+                self._run_one(job_id)
+            finally:
+                with self._lock:
+                    self._queued.discard(job_id)
+
+    def _run_one(self, job_id: str) -> None:
+        self.metrics.orchestrator.labels("started").inc()
+        try:
+            job = self.orchestrator.run_job(job_id)
+        except FencedOut as exc:
+            log.info("stopped work on %s: %s", job_id, exc)
+            return
+        except InputMissing as exc:
+            log.info("waiting for input of %s: %s", job_id, exc)
+            return
+        except Exception:
+            self.metrics.orchestrator.labels("failed").inc()
+            log.exception("job %s failed; the sweep retries it", job_id)
+            return
+        if job.status == JobStatus.COMPLETED:
+            self.metrics.orchestrator.labels("succeeded").inc()
+            self.metrics.files_processed.inc()
+            self.metrics.rows.labels("ok").inc(job.rows_ok or 0)
+            self.metrics.rows.labels("rejected").inc(job.rows_rejected or 0)
+            self.metrics.notifications.labels("sent").inc()
+        else:
+            self.metrics.orchestrator.labels("failed").inc()
+
+    def _sweep(self) -> None:
+        """Resume unfinished work this region owns and start jobs for inputs that have none."""
+        while not self._stop.is_set():
+            try:
+                self.sweep_once()
+            except RegionflowError as exc:
+                log.warning("sweep: %s", exc)
+            except Exception:
+                log.exception("sweep failed")
+            self._stop.wait(SWEEP_INTERVAL)
+
+    def sweep_once(self) -> None:
+        active, epoch = self._owner()
+        if active != self.name:
+            return
+        for job in self.state.list_jobs_unfinished():
+            if job.owner_region == self.name and job.owner_epoch == epoch:
+                self.enqueue(job.job_id)
+        for info in self.objects.list(INPUT_PREFIX):
+            if self.state.get_job(job_id_for(info.key, info.version_id)) is None:
+                self.object_created(info.key)
+
+    def stop(self) -> None:
+        self._stop.set()
+        for rep in self.replicators.values():
+            rep.stop()
+        for t in self._threads:
+            t.join(timeout=10)
+        self.executor.close()
+        self.state.close()
+
+    # -- views -------------------------------------------------------------------------------------
+    def replication_status(self) -> list[dict]:
+        out = []
+        for rep in self.replicators.values():
+            st = rep.status.as_dict()
+            for kind in ("objects", "state"):
+                self.metrics.backlog.labels(st["source"], st["target"], kind).set(st["backlog"][kind])
+                self.metrics.lag.labels(st["source"], st["target"], kind).set(st["lag_seconds"][kind])
+            out.append(st)
+        return out
