@@ -167,18 +167,21 @@ def test_reapplying_is_harmless(stores: tuple[StateStore, StateStore]) -> None:
     assert again == len([c for c in a.feed_since(0, limit=100_000) if c.table == "rejects"])
 
 
-@pytest.mark.parametrize("batch", [1, 2, 3, 5])
+@pytest.mark.parametrize("batch", [1, 2, 3, 4, 5])
 def test_shipping_in_small_batches_yields_equal_rows(stores: tuple[StateStore, StateStore], batch: int) -> None:
     """Batch boundaries fall anywhere, also between a reference load's parts and its row."""
     a, b = stores
-    build_history(a)
     b.load_reference("customers", "id", ["id"], [f"id\n{i}\n" for i in range(6)], 6)  # B's older, longer load
+    build_history(a)
+    a.load_reference("products", "sku", ["sku"], ["sku\nx\n"], 1)  # then a load with more parts, right after
+    a.load_reference("products", "sku", ["sku"], [f"sku\n{i}\n" for i in range(4)], 4)
     while changes := a.feed_since(b.get_checkpoint(EAST), limit=batch):
         b.apply_changes_and_checkpoint(EAST, [c for c in changes if c.table != "objects"], changes[-1].seq)
     got, want = dump(b), dump(a)
     assert {t: rows for t, rows in got.items() if t != "row_versions"} == {
         t: rows for t, rows in want.items() if t != "row_versions"}
     assert b.reference_parts("customers") == ["id,name\n9,z\n"]
+    assert len(b.reference_parts("products")) == 4
 
 
 def test_incremental_shipping_matches(stores: tuple[StateStore, StateStore]) -> None:
@@ -336,9 +339,8 @@ def test_local_writes_order_after_applied_changes(stores: tuple[StateStore, Stat
     a.create_job(make_job("job-2"))
     ship(a, b)
     applied = max(c.hlc for c in a.feed_since(0))
-    b.create_job(make_job("job-3", region=WEST))
-    assert b.feed_since(0)[-1].hlc > applied
-    # another process on B's database (its clock never saw A's) writing an applied row still orders after it
+    # another process on B's database (its clock never saw A's, B's feed is empty) writing an applied row
+    # still orders after the applied write
     other = open_state_store(urls[1], WEST)
     try:
         other.claim_job("job-2", region=WEST, epoch=1)
@@ -346,6 +348,8 @@ def test_local_writes_order_after_applied_changes(stores: tuple[StateStore, Stat
         assert (mine.table, mine.key) == ("jobs", "job-2") and mine.hlc > applied
     finally:
         other.close()
+    b.create_job(make_job("job-3", region=WEST))
+    assert b.feed_since(0)[-1].hlc > applied
     # so B's write of job-2 wins on A (same epoch, higher hlc)
     assert ship(b, a) == 2
     job = a.get_job("job-2")

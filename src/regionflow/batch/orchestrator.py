@@ -85,13 +85,13 @@ class Orchestrator:
         Returns the job id, or None when this region is not active (the event is counted as skipped).
         A repeated event for the same (key, version) finds the job already there and changes nothing.
         """
-        info = self.objects.head(key)
-        if info is None:
-            raise ObjectNotFound(f"no object at {key!r}")
         active, epoch = self.owner()
         if active != self.region:
             self.skipped += 1
             return None
+        info = self.objects.head(key)
+        if info is None:
+            raise ObjectNotFound(f"no object at {key!r}")
         now = time.time()
         job = JobRecord(
             job_id=job_id_for(key, info.version_id), input_key=key, version_id=info.version_id,

@@ -3,7 +3,8 @@
 Uploads go to a healthy region, the active one first; downloads go to a healthy region that holds the
 object; every other API call goes to the active region if it is healthy, else to another healthy one.
 A region counts as healthy when its /health answered within HEALTH_TIMEOUT, checked at most every
-HEALTH_TTL seconds, so a stopped (SIGSTOP) or dead region is skipped within about a second.
+HEALTH_TTL seconds, so a stopped (SIGSTOP) or dead region is skipped within about a second; a request
+it then fails marks it down at once.
 """
 
 from __future__ import annotations
@@ -27,9 +28,11 @@ from regionflow.errors import RegionflowError
 
 log = logging.getLogger("regionflow.access_point")
 
-HEALTH_TTL = 1.0
+HEALTH_TTL = 0.25
 HEALTH_TIMEOUT = 0.5
 FORWARD_TIMEOUT = httpx.Timeout(30.0, connect=1.0)
+# A read (download) that gets no byte for this long goes to the next region holding the object.
+READ_TIMEOUT = httpx.Timeout(5.0, connect=1.0)
 _HOP_HEADERS = {"connection", "keep-alive", "transfer-encoding", "te", "upgrade", "host", "content-length"}
 
 
@@ -52,6 +55,9 @@ class Regions:
             ok = False
         self._health[name] = (time.monotonic(), ok)
         return ok
+
+    def mark_down(self, name: str) -> None:
+        self._health[name] = (time.monotonic(), False)
 
     def active(self) -> str | None:
         try:
@@ -100,8 +106,13 @@ def create_app(config: Config) -> FastAPI:
         raw = request.scope.get("raw_path")
         path = raw.decode("latin-1") if raw else quote(request.url.path, safe="/")
         url = f"{regions.urls[name]}{path}"
-        return await regions.client.request(request.method, url, params=request.query_params,
-                                            headers=_forward_headers(request), content=body)
+        timeout = READ_TIMEOUT if request.method in ("GET", "HEAD") else FORWARD_TIMEOUT
+        try:
+            return await regions.client.request(request.method, url, params=request.query_params,
+                                                headers=_forward_headers(request), content=body, timeout=timeout)
+        except httpx.HTTPError:
+            regions.mark_down(name)
+            raise
 
     def _unavailable(why: str) -> JSONResponse:
         return JSONResponse({"detail": f"no healthy region can serve this request: {why}"}, status_code=503)

@@ -5,6 +5,7 @@ The gateway (HTTP) calls into this; nothing here knows about HTTP.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
@@ -14,7 +15,7 @@ from pathlib import Path
 from regionflow.batch.orchestrator import INPUT_PREFIX, InputMissing, Orchestrator
 from regionflow.config import Config, load_secrets
 from regionflow.control import CachedControl, open_control
-from regionflow.errors import FencedOut, RegionflowError
+from regionflow.errors import FencedOut, ObjectNotFound, RegionflowError
 from regionflow.executor import LocalExecutor
 from regionflow.ids import job_id_for
 from regionflow.notify import OutboxNotifier, open_notifier
@@ -91,7 +92,9 @@ class Region:
         return job_id
 
     def _replicated_object(self, key: str) -> None:
-        self.object_created(key)
+        # ObjectNotFound: archived at the source before it got here; the active region has it in hand.
+        with contextlib.suppress(ObjectNotFound):
+            self.object_created(key)
 
     def enqueue(self, job_id: str) -> None:
         with self._lock:

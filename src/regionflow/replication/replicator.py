@@ -104,7 +104,10 @@ class Replicator:
         rows = []
         for change in changes:
             if change.table == "objects":
-                if self._apply_object(change):
+                self._apply_object(change)
+                if change.row is not None:
+                    # Every replicated put reaches the trigger, even one already superseded at the source:
+                    # a standby counts each upload it saw as skipped (DESIGN §2 step 3).
                     arrived.append(change.key)
             else:
                 rows.append(change)
