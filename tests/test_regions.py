@@ -206,3 +206,73 @@ def test_tokens_and_keys_are_checked(stack):
         assert before == after
         assert not list(stack.root.parent.glob("escape.csv"))
         assert h.get("/openapi.json").status_code == 200
+
+
+def test_a_killed_region_restarted_with_up_resumes_its_unfinished_work(stack, tmp_path):
+    big = tmp_path / "big"
+    generate(40000, big, invalid_ratio=0.05, seed=8)
+    stack.rf("reference", "load", str(big / "financial_data.csv"))
+    job_id = _submit(stack, big / "orders.csv")
+    stack.eventually(lambda: (j := stack.job(job_id, EAST)) and j["chunks_done"] >= 2, timeout=60,
+                     interval=0.02, what="the job to be under way")
+    stack.signal(EAST, signal.SIGKILL)
+    stack.eventually(lambda: "us-east-1" not in stack.rf_json("status")["processes"], timeout=10)
+    west_view = stack.job(job_id, WEST)
+    assert west_view is None or west_view["status"] != "COMPLETED"
+    stack.rf("up", "--detach", timeout=90)  # restarts only the missing region
+    done = stack.rf_json("wait", job_id, "--timeout", "120")[0]
+    assert done["status"] == "COMPLETED" and done["completing_region"] == EAST
+    assert done["rows_in"] == done["rows_ok"] + done["rows_rejected"] == 40000
+    assert done["chunk_attempts"] >= done["chunks_total"]
+    notes = [n for n in stack.rf_json("outbox")["notifications"] if n["stored_in"] == EAST]
+    assert [n["job_id"] for n in notes] == [job_id]
+    assert len(list((stack.root / ".regionflow" / EAST / "outbox").glob("*.eml"))) == 1
+
+
+def test_up_in_the_foreground_stops_everything_on_ctrl_c(tmp_path):
+    import subprocess
+
+    from conftest import REGIONFLOW
+
+    s = Stack(tmp_path)
+    s.rf("init", "--dir", ".")
+    proc = subprocess.Popen([REGIONFLOW, "up"], cwd=tmp_path, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        run = tmp_path / ".regionflow" / "run"
+        s.eventually(lambda: len(list(run.glob("*.pid"))) == 3, timeout=30, what="pid files")
+        from regionflow.config import load_config
+
+        cfg = load_config(tmp_path / "regionflow.toml")
+        urls = [cfg.region_url(r.name) for r in cfg.regions] + [cfg.access_point_url]
+        s.eventually(lambda: all(_healthy(u) for u in urls), timeout=60, what="every process to be healthy")
+        pids = [int(p.read_text()) for p in run.glob("*.pid")]
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 0
+        for pid in pids:
+            s.eventually(lambda pid=pid: not _alive(pid), timeout=15, what=f"pid {pid} to exit")
+        assert not list(run.glob("*.pid"))
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        s.rf("down", check=False)
+
+
+def _healthy(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/health", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _alive(pid: int) -> bool:
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        return os.waitpid(pid, os.WNOHANG)[0] == 0
+    except ChildProcessError:
+        return True

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated, NoReturn
@@ -254,11 +255,21 @@ def up(
     if detach:
         out.print(f"stack is up; access point {cfg.access_point_url}. Stop it with `regionflow down`.")
         return
+
+    def _interrupt(*_args: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _interrupt)  # `kill` of the foreground `up` stops the stack too
     try:
-        with Live(_status_table(stack_status(cfg)), console=out, refresh_per_second=2) as live:
+        if out.is_terminal:
+            with Live(_status_table(stack_status(cfg)), console=out, refresh_per_second=2) as live:
+                while True:
+                    _time.sleep(1.0)
+                    live.update(_status_table(stack_status(cfg)))
+        else:  # no live redraw into a pipe or file: one line, then wait for Ctrl-C / SIGINT
+            out.print(f"stack is up; access point {cfg.access_point_url}. Ctrl-C stops it.")
             while True:
                 _time.sleep(1.0)
-                live.update(_status_table(stack_status(cfg)))
     except KeyboardInterrupt:
         pass
     finally:

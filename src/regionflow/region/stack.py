@@ -112,16 +112,19 @@ def wait_healthy(procs: list[Proc], timeout: float = 60.0) -> None:
 
 
 def start_stack(config_path: Path, config: Config, timeout: float = 60.0) -> list[Proc]:
-    """Start every region and the access point; return once all are healthy."""
+    """Start every region and the access point that is not already running (so `up` after a crash
+    restarts just the missing ones); return the started ones once all are healthy."""
     already = running(config)
-    if already:
+    missing = [name for name, _cmd, _url in _commands(config_path, config) if name not in already]
+    if not missing:
         raise RegionflowError(f"the stack is already running ({', '.join(already)}); run `regionflow down` first")
     load_secrets(config)  # fail early, before starting anything
-    procs = [start_process(config_path, config, name) for name, _cmd, _url in _commands(config_path, config)]
+    procs = [start_process(config_path, config, name) for name in missing]
     try:
         wait_healthy(procs, timeout)
     except BaseException:
-        stop_stack(config)
+        if not already:
+            stop_stack(config)
         raise
     return procs
 
