@@ -140,7 +140,7 @@ def test_set_active_with_a_stale_epoch_is_refused(stack):
 
 def test_a_region_paused_while_the_epoch_moved_changes_nothing_the_new_owner_wrote(stack, tmp_path):
     big = tmp_path / "big"
-    generate(60000, big, invalid_ratio=0.05, seed=3)
+    generate(200000, big, invalid_ratio=0.05, seed=3)
     small = tmp_path / "small"
     generate(500, small, invalid_ratio=0.1, seed=4)
     stack.rf("reference", "load", str(big / "financial_data.csv"))

@@ -174,6 +174,7 @@ class Config(_Model):
     replication: ReplicationConfig = Field(default_factory=ReplicationConfig)
     pipeline: str | None = None  # path to a pipeline file; None = the built-in pipeline
     notifier: str | None = None  # outbox:///dir or smtp://host:port; None = an outbox per region in data_dir
+    plan: str | None = None  # the region-switch plan for failover/failback; None = the built-in batch plan
     data_dir: str = DATA_DIR
     secrets_file: str = f"{DATA_DIR}/secrets.toml"
 
@@ -240,6 +241,15 @@ class Config(_Model):
     def access_point_url(self) -> str:
         return self.access_point.url
 
+    @property
+    def plan_path(self) -> str:
+        """The configured region-switch plan, or the built-in one (examples/plans/batch.yaml)."""
+        if self.plan:
+            return self.plan
+        from importlib import resources
+
+        return str(resources.files("regionflow.switch").joinpath("plans/batch.yaml"))
+
     def load_pipeline(self) -> Pipeline:
         """The configured pipeline file, or the built-in pipeline when none is set."""
         return _load_pipeline_file(self.pipeline) if self.pipeline else default_pipeline()
@@ -254,6 +264,7 @@ class Config(_Model):
             "data_dir": resolve_path(self.data_dir, base),
             "secrets_file": resolve_path(self.secrets_file, base),
             "pipeline": resolve_path(self.pipeline, base) if self.pipeline else None,
+            "plan": resolve_path(self.plan, base) if self.plan else None,
             "notifier": resolve_url(self.notifier, base) if self.notifier else None,
         }
         copy = self.model_copy(update=update)

@@ -21,7 +21,7 @@ from regionflow.batch.chunk import ChunkPlan
 from regionflow.batch.enrich import ReferenceIndex
 from regionflow.batch.pipeline import Pipeline
 from regionflow.batch.reference import reference_frame
-from regionflow.batch.split import split_stream
+from regionflow.batch.split import read_header, split_stream
 from regionflow.batch.worker import ChunkResult, ChunkTask, run_chunk_task
 from regionflow.errors import FencedOut, FileRefused, ObjectNotFound, RegionflowError
 from regionflow.executor.base import Executor
@@ -187,7 +187,7 @@ class Orchestrator:
         if job.status == JobStatus.SPLIT:
             job = self.state.transition_job(job.job_id, epoch=job.owner_epoch, from_status=JobStatus.SPLIT,
                                             to_status=JobStatus.PROCESSING)
-        layout = json.loads(self.objects.get(f"{self._work(job)}layout.json"))
+        layout = self._layout(job)
         plan = ChunkPlan(self.pipeline.to_dict(), dict(layout["columns"]), len(layout["header"]))
         chunks = self.state.list_chunks(job.job_id)
         todo = [c for c in chunks if not self._chunk_output_present(c)]
@@ -195,12 +195,49 @@ class Orchestrator:
         if self.progress:
             self.progress("chunks", done, len(chunks))
         if todo:
+            self._restore_chunks(job, todo, chunk_rows=chunks[0].rows if chunks else None)
             reference = self._reference_path()
             while todo:
                 self._fence(job)
                 todo, done = self._run_chunks(job, todo, plan, reference, done, len(chunks))
         crash_point("process:all_chunks_done")
         self._merge(job, self.state.list_chunks(job.job_id))
+
+    def _layout(self, job: JobRecord) -> dict:
+        """The input's header and column mapping, recorded at split (read again from the input if lost)."""
+        key = f"{self._work(job)}layout.json"
+        try:
+            return json.loads(self.objects.get(key))
+        except ObjectNotFound:
+            pass
+        info = self.objects.head(job.input_key)
+        if info is None or info.version_id != job.version_id:
+            raise InputMissing(f"layout and input of {job.job_id} are not in {self.region}")
+        with self.objects.open(job.input_key) as stream:
+            header, columns = read_header(stream, self.pipeline)
+        layout = {"header": header, "columns": columns}
+        self.objects.put(key, json.dumps(layout).encode(), content_type="application/json")
+        return layout
+
+    def _restore_chunks(self, job: JobRecord, todo: list[ChunkRecord], chunk_rows: int | None) -> None:
+        """Chunk objects that never reached this region (a failover) are cut again from the input: the
+        split is deterministic, so they come out identical."""
+        lost = {c.idx for c in todo if self.objects.head(c.object_key) is None}
+        if not lost:
+            return
+        info = self.objects.head(job.input_key)
+        if info is None or info.version_id != job.version_id:
+            raise InputMissing(f"chunks {sorted(lost)[:5]} of {job.job_id} and its input {job.input_key} are not "
+                               f"in {self.region}")
+        work = self._work(job)
+
+        def emit(idx: int, data: bytes, first_row: int, rows: int) -> None:
+            if idx in lost:
+                self.objects.put(f"{work}chunks/{idx:06d}.csv", data, content_type="text/csv",
+                                 metadata={"job": job.job_id, "first_row": str(first_row), "rows": str(rows)})
+
+        with self.objects.open(job.input_key) as stream:
+            split_stream(stream, self.pipeline, chunk_rows or self.pipeline.chunk_rows, emit)
 
     def _chunk_output_present(self, chunk: ChunkRecord) -> bool:
         if chunk.status != ChunkStatus.DONE or not chunk.out_key:
@@ -230,6 +267,7 @@ class Orchestrator:
                 continue
             self._record_chunk(job, task, result)
             done += 1
+            self._fence(job)  # cheap (the control is cached ~1 s); a region that lost the job stops here
             if self.progress:
                 self.progress("chunks", done, total)
         return sorted(retry, key=lambda c: c.idx), done

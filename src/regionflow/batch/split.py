@@ -7,6 +7,7 @@ split a record. A chunk holds raw record bytes (no header) exactly as they were 
 from __future__ import annotations
 
 import codecs
+import contextlib
 import csv
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -148,3 +149,37 @@ def split_stream(
     flush()
     return SplitResult(header=header, columns=columns, rows_in=rows_in, chunks=chunks)
 
+
+
+class _HeaderRead(Exception):
+    pass
+
+
+def read_header(stream: BinaryIO, pipeline: Pipeline) -> tuple[list[str], dict[str, int]]:
+    """The input's header and field -> column mapping, reading no further than the first chunk."""
+    found: list[SplitResult] = []
+
+    def stop(_idx: int, _data: bytes, _first: int, _rows: int) -> None:
+        raise _HeaderRead
+
+    with contextlib.suppress(_HeaderRead):  # stopped at the first data row, on purpose
+        found.append(split_stream(stream, pipeline, 1, stop))
+    if found:
+        return found[0].header, found[0].columns
+    # stopped at the first data row: the header was read and mapped just before it
+    stream.seek(0)
+    head = stream.read(BLOCK_SIZE)
+    result = split_stream(_Prefix(head), pipeline, 1 << 40, lambda *_: None)
+    return result.header, result.columns
+
+
+class _Prefix:
+    """A stream of the first block only, cut after its first complete line."""
+
+    def __init__(self, data: bytes):
+        cut = data.find(b"\n")
+        self._data = data if cut < 0 else data[: cut + 1]
+
+    def read(self, _n: int = -1) -> bytes:
+        data, self._data = self._data, b""
+        return data

@@ -29,6 +29,18 @@ class SetActive(BaseModel):
     epoch: int
 
 
+class RunPlan(BaseModel):
+    plan_path: str
+    activate: str
+    practice: bool = False
+    started_by: str = "api"
+    wait: bool = False
+
+
+class Approve(BaseModel):
+    by: str = "api"
+
+
 def _checked_key(key: str) -> str:
     try:
         return validate_key(key)
@@ -217,6 +229,44 @@ def create_app(region: Region) -> FastAPI:
     @app.get("/internal/objects/{key:path}", dependencies=api)
     def internal_object(key: str) -> StreamingResponse:
         return _stream(region, _checked_key(key))
+
+    # -- region switch -----------------------------------------------------------------------------
+    @app.post("/plans/run", dependencies=admin)
+    def run_plan(body: RunPlan) -> dict:
+        from regionflow.switch.plan import load_plan, plan_regions_known
+
+        if body.activate != region.name:
+            raise HTTPException(400, f"a plan runs in the region it activates: send it to {body.activate}, "
+                                     f"not {region.name}")
+        plan = load_plan(body.plan_path)
+        plan_regions_known(plan, [r.name for r in region.config.regions])
+        plan.workflow(body.activate)
+        try:
+            return region.switch.start(plan, body.activate, practice=body.practice, started_by=body.started_by,
+                                       wait=body.wait)
+        except RuntimeError as exc:
+            raise HTTPException(409, str(exc)) from None
+
+    @app.get("/plans/executions", dependencies=api)
+    def executions(limit: int = Query(100, ge=1, le=1000)) -> dict:
+        return {"region": region.name, "executions": region.state.list_executions(limit)}
+
+    @app.get("/plans/executions/{execution_id}", dependencies=api)
+    def execution(execution_id: str) -> dict:
+        record = region.state.get_execution(execution_id)
+        if record is None:
+            raise HTTPException(404, f"no execution {execution_id} in {region.name}")
+        return record
+
+    @app.post("/plans/executions/{execution_id}/approve", dependencies=admin)
+    def approve(execution_id: str, body: Approve) -> dict:
+        if not region.switch.approve(execution_id, body.by):
+            raise HTTPException(409, f"execution {execution_id} is not waiting in {region.name}")
+        return {"execution_id": execution_id, "approved_by": body.by}
+
+    @app.get("/plans/evaluation", dependencies=api)
+    def evaluation() -> dict:
+        return region.plan_evaluation or {"status": "not evaluated yet"}
 
     # -- admin (fault injection comes later) -------------------------------------------------------
     @app.get("/admin/faults", dependencies=admin)

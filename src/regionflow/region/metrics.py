@@ -24,5 +24,7 @@ class RegionMetrics:
                          ["source", "target", "kind"], registry=r)
         self.active = Gauge("regionflow_active", "1 when this region is the active one", ["region"], registry=r)
         self.epoch = Gauge("regionflow_epoch", "Current epoch of the routing control", registry=r)
+        self.plan_executions = Counter("regionflow_plan_executions_total", "Region-switch plan executions",
+                                       ["status"], registry=r)
         self.requests = Histogram("regionflow_request_seconds", "Gateway request latency", ["method", "route"],
                                   registry=r)

@@ -26,6 +26,7 @@ from regionflow.replication.source import HttpFeedSource
 from regionflow.state import open_state_store
 from regionflow.state.base import JobStatus
 from regionflow.storage import open_object_store
+from regionflow.switch.executor import SwitchRunner
 
 log = logging.getLogger("regionflow.region")
 
@@ -67,6 +68,8 @@ class Region:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self.started_at = time.time()
+        self.switch = SwitchRunner(self)
+        self.plan_evaluation: dict | None = None
 
     # -- ownership ---------------------------------------------------------------------------------
     def _owner(self) -> tuple[str, int]:
@@ -106,7 +109,7 @@ class Region:
     # -- workers -----------------------------------------------------------------------------------
     def start(self) -> None:
         self.executor.warm_up()
-        for target, name in ((self._run_jobs, "jobs"), (self._sweep, "sweep")):
+        for target, name in ((self._run_jobs, "jobs"), (self._sweep, "sweep"), (self._evaluate, "evaluate")):
             t = threading.Thread(target=target, name=f"{self.name}-{name}", daemon=True)
             t.start()
             self._threads.append(t)
@@ -169,6 +172,18 @@ class Region:
         for info in self.objects.list(INPUT_PREFIX):
             if self.state.get_job(job_id_for(info.key, info.version_id)) is None:
                 self.object_created(info.key)
+
+    def _evaluate(self) -> None:
+        """Continuous plan evaluation: the failover plan could run right now (or says why not)."""
+        from regionflow.switch.evaluate import EVALUATION_INTERVAL, evaluate_plan
+
+        self._stop.wait(5.0)
+        while not self._stop.is_set():
+            try:
+                self.plan_evaluation = evaluate_plan(self.config, self.secrets, self.config.plan_path)
+            except Exception:
+                log.exception("plan evaluation failed")
+            self._stop.wait(EVALUATION_INTERVAL)
 
     def stop(self) -> None:
         self._stop.set()

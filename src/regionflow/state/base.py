@@ -288,6 +288,19 @@ class StateStore(Protocol):
         "applied_at" (time of the last apply or None), "updated_at" (None when never recorded)}."""
         ...
 
+    # plan executions
+    def save_execution(self, record: dict[str, Any]) -> None:
+        """Insert or replace a region-switch execution record (a JSON document keyed by execution_id)."""
+        ...
+
+    def get_execution(self, execution_id: str) -> dict[str, Any] | None:
+        """The execution record, or None."""
+        ...
+
+    def list_executions(self, limit: int = 100) -> list[dict[str, Any]]:
+        """Execution records, newest first."""
+        ...
+
     def close(self) -> None:
         """Release connections."""
         ...

@@ -146,12 +146,22 @@ replication_links = Table(
 )
 
 # Tables whose changes go to the change feed, by name.
+# Region-switch executions: who, when, plan, target, steps, achieved RTO (one JSON document each).
+plan_executions = Table(
+    "plan_executions",
+    metadata,
+    Column("execution_id", String, primary_key=True),
+    Column("data", Text, nullable=False),
+    Column("started_at", Float, nullable=False),
+    Index("ix_plan_executions_started_at", "started_at"),
+)
+
 FEED_TABLES: dict[str, Table] = {
-    t.name: t for t in (jobs, chunks, rejects, reference_tables, reference_parts, notifications)
+    t.name: t for t in (jobs, chunks, rejects, reference_tables, reference_parts, notifications, plan_executions)
 }
 
 # Feed tables whose rows are merged last-writer-wins on the hlc, so row_versions tracks their writes.
-VERSIONED_TABLES = frozenset({"jobs", "chunks", "notifications", "reference_tables"})
+VERSIONED_TABLES = frozenset({"jobs", "chunks", "notifications", "reference_tables", "plan_executions"})
 
 # The change-feed table name of object puts and deletes (fed by the ObjectStore wrapper, not a table here).
 OBJECTS_FEED = "objects"

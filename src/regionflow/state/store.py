@@ -70,6 +70,7 @@ from regionflow.state.schema import (
     jobs,
     metadata,
     notifications,
+    plan_executions,
     reference_parts,
     reference_tables,
     replication_links,
@@ -806,7 +807,7 @@ class SqlStateStore:
                     ok = (local_status == "sending" and status == "sent") or newer(c)
                 if ok:
                     note_status[c.key] = status
-            elif name == "reference_tables":
+            elif name in ("reference_tables", "plan_executions"):
                 ok = newer(c)
             else:  # reference_parts: a load's parts precede its reference_tables row, with lower hlcs
                 stored = versions.get(("reference_tables", _reference_of(c)))
@@ -841,6 +842,28 @@ class SqlStateStore:
                          beyond)
         _bulk_upsert(conn, row_versions, _VERSION_COLUMNS, list(new_versions.values()))
         return applied
+
+    # ------------------------------------------------------------------ plan executions
+
+    def save_execution(self, record: dict[str, Any]) -> None:
+        row = {"execution_id": record["execution_id"], "data": _dumps(record),
+               "started_at": float(record.get("started_at") or time.time())}
+        with self._write() as conn:
+            _bulk_upsert(conn, plan_executions, ["execution_id", "data", "started_at"],
+                         [(row["execution_id"], row["data"], row["started_at"])])
+            self._append_feed(conn, [self._change(plan_executions, row, 0)])
+
+    def get_execution(self, execution_id: str) -> dict[str, Any] | None:
+        with self._read() as conn:
+            data = conn.execute(select(plan_executions.c.data)
+                                .where(plan_executions.c.execution_id == execution_id)).scalar()
+        return json.loads(data) if data is not None else None
+
+    def list_executions(self, limit: int = 100) -> list[dict[str, Any]]:
+        with self._read() as conn:
+            rows = conn.execute(select(plan_executions.c.data)
+                                .order_by(plan_executions.c.started_at.desc()).limit(limit)).scalars()
+            return [json.loads(d) for d in rows]
 
     def close(self) -> None:
         self._engine.dispose()
