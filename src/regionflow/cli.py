@@ -537,6 +537,226 @@ def outbox(config: ConfigOpt = DEFAULT_CONFIG, as_json: JsonOpt = False) -> None
         err.print(f"unreachable: {', '.join(unreachable)}")
 
 
+# ---------------------------------------------------------------------------------------------------
+# Region switch
+# ---------------------------------------------------------------------------------------------------
+plan_app = typer.Typer(no_args_is_help=True, help="Region-switch plans: validate, run, approve, inspect.")
+app.add_typer(plan_app, name="plan")
+
+TERMINAL_EXEC = ("SUCCEEDED", "FAILED")
+
+
+def _print_execution(record: dict) -> None:
+    rto = record.get("rto_seconds")
+    title = (f"{record['execution_id']}: {record['status']}  plan {record['plan']} -> {record['target']}"
+             f"{'  (practice)' if record.get('practice') else ''}  RTO "
+             f"{'-' if rto is None else f'{rto:.2f}s'} (desired {record['desired_rto_seconds']:g}s)")
+    table = Table(title=title)
+    for col in ("step", "kind", "status", "seconds", "output"):
+        table.add_column(col)
+    for step in record.get("steps", []):
+        secs = (step["ended"] - step["started"]) if step.get("ended") and step.get("started") else None
+        detail = step.get("error") or json.dumps(step.get("output"), default=str)
+        table.add_row(step["name"], step["kind"], step["status"], "-" if secs is None else f"{secs:.2f}",
+                      detail[:90])
+    out.print(table)
+    for m in record.get("missing") or []:
+        err.print(f"missing objects for {m['job_id']} ({m['input_key']}): {', '.join(m['missing'][:3])}; it starts "
+                  "by itself when they arrive", highlight=False)
+    if record.get("error"):
+        err.print(f"error: {record['error']}", highlight=False)
+
+
+def _run_plan(config: Path, plan_file: str, target: str, practice: bool, as_json: bool, timeout: float) -> None:
+    import time as _time
+
+    from regionflow.switch.plan import load_plan, plan_regions_known
+
+    cfg = _config(config)
+    _call(lambda: cfg.region(target))
+    plan = _call(lambda: load_plan(plan_file))
+    _call(lambda: plan_regions_known(plan, cfg.region_names))
+    _call(lambda: plan.workflow(target))
+    started = _time.monotonic()
+    import getpass
+
+    # The plan runs in the region it activates, so it needs nothing from the failed one.
+    with _client(config, region=target, admin=True) as client:
+        record = _call(lambda: client.json("POST", "/plans/run", json={
+            "plan_path": str(Path(plan.path).resolve()), "activate": target, "practice": practice,
+            "started_by": f"{getpass.getuser()}@cli"}))
+        exec_id = record["execution_id"]
+        told = False
+        while record["status"] not in TERMINAL_EXEC:
+            if record["status"] == "WAITING_APPROVAL" and not told and not as_json:
+                err.print(f"waiting for approval: regionflow plan approve {exec_id}", highlight=False)
+                told = True
+            if _time.monotonic() - started > timeout:
+                _fail(f"execution {exec_id} still {record['status']} after {timeout:g}s; "
+                      f"see `regionflow plan show {exec_id}`", code=1)
+            _time.sleep(0.1)
+            record = _call(lambda: client.json("GET", f"/plans/executions/{exec_id}"))
+    record["command_seconds"] = round(_time.monotonic() - started, 3)
+    if as_json:
+        _print_json(record)
+    else:
+        _print_execution(record)
+    if record["status"] != "SUCCEEDED":
+        raise typer.Exit(1)
+
+
+def _confirm_switch(target: str, yes: bool) -> None:
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        _fail(f"refusing to switch regions without confirmation: pass --yes (target {target})")
+    typed = typer.prompt(f"Type the target region's name ({target}) to make it active")
+    if typed.strip() != target:
+        _fail("confirmation did not match; nothing changed", code=1)
+
+
+TimeoutOpt = Annotated[float, typer.Option("--timeout", help="Give up waiting after this many seconds.")]
+
+
+@app.command()
+def failover(
+    to: Annotated[str, typer.Option("--to", help="Region to activate.")],
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+    plan_file: Annotated[str | None, typer.Option("--plan", help="Plan file (default: the configured plan).")] = None,
+    practice: Annotated[bool, typer.Option("--practice", help="Run every check, change nothing.")] = False,
+    config: ConfigOpt = DEFAULT_CONFIG, as_json: JsonOpt = False, timeout: TimeoutOpt = 600.0,
+) -> None:
+    """Fail over to a region: run the plan's workflow for it, in it."""
+    cfg = _config(config)
+    if not practice:
+        _confirm_switch(to, yes)
+    _run_plan(config, plan_file or cfg.plan_path, to, practice, as_json, timeout)
+
+
+@app.command()
+def failback(
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+    plan_file: Annotated[str | None, typer.Option("--plan", help="Plan file (default: the configured plan).")] = None,
+    practice: Annotated[bool, typer.Option("--practice", help="Run every check, change nothing.")] = False,
+    config: ConfigOpt = DEFAULT_CONFIG, as_json: JsonOpt = False, timeout: TimeoutOpt = 600.0,
+) -> None:
+    """Fail back to the configured primary region."""
+    cfg = _config(config)
+    if not practice:
+        _confirm_switch(cfg.primary, yes)
+    _run_plan(config, plan_file or cfg.plan_path, cfg.primary, practice, as_json, timeout)
+
+
+@plan_app.command("run")
+def plan_run(
+    plan_file: Annotated[str, typer.Argument(metavar="FILE", help="Plan (YAML).")],
+    activate: Annotated[str, typer.Option("--activate", help="Region the plan activates.")],
+    practice: Annotated[bool, typer.Option("--practice", help="Run every check, change nothing.")] = False,
+    config: ConfigOpt = DEFAULT_CONFIG, as_json: JsonOpt = False, timeout: TimeoutOpt = 600.0,
+) -> None:
+    """Run a plan's workflow for REGION, in that region."""
+    _run_plan(config, plan_file, activate, practice, as_json, timeout)
+
+
+@plan_app.command("validate")
+def plan_validate(
+    plan_file: Annotated[str, typer.Argument(metavar="FILE", help="Plan (YAML).")],
+    config: ConfigOpt = DEFAULT_CONFIG, as_json: JsonOpt = False,
+    offline: Annotated[bool, typer.Option("--offline", help="Check the file only, not the live stack.")] = False,
+) -> None:
+    """Check a plan (errors with their line) and whether it could run now."""
+    from regionflow.config import load_secrets
+    from regionflow.switch.evaluate import evaluate_plan
+    from regionflow.switch.plan import load_plan
+
+    if offline:
+        plan = _call(lambda: load_plan(plan_file))
+        result = {"status": "ok", "plan": plan_file, "checks": [{"check": "plan is valid", "ok": True,
+                                                                   "detail": plan.name}]}
+    else:
+        cfg = _config(config)
+        result = evaluate_plan(cfg, _call(lambda: load_secrets(cfg)), plan_file)
+    if as_json:
+        _print_json(result)
+    else:
+        for c in result["checks"]:
+            mark = "[green]ok[/]  " if c["ok"] else "[red]FAIL[/]"
+            out.print(f"{mark} {c['check']}: {c['detail']}", highlight=False, soft_wrap=True)
+    if result["status"] != "ok":
+        first = next(c for c in result["checks"] if not c["ok"])
+        if not as_json:
+            err.print(f"error: {first['detail']}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
+
+
+@plan_app.command("approve")
+def plan_approve(execution_id: Annotated[str, typer.Argument()], config: ConfigOpt = DEFAULT_CONFIG,
+                 region: RegionOpt = None, as_json: JsonOpt = False) -> None:
+    """Approve a manual_approval step of a running execution."""
+    import getpass
+
+    cfg = _config(config)
+    regions = [region] if region else cfg.region_names
+    for name in regions:
+        try:
+            with _client(config, region=name, admin=True) as client:
+                result = client.json("POST", f"/plans/executions/{execution_id}/approve",
+                                     json={"by": f"{getpass.getuser()}@cli"})
+        except RegionflowError:
+            continue
+        if as_json:
+            _print_json(result)
+        else:
+            out.print(f"approved {execution_id}")
+        return
+    _fail(f"no region is running execution {execution_id} waiting for approval", code=1)
+
+
+def _executions(config: Path) -> list[dict]:
+    cfg = _config(config)
+    seen: dict[str, dict] = {}
+    for name in cfg.region_names:
+        try:
+            with _client(config, region=name) as client:
+                for rec in client.json("GET", "/plans/executions")["executions"]:
+                    # the activating region's copy is authoritative; replicas may lag behind it
+                    if rec["execution_id"] not in seen or rec.get("region") == name:
+                        seen[rec["execution_id"]] = rec
+        except RegionflowError:
+            continue
+    return sorted(seen.values(), key=lambda r: r["started_at"], reverse=True)
+
+
+@plan_app.command("executions")
+def plan_executions(config: ConfigOpt = DEFAULT_CONFIG, as_json: JsonOpt = False) -> None:
+    """Every recorded region-switch execution, newest first."""
+    rows = _executions(config)
+    if as_json:
+        _print_json(rows)
+        return
+    table = Table(title="plan executions")
+    for col in ("execution", "plan", "target", "status", "practice", "RTO s", "desired s", "by"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r["execution_id"], r["plan"], r["target"], r["status"], "yes" if r["practice"] else "",
+                      "-" if r["rto_seconds"] is None else f"{r['rto_seconds']:.2f}", f"{r['desired_rto_seconds']:g}",
+                      r["started_by"])
+    out.print(table)
+
+
+@plan_app.command("show")
+def plan_show(execution_id: Annotated[str, typer.Argument()], config: ConfigOpt = DEFAULT_CONFIG,
+              as_json: JsonOpt = False) -> None:
+    """One execution: steps with start, end, status and output; RTO; missing-objects report."""
+    match = [r for r in _executions(config) if r["execution_id"] == execution_id]
+    if not match:
+        _fail(f"no execution {execution_id}", code=1)
+    if as_json:
+        _print_json(match[0])
+    else:
+        _print_execution(match[0])
+
+
 def main() -> None:  # pragma: no cover - console entry for python -m
     app()
 
