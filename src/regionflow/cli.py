@@ -353,34 +353,36 @@ def replication_status(config: ConfigOpt = DEFAULT_CONFIG, as_json: JsonOpt = Fa
     out.print(table)
 
 
-def _replication_action(action: str, source: str, target: str, config: Path, as_json: bool) -> None:
+def _replication_action(action: str, source: str, target: str, config: Path, as_json: bool, kind: str) -> None:
     from urllib.parse import quote
 
     with _client(config, region=target, admin=True) as client:
-        result = _call(lambda: client.json("POST", f"/replication/{quote(source)}/{action}"))
+        result = _call(lambda: client.json("POST", f"/replication/{quote(source)}/{action}", params={"kind": kind}))
     if as_json:
         _print_json(result)
     else:
-        out.print(f"replication {source} -> {target}: {'paused' if result['paused'] else 'running'}, backlog "
+        state = f"paused ({', '.join(result['paused_kinds'])})" if result["paused"] else "running"
+    out.print(f"replication {source} -> {target}: {state}, backlog "
                   f"{result['backlog']['objects']} objects / {result['backlog']['state']} state changes")
 
 
 FromOpt = Annotated[str, typer.Option("--from", help="Source region.")]
+KindOpt = Annotated[str, typer.Option("--kind", help="all, objects or state.")]
 ToOpt = Annotated[str, typer.Option("--to", help="Target region.")]
 
 
 @replication_app.command("pause")
-def replication_pause(source: FromOpt, target: ToOpt, config: ConfigOpt = DEFAULT_CONFIG,
+def replication_pause(source: FromOpt, target: ToOpt, kind: KindOpt = "all", config: ConfigOpt = DEFAULT_CONFIG,
                       as_json: JsonOpt = False) -> None:
     """Stop applying SOURCE's changes in TARGET (they queue up as backlog)."""
-    _replication_action("pause", source, target, config, as_json)
+    _replication_action("pause", source, target, config, as_json, kind)
 
 
 @replication_app.command("resume")
-def replication_resume(source: FromOpt, target: ToOpt, config: ConfigOpt = DEFAULT_CONFIG,
-                       as_json: JsonOpt = False) -> None:
+def replication_resume(source: FromOpt, target: ToOpt, kind: KindOpt = "all", config: ConfigOpt = DEFAULT_CONFIG,
+                        as_json: JsonOpt = False) -> None:
     """Resume applying SOURCE's changes in TARGET."""
-    _replication_action("resume", source, target, config, as_json)
+    _replication_action("resume", source, target, config, as_json, kind)
 
 
 @reference_app.command("load")

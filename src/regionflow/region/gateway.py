@@ -170,6 +170,11 @@ def create_app(region: Region) -> FastAPI:
             raise HTTPException(404, f"no job {job_id} in {region.name}")
         return {"region": region.name, **job_view(region, record)}
 
+    @app.get("/jobs/{job_id}/chunks", dependencies=api)
+    def chunks(job_id: str) -> dict:
+        return {"region": region.name, "job_id": job_id,
+                "chunks": [asdict(c) for c in region.state.list_chunks(job_id)]}
+
     @app.get("/jobs/{job_id}/rejects", dependencies=api)
     def rejects(job_id: str, limit: int = Query(1000, ge=1, le=100000), offset: int = Query(0, ge=0)) -> dict:
         if region.state.get_job(job_id) is None:
@@ -207,20 +212,24 @@ def create_app(region: Region) -> FastAPI:
         return {"region": region.name, "directions": region.replication_status()}
 
     @app.post("/replication/{source}/{action}", dependencies=admin)
-    def replication_control(source: str, action: str) -> dict:
+    def replication_control(source: str, action: str, kind: str = "all") -> dict:
         if source not in region.replicators:
             raise HTTPException(404, f"{region.name} does not replicate from {source!r}")
         if action not in ("pause", "resume"):
             raise HTTPException(400, "action must be pause or resume")
-        region.state.set_paused(source, action == "pause")
+        if kind not in ("all", "objects", "state"):
+            raise HTTPException(400, "kind must be all, objects or state")
         rep = region.replicators[source]
+        for k in ("objects", "state") if kind == "all" else (kind,):
+            region.state.set_paused(rep.cursor(k), action == "pause")
         rep.run_once()
         return rep.status.as_dict()
 
     # -- internal: what other regions pull ---------------------------------------------------------
     @app.get("/internal/feed", dependencies=api)
-    def feed(since: int = Query(0, ge=0), limit: int = Query(500, ge=1, le=5000)) -> dict:
-        return {"changes": [asdict(c) for c in region.state.feed_since(since, limit)]}
+    def feed(since: int = Query(0, ge=0), limit: int = Query(500, ge=1, le=5000),
+             kind: str | None = Query(None, pattern="^(objects|state)$")) -> dict:
+        return {"changes": [asdict(c) for c in region.state.feed_since(since, limit, kind)]}
 
     @app.get("/internal/feed/stats", dependencies=api)
     def feed_stats(since: int = Query(0, ge=0)) -> dict:

@@ -1,5 +1,8 @@
-"""A replicator for one direction (source -> this region): tail the source's feed from the checkpoint
-kept here, copy objects, apply rows, and advance the checkpoint in the same transaction as the apply."""
+"""A replicator for one direction (source -> this region). It tails the source's feed with two cursors,
+one for objects and one for state rows, each stored here with its own pause flag: objects are copied
+(version ids kept), rows are applied with the checkpoint in the same transaction. Like object and table
+replication in the cloud, the two kinds may drift apart; reconcile and the orchestrator cope with a
+job whose objects have not arrived yet."""
 
 from __future__ import annotations
 
@@ -8,6 +11,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from regionflow.replication.source import FeedSource, SourceUnavailable
@@ -17,6 +21,8 @@ from regionflow.storage.base import ObjectStore
 log = logging.getLogger("regionflow.replication")
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+KINDS = ("objects", "state")
+FETCHERS = 4
 
 
 def version_millis(version_id: str) -> int:
@@ -33,7 +39,8 @@ class DirectionStatus:
     target: str
     reachable: bool = False
     paused: bool = False
-    checkpoint: int = 0
+    paused_kinds: list[str] = field(default_factory=list)
+    checkpoint: dict[str, int] = field(default_factory=lambda: {"objects": 0, "state": 0})
     source_head: int = 0
     backlog: dict[str, int] = field(default_factory=lambda: {"objects": 0, "state": 0})
     lag_seconds: dict[str, float] = field(default_factory=lambda: {"objects": 0.0, "state": 0.0})
@@ -44,7 +51,8 @@ class DirectionStatus:
     def as_dict(self) -> dict:
         return {
             "source": self.source, "target": self.target, "reachable": self.reachable, "paused": self.paused,
-            "checkpoint": self.checkpoint, "source_head": self.source_head, "backlog": dict(self.backlog),
+            "paused_kinds": list(self.paused_kinds), "checkpoint": dict(self.checkpoint),
+            "source_head": self.source_head, "backlog": dict(self.backlog),
             "lag_seconds": {k: round(v, 3) for k, v in self.lag_seconds.items()},
             "last_applied_at": self.last_applied_at, "last_error": self.last_error, "updated_at": self.updated_at,
         }
@@ -62,85 +70,95 @@ class Replicator:
         self.status = DirectionStatus(source=source.name, target=target_region)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._pool = ThreadPoolExecutor(FETCHERS, thread_name_prefix=f"fetch-{source.name}")
+
+    def cursor(self, kind: str) -> str:
+        """The name under which this direction's cursor (checkpoint + pause flag) of one kind is stored."""
+        return self.source.name if kind == "state" else f"{self.source.name}#objects"
+
+    def checkpoint(self, kind: str) -> int:
+        return self.state.get_checkpoint(self.cursor(kind))
+
+    def caught_up_to(self, seq: int) -> bool:
+        """Whether both kinds have applied every change up to seq."""
+        return all(self.checkpoint(k) >= seq for k in KINDS)
 
     # -- one pass ----------------------------------------------------------------------------------
     def run_once(self) -> int:
-        """Apply one batch; returns how many changes were read (0 when drained, paused or unreachable)."""
+        """Apply one batch of each kind; returns how many changes were read (0: drained, paused, unreachable)."""
         st = self.status
-        st.paused = self.state.is_paused(self.source.name)
-        st.checkpoint = self.state.get_checkpoint(self.source.name)
+        read = 0
         try:
-            if st.paused:
-                self._refresh_stats()
-                return 0
-            changes = self.source.feed(st.checkpoint, self.batch)
-            if changes:
-                self._apply(changes)
+            for kind in KINDS:
+                if self.state.is_paused(self.cursor(kind)):
+                    continue
+                changes = self.source.feed(self.checkpoint(kind), self.batch, kind)
+                if changes:
+                    self._apply_objects(changes) if kind == "objects" else self._apply_rows(changes)
+                read += len(changes)
             self._refresh_stats()
             st.reachable, st.last_error = True, None
-            return len(changes)
         except SourceUnavailable as exc:
             st.reachable, st.last_error = False, str(exc)
-            return 0
         finally:
             st.updated_at = time.time()
+            st.paused_kinds = [k for k in KINDS if self.state.is_paused(self.cursor(k))]
+            st.paused = bool(st.paused_kinds)
+            st.checkpoint = {k: self.checkpoint(k) for k in KINDS}
+        return read
 
     def _refresh_stats(self) -> None:
         st = self.status
-        st.checkpoint = self.state.get_checkpoint(self.source.name)
-        stats = self.source.stats(st.checkpoint)
-        st.reachable = True
-        st.source_head = stats["head"]
         now = time.time()
-        for kind in ("objects", "state"):
+        for kind in KINDS:
+            stats = self.source.stats(self.checkpoint(kind))
+            st.source_head = stats["head"]
             st.backlog[kind] = stats[kind]["count"]
             oldest = stats[kind]["oldest"]
             st.lag_seconds[kind] = max(0.0, now - oldest) if oldest else 0.0
-        link = self.state.replication_link(self.source.name)
-        st.last_applied_at = link.get("applied_at")
+        st.last_applied_at = self.state.replication_link(self.cursor("state")).get("applied_at")
 
-    def _apply(self, changes: list[Change]) -> None:
-        arrived: list[str] = []
-        rows = []
+    def _apply_rows(self, changes: list[Change]) -> None:
+        self.state.apply_changes_and_checkpoint(self.cursor("state"), changes, changes[-1].seq)
+
+    def _apply_objects(self, changes: list[Change]) -> None:
+        # Only the last change of each key in the batch matters; distinct keys are fetched in parallel.
+        last: dict[str, Change] = {}
         for change in changes:
-            if change.table == "objects":
-                self._apply_object(change)
-                if change.row is not None:
-                    # Every replicated put reaches the trigger, even one already superseded at the source:
-                    # a standby counts each upload it saw as skipped (DESIGN §2 step 3).
-                    arrived.append(change.key)
-            else:
-                rows.append(change)
-        # Objects first: a job row never lands before the objects it names. The checkpoint moves with
-        # the rows, in one transaction; re-applying objects after a crash here is harmless.
-        self.state.apply_changes_and_checkpoint(self.source.name, rows, changes[-1].seq)
+            last.pop(change.key, None)
+            last[change.key] = change
+        list(self._pool.map(self._apply_object, last.values()))
+        self.state.set_checkpoint(self.cursor("objects"), changes[-1].seq)
         if self.on_object is not None:
-            for key in arrived:
+            for change in changes:
+                if change.row is None:
+                    continue
+                # Every replicated put reaches the trigger, even one already superseded at the source:
+                # a standby counts each upload it saw as skipped (DESIGN §2 step 3).
                 try:
-                    self.on_object(key)
+                    self.on_object(change.key)
                 except Exception:  # a trigger problem must not stop replication
-                    log.exception("handling replicated object %s", key)
+                    log.exception("handling replicated object %s", change.key)
 
-    def _apply_object(self, change: Change) -> bool:
+    def _apply_object(self, change: Change) -> None:
         local = self.objects.head(change.key)
         if change.row is None:  # a delete: only of a version older than the delete itself
             if local is not None and version_millis(local.version_id) <= change.created_at * 1000:
                 self.objects.delete(change.key)
-            return False
+            return
         wanted = change.row["version_id"]
         if local is not None and local.version_id >= wanted:
-            return False
+            return
         fetched = self.source.fetch_object(change.key)
         if fetched is None:
-            return False  # deleted at the source since; its delete is further down the feed
+            return  # deleted at the source since; its delete is further down the feed
         info, data = fetched
         if info.version_id != wanted:
-            return False  # overwritten at the source since; the newer put is further down the feed
+            return  # overwritten at the source since; the newer put is further down the feed
         if hashlib.sha256(data).hexdigest() != info.etag:
             raise SourceUnavailable(f"{self.source.name}: object {change.key} arrived damaged")
         self.objects.put(change.key, data, content_type=info.content_type, metadata=info.metadata,
                          version_id=info.version_id)
-        return True
 
     # -- background loop ---------------------------------------------------------------------------
     def start(self) -> None:
@@ -155,10 +173,11 @@ class Replicator:
                 log.exception("replication from %s failed", self.source.name)
                 self.status.last_error = f"{type(exc).__name__}: {exc}"
                 read = 0
-            if read < self.batch:
+            if read == 0:
                 self._stop.wait(self.interval)
 
     def stop(self) -> None:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
+        self._pool.shutdown(wait=False, cancel_futures=True)

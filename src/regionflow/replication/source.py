@@ -19,8 +19,8 @@ class SourceUnavailable(Exception):
 class FeedSource(Protocol):
     name: str
 
-    def feed(self, since: int, limit: int) -> list[Change]:
-        """Changes after sequence number since, in order."""
+    def feed(self, since: int, limit: int, kind: str | None = None) -> list[Change]:
+        """Changes after sequence number since, in order (only one kind: "objects" or "state")."""
         ...
 
     def stats(self, since: int) -> dict:
@@ -51,8 +51,11 @@ class HttpFeedSource:
         except httpx.HTTPError as exc:
             raise SourceUnavailable(f"{self.name}: {type(exc).__name__}") from None
 
-    def feed(self, since: int, limit: int) -> list[Change]:
-        resp = self._get("/internal/feed", since=since, limit=limit)
+    def feed(self, since: int, limit: int, kind: str | None = None) -> list[Change]:
+        params: dict[str, object] = {"since": since, "limit": limit}
+        if kind:
+            params["kind"] = kind
+        resp = self._get("/internal/feed", **params)
         resp.raise_for_status()
         return [Change(**c) for c in resp.json()["changes"]]
 

@@ -222,8 +222,9 @@ class StateStore(Protocol):
         ...
 
     # change feed
-    def feed_since(self, seq: int, limit: int = 1000) -> list[Change]:
-        """Changes with a sequence number greater than seq, in order."""
+    def feed_since(self, seq: int, limit: int = 1000, kind: str | None = None) -> list[Change]:
+        """Changes with a sequence number greater than seq, in order; kind "objects" or "state" keeps only
+        object changes or only row changes (each kind is replicated with its own cursor)."""
         ...
 
     def feed_head(self) -> int:

@@ -636,8 +636,15 @@ class SqlStateStore:
 
     # ------------------------------------------------------------------ change feed
 
-    def feed_since(self, seq: int, limit: int = 1000) -> list[Change]:
-        stmt = select(change_feed).where(change_feed.c.seq > seq).order_by(change_feed.c.seq).limit(limit)
+    def feed_since(self, seq: int, limit: int = 1000, kind: str | None = None) -> list[Change]:
+        stmt = select(change_feed).where(change_feed.c.seq > seq)
+        if kind == "objects":
+            stmt = stmt.where(change_feed.c.table_name == OBJECTS_FEED)
+        elif kind == "state":
+            stmt = stmt.where(change_feed.c.table_name != OBJECTS_FEED)
+        elif kind is not None:
+            raise ValueError(f"kind must be 'objects', 'state' or None, not {kind!r}")
+        stmt = stmt.order_by(change_feed.c.seq).limit(limit)
         with self._read() as conn:
             return [
                 Change(seq=m["seq"], table=m["table_name"], key=m["key"],

@@ -62,7 +62,7 @@ class PlanRun:
         """What each other region's feed held when the switch began (None: unreachable)."""
         for source, rep in self.region.replicators.items():
             try:
-                self.snapshot[source] = rep.source.stats(self.region.state.get_checkpoint(source))["head"]
+                self.snapshot[source] = rep.source.stats(rep.checkpoint("state"))["head"]
             except (SourceUnavailable, Exception):  # an unreachable source is expected during a failover
                 self.snapshot[source] = None
         self.record["switch_point"] = dict(self.snapshot)

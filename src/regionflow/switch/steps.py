@@ -46,36 +46,35 @@ def wait_replication(run: PlanRun, step: Step, deadline: float) -> dict:
     out: dict[str, Any] = {}
     for source, rep in run.region.replicators.items():
         target_seq = run.snapshot.get(source)
-        state = run.region.state
         while True:
-            checkpoint = state.get_checkpoint(source)
-            if target_seq is not None and checkpoint >= target_seq:
-                out[source] = {"confirmed": True, "applied_through": checkpoint, "switch_point": target_seq}
+            applied = {k: rep.checkpoint(k) for k in ("objects", "state")}
+            if target_seq is not None and rep.caught_up_to(target_seq):
+                out[source] = {"confirmed": True, "applied_through": applied, "switch_point": target_seq}
                 break
+            paused = [k for k in ("objects", "state") if run.region.state.is_paused(rep.cursor(k))]
             if run.practice:
-                out[source] = {"confirmed": target_seq is not None and checkpoint >= target_seq,
-                               "applied_through": checkpoint, "switch_point": target_seq,
-                               "paused": state.is_paused(source)}
+                out[source] = {"confirmed": False, "applied_through": applied, "switch_point": target_seq,
+                               "paused": paused}
                 break
             if target_seq is None:
                 try:  # the source may have come back since the switch began
-                    target_seq = rep.source.stats(checkpoint)["head"]
+                    target_seq = rep.source.stats(min(applied.values()))["head"]
                     continue
                 except (SourceUnavailable, httpx.HTTPError, KeyError):
                     pass
             now = time.monotonic()
             if target_seq is None and now - started >= max_wait:
-                known = max(rep.status.source_head, checkpoint)
-                out[source] = {"confirmed": False, "applied_through": checkpoint, "switch_point": None,
-                               "unconfirmed_backlog": known - checkpoint, "last_known_source_head": known,
-                               "waited_seconds": round(now - started, 3)}
+                known = max(rep.status.source_head, *applied.values())
+                out[source] = {"confirmed": False, "applied_through": applied, "switch_point": None,
+                               "unconfirmed_backlog": {k: rep.status.backlog.get(k, 0) for k in applied},
+                               "last_known_source_head": known, "waited_seconds": round(now - started, 3)}
                 break
             if now > deadline:
                 raise StepFailed(f"replication from {source} did not reach {target_seq} before the step timeout "
-                                 f"(applied through {checkpoint})")
-            if state.is_paused(source):
-                raise StepFailed(f"replication from {source} is paused; resume it or the switch cannot confirm "
-                                 "that it caught up")
+                                 f"(applied through {applied})")
+            if paused and target_seq is not None:
+                raise StepFailed(f"replication of {', '.join(paused)} from {source} is paused; resume it, or the "
+                                 "switch cannot confirm that this region caught up")
             time.sleep(poll)
     return out
 
