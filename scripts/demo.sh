@@ -40,7 +40,7 @@ print(f"link       {east['link'][:100]}...")
 box = rf("outbox")["notifications"]
 sent = {(n["job_id"], n["region"]) for n in box}
 print(f"notified   {len(sent)} notification(s) for {len({n['job_id'] for n in box})} job(s); "
-      f".eml in demo-out/.regionflow/{east['completing_region']}/outbox/")
+      f".eml in demo-out/.regionflow/outbox/")
 st = rf("status")
 for d in st["replication"]:
     print(f"replication {d['source']} -> {d['target']}: backlog {sum(d['backlog'].values())}, "

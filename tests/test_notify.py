@@ -19,11 +19,11 @@ def _message(job_id="job-abc"):
                          expires_in=3600, rows_in=3, rows_ok=2, rows_rejected=1, region="us-east-1")
 
 
-def test_outbox_writes_one_eml_per_job_and_a_resend_replaces_it(tmp_path):
+def test_outbox_writes_one_eml_per_job_and_a_resend_is_not_delivered_again(tmp_path):
     box = OutboxNotifier(tmp_path / "outbox")
-    box.send(_message())
-    box.send(_message())
-    box.send(_message("job-def"))
+    assert box.send(_message()) is True
+    assert box.send(_message()) is False
+    assert box.send(_message("job-def")) is True
     files = sorted(p.name for p in (tmp_path / "outbox").iterdir())
     assert files == ["job-abc.eml", "job-def.eml"]
     parsed = email.message_from_bytes((tmp_path / "outbox" / "job-abc.eml").read_bytes())

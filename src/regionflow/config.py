@@ -173,7 +173,7 @@ class Config(_Model):
     control: str
     replication: ReplicationConfig = Field(default_factory=ReplicationConfig)
     pipeline: str | None = None  # path to a pipeline file; None = the built-in pipeline
-    notifier: str | None = None  # outbox:///dir or smtp://host:port; None = an outbox per region in data_dir
+    notifier: str | None = None  # outbox:///dir or smtp://host:port; None = one outbox in data_dir for all
     plan: str | None = None  # the region-switch plan for failover/failback; None = the built-in batch plan
     data_dir: str = DATA_DIR
     secrets_file: str = f"{DATA_DIR}/secrets.toml"
@@ -441,7 +441,8 @@ def _config_text(regions: list[tuple[str, int]], access_port: int) -> str:
         "# Pipeline spec (TOML or YAML). Unset: the built-in pipeline (the reference orders workload).",
         '# pipeline = "pipelines/orders.toml"',
         "",
-        "# Where job-done notifications go. Unset: an outbox directory of .eml files per region in data_dir.",
+        "# Where job-done notifications go. Unset: one outbox directory of .eml files (data_dir/outbox) that",
+        "# every region delivers to; the job id is the dedupe key, so a file is notified once.",
         '# notifier = "smtp://127.0.0.1:1025"',
         "",
         "# The global access point: routes uploads to the active region (if healthy) and downloads to a",

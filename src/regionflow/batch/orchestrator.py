@@ -76,6 +76,8 @@ class Orchestrator:
     progress: ProgressHook | None = None
     # Called with each object a worker process wrote (workers write to the store directly).
     object_written: Callable[[ObjectInfo], None] | None = None
+    # Called after each notification attempt: True when delivered, False when the sink already had it.
+    notified: Callable[[bool], None] | None = None
     skipped: int = field(default=0, init=False)
 
     # -- trigger ---------------------------------------------------------------------------------
@@ -353,7 +355,11 @@ class Orchestrator:
                 rows_ok=existing.rows_ok, rows_rejected=existing.rows_rejected, region=self.region,
             )
             crash_point("notify:before_send")
-            self.notifier.send(message)
+            delivered = self.notifier.send(message)
+            if not delivered:
+                log.info("notification of %s was already delivered (dedupe key %s)", job.job_id, job.job_id)
+            if self.notified is not None:
+                self.notified(delivered)
             crash_point("notify:sent")
             self.state.mark_notification_sent(job.job_id)
         self.state.transition_job(job.job_id, epoch=job.owner_epoch, from_status=JobStatus.MERGED,

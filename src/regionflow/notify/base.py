@@ -13,9 +13,9 @@ class Notifier(Protocol):
 
     channel: str
 
-    def send(self, message: EmailMessage) -> None:
-        """Deliver message or raise. Sending the same Message-ID twice must not create two messages
-        where the channel can prevent it (the outbox replaces; SMTP receivers dedupe on Message-ID)."""
+    def send(self, message: EmailMessage) -> bool:
+        """Deliver message or raise; False when the channel already had this Message-ID (the job id is the
+        dedupe key: the outbox keeps the first message, SMTP receivers dedupe on Message-ID)."""
         ...
 
 

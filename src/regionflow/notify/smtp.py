@@ -15,11 +15,13 @@ class SmtpNotifier:
         self.username, self.password = username, password
         self.starttls, self.timeout = starttls, timeout
 
-    def send(self, message: EmailMessage) -> None:
-        """Deliver through the SMTP server; raises smtplib/OSError errors to the caller, who retries."""
+    def send(self, message: EmailMessage) -> bool:
+        """Deliver through the SMTP server (True); raises smtplib/OSError errors to the caller, who retries.
+        Receivers dedupe on the Message-ID, which is derived from the job id."""
         with smtplib.SMTP(self.host, self.port, timeout=self.timeout) as smtp:
             if self.starttls:
                 smtp.starttls()
             if self.username:
                 smtp.login(self.username, self.password or "")
             smtp.send_message(message)
+        return True

@@ -47,12 +47,15 @@ class Region:
         self.control.initialize(config.primary)
         self.executor = LocalExecutor(rc.workers)
         data_dir = Path(config.data_dir) / name
-        notifier = open_notifier(config.notifier) if config.notifier else OutboxNotifier(data_dir / "outbox")
+        # One outbox for the whole stack, like one mail system: the job id dedupes across regions.
+        notifier = (open_notifier(config.notifier) if config.notifier
+                    else OutboxNotifier(Path(config.data_dir) / "outbox"))
         self.orchestrator = Orchestrator(
             objects=self.objects, store_url=rc.objects, state=self.state, executor=self.executor,
             notifier=notifier, pipeline=config.load_pipeline(), region=name, owner=self._owner,
             signing_key=bytes.fromhex(self.secrets.signing_key), link_base=config.access_point_url,
             cache_dir=data_dir / "cache", object_written=self.objects.record,
+            notified=lambda delivered: self.metrics.notifications.labels("sent" if delivered else "duplicate").inc(),
         )
         self.replicators = {
             other.name: Replicator(
@@ -147,7 +150,6 @@ class Region:
             self.metrics.files_processed.inc()
             self.metrics.rows.labels("ok").inc(job.rows_ok or 0)
             self.metrics.rows.labels("rejected").inc(job.rows_rejected or 0)
-            self.metrics.notifications.labels("sent").inc()
         else:
             self.metrics.orchestrator.labels("failed").inc()
 
