@@ -229,7 +229,10 @@ def create_app(region: Region) -> FastAPI:
     @app.get("/internal/feed", dependencies=api)
     def feed(since: int = Query(0, ge=0), limit: int = Query(500, ge=1, le=5000),
              kind: str | None = Query(None, pattern="^(objects|state)$")) -> dict:
-        return {"changes": [asdict(c) for c in region.state.feed_since(since, limit, kind)]}
+        # The head is read first: every change up to it is visible to the query that follows (the feed
+        # becomes visible in sequence order), so a short answer means "nothing more of this kind up to head".
+        head = region.state.feed_head()
+        return {"head": head, "changes": [asdict(c) for c in region.state.feed_since(since, limit, kind)]}
 
     @app.get("/internal/feed/stats", dependencies=api)
     def feed_stats(since: int = Query(0, ge=0)) -> dict:

@@ -92,9 +92,15 @@ class Replicator:
             for kind in KINDS:
                 if self.state.is_paused(self.cursor(kind)):
                     continue
-                changes = self.source.feed(self.checkpoint(kind), self.batch, kind)
-                if changes:
-                    self._apply_objects(changes) if kind == "objects" else self._apply_rows(changes)
+                since = self.checkpoint(kind)
+                changes, head = self.source.feed(since, self.batch, kind)
+                # A short batch holds every change of this kind up to head, so the cursor may pass head.
+                upto = max(head, changes[-1].seq if changes else 0) if len(changes) < self.batch else changes[-1].seq
+                if upto > since:
+                    if kind == "objects":
+                        self._apply_objects(changes, upto)
+                    else:
+                        self.state.apply_changes_and_checkpoint(self.cursor("state"), changes, upto)
                 read += len(changes)
             self._refresh_stats()
             st.reachable, st.last_error = True, None
@@ -118,17 +124,14 @@ class Replicator:
             st.lag_seconds[kind] = max(0.0, now - oldest) if oldest else 0.0
         st.last_applied_at = self.state.replication_link(self.cursor("state")).get("applied_at")
 
-    def _apply_rows(self, changes: list[Change]) -> None:
-        self.state.apply_changes_and_checkpoint(self.cursor("state"), changes, changes[-1].seq)
-
-    def _apply_objects(self, changes: list[Change]) -> None:
+    def _apply_objects(self, changes: list[Change], upto: int) -> None:
         # Only the last change of each key in the batch matters; distinct keys are fetched in parallel.
         last: dict[str, Change] = {}
         for change in changes:
             last.pop(change.key, None)
             last[change.key] = change
         list(self._pool.map(self._apply_object, last.values()))
-        self.state.set_checkpoint(self.cursor("objects"), changes[-1].seq)
+        self.state.set_checkpoint(self.cursor("objects"), upto)
         if self.on_object is not None:
             for change in changes:
                 if change.row is None:

@@ -19,8 +19,9 @@ class SourceUnavailable(Exception):
 class FeedSource(Protocol):
     name: str
 
-    def feed(self, since: int, limit: int, kind: str | None = None) -> list[Change]:
-        """Changes after sequence number since, in order (only one kind: "objects" or "state")."""
+    def feed(self, since: int, limit: int, kind: str | None = None) -> tuple[list[Change], int]:
+        """Changes after sequence number since, in order (only one kind: "objects" or "state"), and the
+        feed's head as read before them: fewer than limit changes means none other of the kind up to head."""
         ...
 
     def stats(self, since: int) -> dict:
@@ -57,7 +58,8 @@ class HttpFeedSource:
             params["kind"] = kind
         resp = self._get("/internal/feed", **params)
         resp.raise_for_status()
-        return [Change(**c) for c in resp.json()["changes"]]
+        body = resp.json()
+        return [Change(**c) for c in body["changes"]], int(body["head"])
 
     def stats(self, since: int) -> dict:
         resp = self._get("/internal/feed/stats", since=since)
