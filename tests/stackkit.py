@@ -30,8 +30,11 @@ class Stack:
     def rf_json(self, *args: str, timeout: float = 120):
         return json.loads(self.rf(*args, "--json", timeout=timeout).stdout)
 
-    def start(self) -> Stack:
+    def start(self, extra_config: str = "") -> Stack:
         self.rf("init", "--dir", ".")
+        if extra_config:
+            with (self.root / "regionflow.toml").open("a") as fh:
+                fh.write("\n" + extra_config + "\n")
         self.config = load_config(self.root / "regionflow.toml")
         self.secrets = load_secrets(self.config)
         self.rf("up", "--detach", timeout=90)

@@ -164,6 +164,13 @@ class ReplicationConfig(_Model):
     batch: int = Field(default=500, strict=True, ge=1)
 
 
+class CanaryConfig(_Model):
+    """A tiny file submitted through the access point by each region every `interval` seconds (0 = off)."""
+
+    interval: float = Field(default=0.0, ge=0)
+    timeout: float = Field(default=60.0, gt=0)
+
+
 class Config(_Model):
     """The topology: regions, access point, routing control, and shared settings."""
 
@@ -172,6 +179,7 @@ class Config(_Model):
     access_point: AccessPointConfig
     control: str
     replication: ReplicationConfig = Field(default_factory=ReplicationConfig)
+    canary: CanaryConfig = Field(default_factory=CanaryConfig)
     pipeline: str | None = None  # path to a pipeline file; None = the built-in pipeline
     notifier: str | None = None  # outbox:///dir or smtp://host:port; None = one outbox in data_dir for all
     plan: str | None = None  # the region-switch plan for failover/failback; None = the built-in batch plan

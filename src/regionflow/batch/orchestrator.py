@@ -78,6 +78,8 @@ class Orchestrator:
     object_written: Callable[[ObjectInfo], None] | None = None
     # Called after each notification attempt: True when delivered, False when the sink already had it.
     notified: Callable[[bool], None] | None = None
+    # Called with lifecycle events ("split", "chunk_started", "chunk_succeeded", "chunk_failed") for metrics.
+    event: Callable[[str, str], None] | None = None
     skipped: int = field(default=0, init=False)
 
     # -- trigger ---------------------------------------------------------------------------------
@@ -119,6 +121,10 @@ class Orchestrator:
                 return job
             self._fence(job)
             steps[JobStatus(job.status)](job)
+
+    def _emit(self, name: str, job_id: str) -> None:
+        if self.event is not None:
+            self.event(name, job_id)
 
     def _job(self, job_id: str) -> JobRecord:
         job = self.state.get_job(job_id)
@@ -176,6 +182,7 @@ class Orchestrator:
         ]
         self.state.add_chunks(job.job_id, chunks, epoch=job.owner_epoch)
         crash_point("split:chunks_recorded")
+        self._emit("split", job.job_id)
         self.state.transition_job(job.job_id, epoch=job.owner_epoch, from_status=JobStatus.INITIALIZED,
                                   to_status=JobStatus.SPLIT, rows_in=result.rows_in, chunks_total=len(chunks))
         crash_point("split:done")
@@ -251,6 +258,8 @@ class Orchestrator:
                     done: int, total: int) -> tuple[list[ChunkRecord], int]:
         by_idx = {c.idx: c for c in todo}
         attempts = {c.idx: self.state.start_chunk(job.job_id, c.idx, epoch=job.owner_epoch) for c in todo}
+        for _ in todo:
+            self._emit("chunk_started", job.job_id)
         tasks = [
             ChunkTask(job_id=job.job_id, idx=c.idx, store_url=self.store_url, chunk_key=c.object_key,
                       out_key=f"{self._work(job)}out/{c.idx:06d}.csv", first_row=c.first_row, plan=plan,
@@ -260,14 +269,16 @@ class Orchestrator:
         retry: list[ChunkRecord] = []
         for task, result in self.executor.map_unordered(run_chunk_task, tasks):
             if isinstance(result, BaseException):
+                self._emit("chunk_failed", job.job_id)
                 log.warning("chunk %s of %s failed (attempt %s): %r", task.idx, job.job_id, attempts[task.idx],
-                            result)
+                            result, extra={"job_id": job.job_id})
                 if attempts[task.idx] >= self.max_chunk_attempts:
                     self._fail(job, f"chunk {task.idx} failed {attempts[task.idx]} times: {result!r}")
                     raise RegionflowError(f"job {job.job_id} failed: chunk {task.idx}: {result!r}")
                 retry.append(by_idx[task.idx])
                 continue
             self._record_chunk(job, task, result)
+            self._emit("chunk_succeeded", job.job_id)
             done += 1
             self._fence(job)  # cheap (the control is cached ~1 s); a region that lost the job stops here
             if self.progress:
@@ -357,7 +368,8 @@ class Orchestrator:
             crash_point("notify:before_send")
             delivered = self.notifier.send(message)
             if not delivered:
-                log.info("notification of %s was already delivered (dedupe key %s)", job.job_id, job.job_id)
+                log.info("notification of %s was already delivered (dedupe key)", job.job_id,
+                         extra={"job_id": job.job_id})
             if self.notified is not None:
                 self.notified(delivered)
             crash_point("notify:sent")

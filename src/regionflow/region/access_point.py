@@ -25,6 +25,7 @@ from fastapi.responses import JSONResponse
 from regionflow.config import Config, load_config
 from regionflow.control import CachedControl, open_control
 from regionflow.errors import RegionflowError
+from regionflow.region.logs import configure
 
 log = logging.getLogger("regionflow.access_point")
 
@@ -164,9 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="regionflow-access-point")
     parser.add_argument("--config", required=True)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s access-point %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per replication poll is noise
+    configure("access-point")
     try:
         config = load_config(args.config)
     except RegionflowError as exc:

@@ -26,5 +26,8 @@ class RegionMetrics:
         self.epoch = Gauge("regionflow_epoch", "Current epoch of the routing control", registry=r)
         self.plan_executions = Counter("regionflow_plan_executions_total", "Region-switch plan executions",
                                        ["status"], registry=r)
+        self.canary = Counter("regionflow_canary_total", "Canary runs", ["status"], registry=r)
+        self.canary_latency = Gauge("regionflow_canary_latency_seconds",
+                                    "End-to-end latency of the last successful canary", registry=r)
         self.requests = Histogram("regionflow_request_seconds", "Gateway request latency", ["method", "route"],
                                   registry=r)

@@ -56,6 +56,7 @@ class Region:
             signing_key=bytes.fromhex(self.secrets.signing_key), link_base=config.access_point_url,
             cache_dir=data_dir / "cache", object_written=self.objects.record,
             notified=lambda delivered: self.metrics.notifications.labels("sent" if delivered else "duplicate").inc(),
+            event=self._count_event,
         )
         self.replicators = {
             other.name: Replicator(
@@ -73,6 +74,14 @@ class Region:
         self.started_at = time.time()
         self.switch = SwitchRunner(self)
         self.plan_evaluation: dict | None = None
+
+    def _count_event(self, name: str, job_id: str) -> None:
+        m = self.metrics
+        if name == "split":
+            m.files_split.inc()
+        elif name.startswith("chunk_"):
+            m.chunks.labels(name.removeprefix("chunk_")).inc()
+        log.info("%s", name, extra={"job_id": job_id})
 
     # -- ownership ---------------------------------------------------------------------------------
     def _owner(self) -> tuple[str, int]:
@@ -112,7 +121,10 @@ class Region:
     # -- workers -----------------------------------------------------------------------------------
     def start(self) -> None:
         self.executor.warm_up()
-        for target, name in ((self._run_jobs, "jobs"), (self._sweep, "sweep"), (self._evaluate, "evaluate")):
+        loops = [(self._run_jobs, "jobs"), (self._sweep, "sweep"), (self._evaluate, "evaluate")]
+        if self.config.canary.interval > 0:
+            loops.append((self._canary, "canary"))
+        for target, name in loops:
             t = threading.Thread(target=target, name=f"{self.name}-{name}", daemon=True)
             t.start()
             self._threads.append(t)
@@ -136,15 +148,16 @@ class Region:
         try:
             job = self.orchestrator.run_job(job_id)
         except FencedOut as exc:
-            log.info("stopped work on %s: %s", job_id, exc)
+            log.info("stopped work on %s: %s", job_id, exc, extra={"job_id": job_id})
             return
         except InputMissing as exc:
-            log.info("waiting for input of %s: %s", job_id, exc)
+            log.info("waiting for input of %s: %s", job_id, exc, extra={"job_id": job_id})
             return
         except Exception:
             self.metrics.orchestrator.labels("failed").inc()
-            log.exception("job %s failed; the sweep retries it", job_id)
+            log.exception("job %s failed; the sweep retries it", job_id, extra={"job_id": job_id})
             return
+        log.info("job %s", job.status.lower(), extra={"job_id": job_id})
         if job.status == JobStatus.COMPLETED:
             self.metrics.orchestrator.labels("succeeded").inc()
             self.metrics.files_processed.inc()
@@ -174,6 +187,12 @@ class Region:
         for info in self.objects.list(INPUT_PREFIX):
             if self.state.get_job(job_id_for(info.key, info.version_id)) is None:
                 self.object_created(info.key)
+
+    def _canary(self) -> None:
+        from regionflow.region.canary import canary_once
+
+        while not self._stop.wait(self.config.canary.interval):
+            canary_once(self)
 
     def _evaluate(self) -> None:
         """Continuous plan evaluation: the failover plan could run right now (or says why not)."""

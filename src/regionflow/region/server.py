@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
 import uvicorn
@@ -11,6 +10,7 @@ import uvicorn
 from regionflow.config import load_config
 from regionflow.errors import RegionflowError
 from regionflow.region.gateway import create_app
+from regionflow.region.logs import configure
 from regionflow.region.runtime import Region
 
 
@@ -19,13 +19,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", required=True)
     parser.add_argument("--region", required=True)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format=f"%(asctime)s {args.region} %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per replication poll is noise
+    holder: dict[str, Region] = {}
+    configure(args.region, lambda: holder["region"].control.get().epoch if "region" in holder else None)
     try:
         config = load_config(args.config)
         rc = config.region(args.region)
         region = Region(config, args.region)
+        holder["region"] = region
     except RegionflowError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
