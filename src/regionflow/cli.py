@@ -226,6 +226,8 @@ def _status_table(status: dict) -> Table:
         health = "[green]ok[/]" if r["healthy"] and r.get("deep") == "ok" else (
             "[yellow]degraded[/]" if r["healthy"] else "[red]down[/]")
         jobs = ", ".join(f"{k.lower()} {v}" for k, v in sorted((r.get("jobs") or {}).items())) or "-"
+        if r.get("faults"):
+            health += f" [magenta](faults: {', '.join(r['faults'])})[/]"
         table.add_row(name, health, "yes" if r.get("active") else "", str(control.get("epoch", "?")), jobs)
     for d in status.get("replication", []):
         table.add_row(f"{d['source']} -> {d['target']}", "paused" if d["paused"] else (
@@ -757,6 +759,76 @@ def plan_show(execution_id: Annotated[str, typer.Argument()], config: ConfigOpt 
         _print_json(match[0])
     else:
         _print_execution(match[0])
+
+
+# ---------------------------------------------------------------------------------------------------
+# Fault injection
+# ---------------------------------------------------------------------------------------------------
+fault_app = typer.Typer(no_args_is_help=True, help="Inject faults into a region (reverted automatically).")
+app.add_typer(fault_app, name="fault")
+
+
+@fault_app.command("inject")
+def fault_inject(
+    region: Annotated[str, typer.Argument(help="Region to inject into.")],
+    kind: Annotated[str, typer.Argument(help="storage_unreachable, storage_slow, state_unreachable, state_slow, "
+                                             "control_unreachable, replication_paused, crash, crash_at")],
+    duration: Annotated[float, typer.Option("--duration", help="Seconds until it is reverted.")] = 60.0,
+    param: Annotated[list[str] | None, typer.Option("--param", help="key=value (delay, source, point).")] = None,
+    config: ConfigOpt = DEFAULT_CONFIG, as_json: JsonOpt = False,
+) -> None:
+    """Inject a fault into REGION for --duration seconds."""
+    params: dict[str, object] = {}
+    for item in param or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            _fail(f"--param {item!r}: expected key=value")
+        try:
+            params[key] = float(value) if key == "delay" else value
+        except ValueError:
+            _fail(f"--param {item!r}: delay must be a number of seconds")
+    with _client(config, region=region, admin=True) as client:
+        fault = _call(lambda: client.json("POST", "/admin/faults",
+                                          json={"kind": kind, "duration": duration, "params": params}))
+    if as_json:
+        _print_json(fault)
+    else:
+        out.print(f"{fault['id']}: {kind} in {region} for {duration:g}s")
+
+
+@fault_app.command("list")
+def fault_list(config: ConfigOpt = DEFAULT_CONFIG, as_json: JsonOpt = False) -> None:
+    """Active faults of every reachable region."""
+    cfg = _config(config)
+    rows = []
+    for name in cfg.region_names:
+        try:
+            with _client(config, region=name, admin=True) as client:
+                rows += [{**f, "region": name} for f in client.json("GET", "/admin/faults")["faults"]]
+        except RegionflowError:
+            continue
+    if as_json:
+        _print_json(rows)
+        return
+    import time as _time
+
+    for f in rows:
+        out.print(f"{f['region']}: {f['id']} {f['kind']} {f['params'] or ''} ({f['until'] - _time.time():.0f}s left)")
+    if not rows:
+        out.print("no active faults")
+
+
+@fault_app.command("clear")
+def fault_clear(region: Annotated[str, typer.Argument()], fault_id: Annotated[str | None, typer.Option("--id")] = None,
+                config: ConfigOpt = DEFAULT_CONFIG, as_json: JsonOpt = False) -> None:
+    """Revert a region's faults now (all, or one --id)."""
+    with _client(config, region=region, admin=True) as client:
+        params = {"fault_id": fault_id} if fault_id else {}
+        result = _call(lambda: client.json("DELETE", "/admin/faults", params=params))
+    if as_json:
+        _print_json(result)
+    else:
+        out.print(f"cleared {len(result['cleared'])} fault(s) in {region}")
 
 
 def main() -> None:  # pragma: no cover - console entry for python -m

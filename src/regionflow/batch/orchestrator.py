@@ -80,6 +80,8 @@ class Orchestrator:
     notified: Callable[[bool], None] | None = None
     # Called with lifecycle events ("split", "chunk_started", "chunk_succeeded", "chunk_failed") for metrics.
     event: Callable[[str, str], None] | None = None
+    # Workers honour storage faults injected into the region (chaos experiments) through this file.
+    fault_file: str | None = None
     skipped: int = field(default=0, init=False)
 
     # -- trigger ---------------------------------------------------------------------------------
@@ -263,7 +265,7 @@ class Orchestrator:
         tasks = [
             ChunkTask(job_id=job.job_id, idx=c.idx, store_url=self.store_url, chunk_key=c.object_key,
                       out_key=f"{self._work(job)}out/{c.idx:06d}.csv", first_row=c.first_row, plan=plan,
-                      reference_path=reference)
+                      reference_path=reference, fault_file=self.fault_file)
             for c in todo
         ]
         retry: list[ChunkRecord] = []

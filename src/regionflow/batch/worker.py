@@ -20,6 +20,7 @@ class ChunkTask:
     first_row: int
     plan: ChunkPlan
     reference_path: str | None  # base path of the saved ReferenceIndex
+    fault_file: str | None = None  # the region's injected faults (storage faults apply here too)
 
 
 @dataclass
@@ -59,7 +60,12 @@ def run_chunk_task(task: ChunkTask) -> ChunkResult:
     """Process one chunk and store its output object; returns what the orchestrator records."""
     store = _stores.get(task.store_url)
     if store is None:
-        store = _stores[task.store_url] = open_object_store(task.store_url)
+        store = open_object_store(task.store_url)
+        if task.fault_file:
+            from regionflow.chaos.faults import FaultRegistry, guard_objects
+
+            store = guard_objects(store, FaultRegistry(task.fault_file))
+        _stores[task.store_url] = store
     plan = _cached_plan(task)
     data = store.get(task.chunk_key)
     crash_point(f"chunk:{task.idx}")

@@ -22,7 +22,8 @@ import uvicorn
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
-from regionflow.config import Config, load_config
+from regionflow.config import Config, load_config, load_secrets
+from regionflow.console import mount_console
 from regionflow.control import CachedControl, open_control
 from regionflow.errors import RegionflowError
 from regionflow.region.logs import configure
@@ -91,17 +92,22 @@ def _response(resp: httpx.Response, region: str) -> Response:
 
 def create_app(config: Config) -> FastAPI:
     regions = Regions(config)
+    closers = [regions.client.aclose]
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI):
         yield
-        await regions.client.aclose()
+        for close in closers:
+            await close()
 
     app = FastAPI(title="regionflow access point", version="0.1.0", lifespan=lifespan)
 
     @app.get("/health")
     async def health() -> dict:
         return {"status": "ok", **(await regions.status())}
+
+    # The console's routes come before the catch-all below, which would otherwise forward them.
+    closers.append(mount_console(app, config, load_secrets(config)).aclose)
 
     async def _send(name: str, request: Request, body: bytes | None) -> httpx.Response:
         raw = request.scope.get("raw_path")
@@ -168,11 +174,12 @@ def main(argv: list[str] | None = None) -> int:
     configure("access-point")
     try:
         config = load_config(args.config)
+        app = create_app(config)  # reads the secrets file too
     except RegionflowError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     ap = config.access_point
-    uvicorn.run(create_app(config), host=ap.host, port=ap.port, log_level="warning", access_log=False)
+    uvicorn.run(app, host=ap.host, port=ap.port, log_level="warning", access_log=False)
     return 0
 
 

@@ -14,7 +14,15 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 
 from regionflow.batch.reference import load_reference_table
-from regionflow.errors import InvalidKey, InvalidSignature, ObjectNotFound, RegionflowError, StaleEpoch
+from regionflow.chaos.faults import FaultInjected
+from regionflow.errors import (
+    ControlUnavailable,
+    InvalidKey,
+    InvalidSignature,
+    ObjectNotFound,
+    RegionflowError,
+    StaleEpoch,
+)
 from regionflow.region.auth import TokenCheck
 from regionflow.region.runtime import Region
 from regionflow.state.base import JobRecord
@@ -35,6 +43,12 @@ class RunPlan(BaseModel):
     practice: bool = False
     started_by: str = "api"
     wait: bool = False
+
+
+class InjectFault(BaseModel):
+    kind: str
+    duration: float = 60.0
+    params: dict[str, Any] = {}
 
 
 class Approve(BaseModel):
@@ -91,7 +105,9 @@ def create_app(region: Region) -> FastAPI:
 
     @app.exception_handler(RegionflowError)
     def _regionflow_error(_request: Request, exc: RegionflowError) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=409 if isinstance(exc, StaleEpoch) else 400)
+        unavailable = isinstance(exc, FaultInjected | ControlUnavailable)
+        status = 409 if isinstance(exc, StaleEpoch) else 503 if unavailable else 400
+        return JSONResponse({"detail": str(exc)}, status_code=status)
 
     @app.middleware("http")
     async def _timing(request: Request, call_next):
@@ -119,8 +135,8 @@ def create_app(region: Region) -> FastAPI:
             except Exception as exc:  # a deep health check reports, never raises
                 checks[name] = f"error: {type(exc).__name__}: {exc}"
         ok = all(v == "ok" for v in checks.values())
-        return JSONResponse({"region": region.name, "status": "ok" if ok else "failing", "checks": checks},
-                            status_code=200 if ok else 503)
+        return JSONResponse({"region": region.name, "status": "ok" if ok else "failing", "checks": checks,
+                             "faults": region.faults.active()}, status_code=200 if ok else 503)
 
     @app.get("/metrics", dependencies=api)
     def metrics() -> Response:
@@ -280,10 +296,18 @@ def create_app(region: Region) -> FastAPI:
     def evaluation() -> dict:
         return region.plan_evaluation or {"status": "not evaluated yet"}
 
-    # -- admin (fault injection comes later) -------------------------------------------------------
+    # -- admin: fault injection ---------------------------------------------------------------------
     @app.get("/admin/faults", dependencies=admin)
     def faults() -> dict:
-        return {"region": region.name, "faults": []}
+        return {"region": region.name, "faults": region.faults.active()}
+
+    @app.post("/admin/faults", dependencies=admin, status_code=201)
+    def inject(body: InjectFault) -> dict:
+        return region.inject_fault(body.kind, body.duration, body.params)
+
+    @app.delete("/admin/faults", dependencies=admin)
+    def clear(fault_id: str | None = None) -> dict:
+        return {"region": region.name, "cleared": region.clear_faults(fault_id)}
 
     return app
 

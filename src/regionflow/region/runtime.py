@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import queue
+import signal
 import threading
 import time
 from pathlib import Path
 
 from regionflow.batch.orchestrator import INPUT_PREFIX, InputMissing, Orchestrator
+from regionflow.chaos.faults import FaultRegistry, guard_control, guard_objects, guard_state
 from regionflow.config import Config, load_secrets
 from regionflow.control import CachedControl, open_control
 from regionflow.errors import FencedOut, ObjectNotFound, RegionflowError
@@ -40,13 +43,15 @@ class Region:
         rc = config.region(name)
         self.secrets = load_secrets(config)
         self.metrics = RegionMetrics()
-        self.plain_objects = open_object_store(rc.objects)
-        self.state = open_state_store(rc.state, name)
+        data_dir = Path(config.data_dir) / name
+        self.faults = FaultRegistry(data_dir / "faults.json")
+        self.faults.clear()  # faults do not outlive the process they were injected into
+        self.plain_objects = guard_objects(open_object_store(rc.objects), self.faults)
+        self.state = guard_state(open_state_store(rc.state, name), self.faults)
         self.objects = FeedingObjectStore(self.plain_objects, self.state)
-        self.control = CachedControl(open_control(config.control), ttl=1.0)
+        self.control = CachedControl(guard_control(open_control(config.control), self.faults), ttl=1.0)
         self.control.initialize(config.primary)
         self.executor = LocalExecutor(rc.workers)
-        data_dir = Path(config.data_dir) / name
         # One outbox for the whole stack, like one mail system: the job id dedupes across regions.
         notifier = (open_notifier(config.notifier) if config.notifier
                     else OutboxNotifier(Path(config.data_dir) / "outbox"))
@@ -56,7 +61,7 @@ class Region:
             signing_key=bytes.fromhex(self.secrets.signing_key), link_base=config.access_point_url,
             cache_dir=data_dir / "cache", object_written=self.objects.record,
             notified=lambda delivered: self.metrics.notifications.labels("sent" if delivered else "duplicate").inc(),
-            event=self._count_event,
+            event=self._count_event, fault_file=str(self.faults.path),
         )
         self.replicators = {
             other.name: Replicator(
@@ -74,6 +79,7 @@ class Region:
         self.started_at = time.time()
         self.switch = SwitchRunner(self)
         self.plan_evaluation: dict | None = None
+        self._applied: dict[str, dict] = {}  # injected faults whose side effects must be reverted
 
     def _count_event(self, name: str, job_id: str) -> None:
         m = self.metrics
@@ -121,7 +127,8 @@ class Region:
     # -- workers -----------------------------------------------------------------------------------
     def start(self) -> None:
         self.executor.warm_up()
-        loops = [(self._run_jobs, "jobs"), (self._sweep, "sweep"), (self._evaluate, "evaluate")]
+        loops = [(self._run_jobs, "jobs"), (self._sweep, "sweep"), (self._evaluate, "evaluate"),
+                 (self._revert_faults, "faults")]
         if self.config.canary.interval > 0:
             loops.append((self._canary, "canary"))
         for target, name in loops:
@@ -187,6 +194,56 @@ class Region:
         for info in self.objects.list(INPUT_PREFIX):
             if self.state.get_job(job_id_for(info.key, info.version_id)) is None:
                 self.object_created(info.key)
+
+    # -- fault injection -----------------------------------------------------------------------------
+    def inject_fault(self, kind: str, duration: float, params: dict) -> dict:
+        """Inject a fault for duration seconds (reverted automatically); see chaos.faults.KINDS."""
+        if kind == "replication_paused" and params.get("source") not in (None, *self.replicators):
+            raise RegionflowError(f"{self.name} does not replicate from {params['source']!r}")
+        if kind == "crash_at" and not params.get("point"):
+            raise RegionflowError("crash_at needs a point, e.g. merge:midway")
+        fault = self.faults.add(kind, duration, params)
+        if kind == "replication_paused":
+            self._set_replication_paused(params.get("source"), True)
+        elif kind == "crash_at":
+            os.environ["REGIONFLOW_CRASH_AT"] = str(params["point"])
+        elif kind == "crash":
+            threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGKILL)).start()  # after the response is sent
+        self._applied[fault["id"]] = fault
+        log.warning("fault injected: %s for %ss %s", kind, duration, params)
+        return fault
+
+    def clear_faults(self, fault_id: str | None = None) -> list[dict]:
+        removed = self.faults.clear(fault_id)
+        for fault in removed:
+            self._revert(fault)
+        return removed
+
+    def _set_replication_paused(self, source: str | None, paused: bool) -> None:
+        for name, rep in self.replicators.items():
+            if source in (None, name):
+                for kind in ("objects", "state"):
+                    self.state.set_paused(rep.cursor(kind), paused)
+
+    def _revert(self, fault: dict) -> None:
+        if self._applied.pop(fault["id"], None) is None:
+            return
+        if fault["kind"] == "replication_paused":
+            self._set_replication_paused(fault["params"].get("source"), False)
+        elif fault["kind"] == "crash_at":
+            os.environ.pop("REGIONFLOW_CRASH_AT", None)
+        log.warning("fault reverted: %s", fault["kind"])
+
+    def _revert_faults(self) -> None:
+        while not self._stop.wait(0.5):
+            active = {f["id"] for f in self.faults.active()}
+            for fault in list(self._applied.values()):
+                if fault["id"] not in active:
+                    try:
+                        self._revert(fault)
+                    except Exception:  # e.g. the state store is itself faulted: try again next round
+                        log.exception("reverting fault %s", fault["id"])
+                        self._applied[fault["id"]] = fault
 
     def _canary(self) -> None:
         from regionflow.region.canary import canary_once

@@ -166,6 +166,7 @@ def stack_status(config: Config) -> dict:
                 deep = http.get(f"{url}/health/deep")
                 entry["healthy"] = True
                 entry["deep"] = deep.json().get("status")
+                entry["faults"] = [f["kind"] for f in deep.json().get("faults", [])]
                 jobs = http.get(f"{url}/jobs", params={"limit": 10000}).json()["jobs"]
                 counts: dict[str, int] = {}
                 for j in jobs:

@@ -1,0 +1,1 @@
+"""Chaos: fault injection inside a region, and Chaos Toolkit actions and probes that drive it."""
