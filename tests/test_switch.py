@@ -262,6 +262,9 @@ def test_a_workflow_for_a_missing_region_and_a_cycle_of_child_plans_are_refused(
 
 
 def test_plan_validate_checks_the_live_stack(stack, tmp_path):
+    # each region evaluates the failover plan by itself and status shows it
+    stack.eventually(lambda: (stack.rf_json("status")["regions"][EAST].get("plan_evaluation") or {}).get("status")
+                     == "ok", timeout=30, what="the continuous plan evaluation")
     ok = stack.rf_json("plan", "validate", str(Path(__file__).parents[1] / "examples" / "plans" / "batch.yaml"))
     assert ok["status"] == "ok" and all(c["ok"] for c in ok["checks"])
     stack.signal(WEST, signal.SIGSTOP)

@@ -229,6 +229,11 @@ def _status_table(status: dict) -> Table:
         if r.get("faults"):
             health += f" [magenta](faults: {', '.join(r['faults'])})[/]"
         table.add_row(name, health, "yes" if r.get("active") else "", str(control.get("epoch", "?")), jobs)
+    for name, r in status["regions"].items():
+        ev = r.get("plan_evaluation") or {}
+        if ev.get("status") in ("ok", "failing"):
+            table.add_row(f"plan check ({name})", "[green]ok[/]" if ev["status"] == "ok" else "[red]failing[/]",
+                          "", "", "failover plan could run now" if ev["status"] == "ok" else "see `plan validate`")
     for d in status.get("replication", []):
         table.add_row(f"{d['source']} -> {d['target']}", "paused" if d["paused"] else (
             "ok" if d["reachable"] else "[red]source unreachable[/]"), "", "",

@@ -173,6 +173,8 @@ def stack_status(config: Config) -> dict:
                     counts[j["status"]] = counts.get(j["status"], 0) + 1
                 entry["jobs"] = counts
                 out["replication"].extend(http.get(f"{url}/replication").json()["directions"])
+                evaluation = http.get(f"{url}/plans/evaluation").json()
+                entry["plan_evaluation"] = {k: evaluation.get(k) for k in ("status", "evaluated_at")}
             except (httpx.HTTPError, ValueError, KeyError):
                 pass
             entry["active"] = bool(out["control"] and out["control"].get("active_region") == r.name)
