@@ -15,9 +15,11 @@ $(BIN)/regionflow: pyproject.toml
 
 setup: $(BIN)/regionflow
 
-# PostgreSQL backs the StateStore contract tests; start it (or install it) when absent.
+# PostgreSQL backs the StateStore contract tests and Chromium the console's browser tests;
+# install or start them when absent.
 services:
 	@bash scripts/ensure-services.sh
+	@bash scripts/ensure-browser.sh
 
 demo: setup
 	@bash scripts/demo.sh "$(REF)"

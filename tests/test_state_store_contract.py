@@ -534,3 +534,19 @@ def test_hybrid_clock_is_thread_safe() -> None:
         t.join()
     everything = [s for chunk in out for s in chunk]
     assert len(set(everything)) == len(everything)
+
+
+def test_start_chunks_counts_one_attempt_each_in_one_call_and_is_fenced(state):
+    job = JobRecord(job_id="job-sc", input_key="input/a.csv", version_id="v1", input_etag="e", pipeline="p",
+                    owner_region="r", owner_epoch=1)
+    state.create_job(job)
+    state.add_chunks("job-sc", [ChunkRecord(job_id="job-sc", idx=i, object_key=f"c{i}", first_row=1 + i * 10,
+                                            rows=10) for i in range(4)], epoch=1)
+    head = state.feed_head()
+    assert state.start_chunks("job-sc", [0, 2, 3], epoch=1) == {0: 1, 2: 1, 3: 1}
+    assert state.start_chunks("job-sc", [2], epoch=1) == {2: 2}
+    assert [c.attempts for c in state.list_chunks("job-sc")] == [1, 0, 2, 1]
+    assert [c.key for c in state.feed_since(head)] == ["job-sc/0", "job-sc/2", "job-sc/3", "job-sc/2"]
+    with pytest.raises(FencedOut):
+        state.start_chunks("job-sc", [1], epoch=7)
+    assert state.list_chunks("job-sc")[1].attempts == 0

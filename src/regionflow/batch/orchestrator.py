@@ -259,7 +259,7 @@ class Orchestrator:
     def _run_chunks(self, job: JobRecord, todo: list[ChunkRecord], plan: ChunkPlan, reference: str | None,
                     done: int, total: int) -> tuple[list[ChunkRecord], int]:
         by_idx = {c.idx: c for c in todo}
-        attempts = {c.idx: self.state.start_chunk(job.job_id, c.idx, epoch=job.owner_epoch) for c in todo}
+        attempts = self.state.start_chunks(job.job_id, [c.idx for c in todo], epoch=job.owner_epoch)
         for _ in todo:
             self._emit("chunk_started", job.job_id)
         tasks = [

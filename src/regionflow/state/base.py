@@ -164,6 +164,10 @@ class StateStore(Protocol):
         """Count one more attempt at the chunk and return the attempt number. Fenced by epoch."""
         ...
 
+    def start_chunks(self, job_id: str, idxs: list[int], *, epoch: int) -> dict[int, int]:
+        """start_chunk for many chunks in one transaction; returns each chunk's attempt number."""
+        ...
+
     def complete_chunk(
         self,
         job_id: str,

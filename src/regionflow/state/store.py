@@ -487,6 +487,22 @@ class SqlStateStore:
             self._append_feed(conn, [self._change(chunks_table, row, epoch)])
         return row["attempts"]
 
+    def start_chunks(self, job_id: str, idxs: list[int], *, epoch: int) -> dict[int, int]:
+        if not idxs:
+            return {}
+        with self._write() as conn:
+            self._fence(conn, job_id, epoch, f"start {len(idxs)} chunk(s) of job {job_id}")
+            c = chunks_table.c
+            conn.execute(update(chunks_table).where(c.job_id == job_id, c.idx == bindparam("i"))
+                         .values(attempts=c.attempts + 1), [{"i": i} for i in idxs])
+            rows = [dict(r._mapping) for r in conn.execute(
+                select(chunks_table).where(c.job_id == job_id, c.idx.in_(idxs)).order_by(c.idx))]
+            if len(rows) != len(set(idxs)):
+                missing = sorted(set(idxs) - {r["idx"] for r in rows})
+                raise RegionflowError(f"cannot start chunks {missing[:5]} of job {job_id}: no such chunk")
+            self._append_feed(conn, [self._change(chunks_table, r, epoch) for r in rows])
+        return {r["idx"]: r["attempts"] for r in rows}
+
     def complete_chunk(
         self,
         job_id: str,
