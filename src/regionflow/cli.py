@@ -256,10 +256,10 @@ def up(
     from regionflow.region.stack import stack_status, start_stack, stop_stack
 
     cfg = _config(config)
-    procs = _call(lambda: start_stack(config.resolve(), cfg, timeout))
-    for p in procs:
-        err.print(f"started {p.name} (pid {p.pid}) at {p.url}, log {p.log}", highlight=False)
     if detach:
+        procs = _call(lambda: start_stack(config.resolve(), cfg, timeout))
+        for p in procs:
+            err.print(f"started {p.name} (pid {p.pid}) at {p.url}, log {p.log}", highlight=False)
         out.print(f"stack is up; access point {cfg.access_point_url}. Stop it with `regionflow down`.")
         return
 
@@ -267,7 +267,11 @@ def up(
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, _interrupt)  # `kill` of the foreground `up` stops the stack too
+    # Ctrl-C at any moment, even while the regions are still starting, stops everything that started.
     try:
+        procs = _call(lambda: start_stack(config.resolve(), cfg, timeout))
+        for p in procs:
+            err.print(f"started {p.name} (pid {p.pid}) at {p.url}, log {p.log}", highlight=False)
         if out.is_terminal:
             with Live(_status_table(stack_status(cfg)), console=out, refresh_per_second=2) as live:
                 while True:

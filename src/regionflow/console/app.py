@@ -38,7 +38,7 @@ _STATIC = {"console.js": "text/javascript; charset=utf-8", "console.css": "text/
 _CSP = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
         "connect-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'")
 _HTML_HEADERS = {"content-security-policy": _CSP, "x-frame-options": "DENY", "cache-control": "no-store",
-                 "referrer-policy": "no-referrer"}
+                 "referrer-policy": "same-origin"}
 
 # Console name -> (Prometheus sample name, labels). A labelled counter never incremented reads as 0.
 METRICS: dict[str, tuple[str, dict[str, str]]] = {

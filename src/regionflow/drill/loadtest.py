@@ -1,0 +1,302 @@
+"""Load test: upload N copies of one sample file through the access point and follow every job to its end.
+
+Uploads run on C threads, started `interval` seconds apart. An upload that fails (a region switching, a
+region refusing writes) is retried with the same key until the deadline; before sending it again the
+uploader asks the access point whether the object arrived after all (an answer can be lost), so a file is
+uploaded once. Jobs are followed with one GET /jobs per poll round, whatever the number of files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import secrets
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from urllib.parse import quote
+
+import httpx
+
+from regionflow.batch.sample import generate
+from regionflow.config import Config, load_secrets
+from regionflow.errors import RegionflowError
+from regionflow.ids import job_id_for
+
+# (event, done, total): "uploaded" counts files whose upload succeeded, "completed" finished jobs.
+LoadProgress = Callable[[str, int, int], None]
+
+TERMINAL = ("COMPLETED", "FAILED")
+JOBS_LIMIT = 10000  # the most a region lists in one answer
+_RETRYABLE_4XX = (408, 409, 425, 429)
+
+
+@dataclass
+class Upload:
+    """One file's upload: when it started, when it succeeded, and what it took."""
+
+    index: int
+    key: str
+    started: float | None = None  # wall clock of the first attempt
+    submitted_at: float | None = None  # wall clock of the success (None: never submitted)
+    job_id: str | None = None
+    version_id: str | None = None
+    region: str | None = None
+    attempts: int = 0
+    errors: list[str] = field(default_factory=list)
+    found_after_error: bool = False  # an attempt's answer was lost but the object had arrived
+    failed: str | None = None  # why it was given up
+
+    @property
+    def submitted(self) -> bool:
+        return self.submitted_at is not None
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def percentile(values: Sequence[float], p: float) -> float | None:
+    """The nearest-rank p-th percentile (0 < p <= 100) of values; None when there are none."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, math.ceil(p / 100.0 * len(ordered)))
+    return ordered[min(rank, len(ordered)) - 1]
+
+
+def _detail(resp: httpx.Response) -> str:
+    try:
+        detail = resp.json().get("detail", resp.text)
+    except ValueError:
+        detail = resp.text
+    return f"HTTP {resp.status_code}: {str(detail)[:200]}"
+
+
+def _stored(http: httpx.Client, key: str, etag: str) -> httpx.Headers | None:
+    """The object's headers if key already holds these bytes (a lost answer), else None."""
+    try:
+        resp = http.head(f"/objects/{quote(key, safe='/')}")
+    except httpx.HTTPError:
+        return None
+    if resp.status_code == 200 and resp.headers.get("x-etag") == etag:
+        return resp.headers
+    return None
+
+
+def _upload_one(http: httpx.Client, up: Upload, data: bytes, etag: str, deadline: float,
+                stop: threading.Event) -> None:
+    up.started = time.time()
+    path = f"/objects/{quote(up.key, safe='/')}"
+    while True:
+        up.attempts += 1
+        error: str
+        try:
+            resp = http.put(path, content=data, headers={"content-type": "text/csv"})
+            if resp.status_code == 200:
+                body = resp.json()
+                up.job_id, up.version_id, up.region = body.get("job_id"), body.get("version_id"), body.get("region")
+                up.submitted_at = time.time()
+                return
+            error = _detail(resp)
+            if 400 <= resp.status_code < 500 and resp.status_code not in _RETRYABLE_4XX:
+                up.errors.append(error)
+                up.failed = error
+                return
+        except httpx.HTTPError as exc:
+            error = f"{type(exc).__name__}: {exc}"[:200]
+        up.errors.append(error)
+        headers = _stored(http, up.key, etag)
+        if headers is not None:
+            up.version_id = headers.get("x-version-id")
+            up.region = headers.get("x-regionflow-region")
+            up.job_id = job_id_for(up.key, up.version_id) if up.version_id else None
+            up.found_after_error = True
+            up.submitted_at = time.time()
+            return
+        if stop.is_set() or time.monotonic() > deadline:
+            up.failed = f"gave up after {up.attempts} attempt(s): {error}"
+            return
+        stop.wait(min(0.1 * 2 ** (up.attempts - 1), 1.0))
+
+
+def upload_files(base_url: str, token: str, data: bytes, keys: Iterable[str], *, concurrency: int = 4,
+                 interval: float = 0.0, deadline: float | None = None, on_submitted: Callable[[Upload], None]
+                 | None = None, stop: threading.Event | None = None, timeout: float = 30.0) -> list[Upload]:
+    """Upload data under every key through base_url (the access point): C threads, the i-th upload starting
+    no earlier than i * interval seconds after the first; failed uploads retried until deadline (monotonic)."""
+    uploads = [Upload(i, k) for i, k in enumerate(keys)]
+    etag = hashlib.sha256(data).hexdigest()
+    stop = stop or threading.Event()
+    deadline = deadline if deadline is not None else time.monotonic() + 600.0
+    lock = threading.Lock()
+    pending = iter(uploads)
+    t0 = time.monotonic()
+    problems: list[BaseException] = []
+
+    def worker() -> None:
+        try:
+            with httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {token}"},
+                              timeout=httpx.Timeout(timeout, connect=2.0)) as http:
+                while not stop.is_set():
+                    with lock:
+                        up = next(pending, None)
+                    if up is None:
+                        return
+                    delay = t0 + up.index * interval - time.monotonic()
+                    if delay > 0 and stop.wait(delay):
+                        return
+                    _upload_one(http, up, data, etag, deadline, stop)
+                    if up.submitted and on_submitted is not None:
+                        on_submitted(up)
+        except BaseException as exc:  # surfaced to the caller below
+            problems.append(exc)
+
+    threads = [threading.Thread(target=worker, name=f"upload-{n}", daemon=True)
+               for n in range(max(1, min(concurrency, len(uploads) or 1)))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if problems:
+        raise problems[0]
+    for up in uploads:
+        if not up.submitted and up.failed is None:
+            up.failed = "not attempted (stopped)"
+    return uploads
+
+
+def follow_jobs(base_url: str, token: str, job_ids: Iterable[str], *, deadline: float, poll: float = 0.25,
+                on_progress: Callable[[int, int], None] | None = None) -> dict[str, dict]:
+    """Poll base_url's GET /jobs (one request per round) until every job is COMPLETED or FAILED or the
+    deadline (monotonic) passes; returns the finished jobs' records by id (unfinished ones are absent)."""
+    wanted = set(job_ids)
+    done: dict[str, dict] = {}
+    observed: dict[str, float] = {}
+    with httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {token}"},
+                      timeout=httpx.Timeout(10.0, connect=2.0)) as http:
+        while wanted - done.keys():
+            try:
+                resp = http.get("/jobs", params={"limit": JOBS_LIMIT})
+                rows = resp.json()["jobs"] if resp.status_code == 200 else []
+            except (httpx.HTTPError, ValueError, KeyError):
+                rows = []  # a region switching: ask again next round
+            now = time.time()
+            for job in rows:
+                if job["job_id"] in wanted and job["job_id"] not in done and job["status"] in TERMINAL:
+                    observed[job["job_id"]] = now
+                    done[job["job_id"]] = {**job, "observed_at": now}
+            if on_progress is not None:
+                on_progress(len(done), len(wanted))
+            if not wanted - done.keys() or time.monotonic() > deadline:
+                break
+            time.sleep(poll)
+    return done
+
+
+def _reference_table(config: Config) -> tuple[str, str] | None:
+    enrichment = config.load_pipeline().enrichment
+    return (enrichment.table, enrichment.reference_key) if enrichment is not None else None
+
+
+def load_reference(base_url: str, token: str, path: Path, table: str, key: str) -> dict:
+    with httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {token}"}, timeout=60.0) as http:
+        try:
+            resp = http.put(f"/reference/{quote(table)}", params={"key": key}, content=path.read_bytes())
+        except httpx.HTTPError as exc:
+            raise RegionflowError(f"{base_url} is not reachable: {type(exc).__name__}") from None
+    if resp.status_code != 200:
+        raise RegionflowError(f"loading reference table {table!r}: {_detail(resp)}")
+    return resp.json()
+
+
+def summarize(uploads: list[Upload], finished: dict[str, dict], rows: int) -> dict:
+    """Throughput and latency of a finished load (pure: the uploads and the jobs' final records)."""
+    latencies: list[float] = []
+    completed = failed_jobs = 0
+    ends: list[float] = []
+    for up in uploads:
+        job = finished.get(up.job_id or "")
+        if job is None or up.started is None:
+            continue
+        end = float(job.get("updated_at") or job.get("observed_at") or 0.0)
+        if job["status"] == "COMPLETED":
+            completed += 1
+            latencies.append(max(0.0, end - up.started))
+            ends.append(end)
+        else:
+            failed_jobs += 1
+    starts = [u.started for u in uploads if u.started is not None]
+    seconds = (max(ends) - min(starts)) if ends and starts else 0.0
+    submitted = sum(u.submitted for u in uploads)
+    unfinished = sum(1 for u in uploads if u.submitted and (u.job_id or "") not in finished)
+    upload_failures = sum(1 for u in uploads if not u.submitted)
+
+    def r(v: float | None) -> float | None:
+        return None if v is None else round(v, 3)
+
+    return {
+        "files": len(uploads),
+        "rows_per_file": rows,
+        "submitted": submitted,
+        "completed": completed,
+        "seconds": round(seconds, 3),
+        "files_per_second": round(completed / seconds, 3) if seconds > 0 else 0.0,
+        "rows_per_second": round(completed * rows / seconds, 1) if seconds > 0 else 0.0,
+        "latency_seconds": {"p50": r(percentile(latencies, 50)), "p95": r(percentile(latencies, 95)),
+                            "p99": r(percentile(latencies, 99)), "max": r(max(latencies) if latencies else None)},
+        "failed": failed_jobs + unfinished + upload_failures,
+        "failed_jobs": failed_jobs,
+        "unfinished_jobs": unfinished,
+        "upload_failures": upload_failures,
+        "upload_retries": sum(max(0, u.attempts - 1) for u in uploads),
+    }
+
+
+def run_loadtest(config: Config, files: int, rows: int = 1000, interval: float = 0.0, concurrency: int = 4,
+                 progress: LoadProgress | None = None, *, timeout: float = 600.0, invalid_ratio: float = 0.02,
+                 seed: int = 7, reference: bool = True) -> dict:
+    """Upload `files` copies of one generated sample file of `rows` rows through the access point and
+    follow every job to COMPLETED/FAILED; returns throughput and per-file end-to-end latency (from the
+    start of the upload to the job's completion) percentiles.
+
+    With reference=True the sample's own reference table is loaded first (through the access point), so
+    enrichment finds its keys; reference=False leaves the stack's table as it is.
+    """
+    if files < 1:
+        raise RegionflowError("files must be at least 1")
+    if concurrency < 1:
+        raise RegionflowError("concurrency must be at least 1")
+    token = load_secrets(config).api_token
+    url = config.access_point_url
+    deadline = time.monotonic() + timeout
+    with tempfile.TemporaryDirectory(prefix="regionflow-loadtest-") as tmp:
+        sample = generate(rows, Path(tmp), invalid_ratio=invalid_ratio, seed=seed)
+        table = _reference_table(config)
+        if reference and table is not None:
+            load_reference(url, token, sample.financial, *table)
+        data = sample.orders.read_bytes()
+    run_id = time.strftime("%Y%m%d%H%M%S") + "-" + secrets.token_hex(3)
+    keys = [f"input/loadtest-{run_id}-{i:05d}.csv" for i in range(files)]
+    submitted = 0
+    count = threading.Lock()
+
+    def uploaded(_up: Upload) -> None:
+        nonlocal submitted
+        with count:
+            submitted += 1
+            n = submitted
+        if progress is not None:
+            progress("uploaded", n, files)
+
+    uploads = upload_files(url, token, data, keys, concurrency=concurrency, interval=interval, deadline=deadline,
+                           on_submitted=uploaded)
+    job_ids = [u.job_id for u in uploads if u.job_id]
+    finished = follow_jobs(url, token, job_ids, deadline=deadline,
+                           on_progress=(lambda d, t: progress("completed", d, t)) if progress else None)
+    result = summarize(uploads, finished, rows)
+    result.update({"run_id": run_id, "concurrency": concurrency, "interval": interval,
+                   "access_point": url, "key_prefix": f"input/loadtest-{run_id}-"})
+    return result
