@@ -840,6 +840,15 @@ def fault_clear(region: Annotated[str, typer.Argument()], fault_id: Annotated[st
         out.print(f"cleared {len(result['cleared'])} fault(s) in {region}")
 
 
+def _register_extensions() -> None:
+    from regionflow.chaos.cli import chaos_app
+
+    app.add_typer(chaos_app, name="chaos")
+
+
+_register_extensions()
+
+
 def main() -> None:  # pragma: no cover - console entry for python -m
     app()
 

@@ -14,6 +14,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -56,6 +57,15 @@ ProgressHook = Callable[[str, int, int], None]
 
 class InputMissing(RegionflowError):
     """The job's input object (at its version) is not in this region's store (yet)."""
+
+
+class JobInterrupted(RegionflowError):
+    """An outage stopped the job where it was; it resumes when the region retries it."""
+
+
+def _infrastructure(exc: BaseException) -> bool:
+    """Errors of the machinery (unreachable or faulted stores, lost workers), not of the chunk's data."""
+    return isinstance(exc, OSError | BrokenProcessPool | TimeoutError | RegionflowError)
 
 
 @dataclass
@@ -269,11 +279,19 @@ class Orchestrator:
             for c in todo
         ]
         retry: list[ChunkRecord] = []
+        unavailable: BaseException | None = None
         for task, result in self.executor.map_unordered(run_chunk_task, tasks):
             if isinstance(result, BaseException):
                 self._emit("chunk_failed", job.job_id)
                 log.warning("chunk %s of %s failed (attempt %s): %r", task.idx, job.job_id, attempts[task.idx],
                             result, extra={"job_id": job.job_id})
+                if _infrastructure(result):
+                    # An outage (store, state, a lost worker) is not the chunk's fault: it never fails the
+                    # job; after a few quick tries the job waits where it is and the region retries it later.
+                    if attempts[task.idx] >= self.max_chunk_attempts:
+                        unavailable = result
+                    retry.append(by_idx[task.idx])
+                    continue
                 if attempts[task.idx] >= self.max_chunk_attempts:
                     self._fail(job, f"chunk {task.idx} failed {attempts[task.idx]} times: {result!r}")
                     raise RegionflowError(f"job {job.job_id} failed: chunk {task.idx}: {result!r}")
@@ -285,6 +303,8 @@ class Orchestrator:
             self._fence(job)  # cheap (the control is cached ~1 s); a region that lost the job stops here
             if self.progress:
                 self.progress("chunks", done, total)
+        if unavailable is not None:
+            raise JobInterrupted(f"job {job.job_id} paused at {len(retry)} chunk(s): {unavailable}")
         return sorted(retry, key=lambda c: c.idx), done
 
     def _record_chunk(self, job: JobRecord, task: ChunkTask, result: ChunkResult) -> None:

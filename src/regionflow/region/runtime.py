@@ -14,7 +14,7 @@ import threading
 import time
 from pathlib import Path
 
-from regionflow.batch.orchestrator import INPUT_PREFIX, InputMissing, Orchestrator
+from regionflow.batch.orchestrator import INPUT_PREFIX, InputMissing, JobInterrupted, Orchestrator
 from regionflow.chaos.faults import FaultRegistry, guard_control, guard_objects, guard_state
 from regionflow.config import Config, load_secrets
 from regionflow.control import CachedControl, open_control
@@ -160,9 +160,13 @@ class Region:
         except InputMissing as exc:
             log.info("waiting for input of %s: %s", job_id, exc, extra={"job_id": job_id})
             return
+        except JobInterrupted as exc:
+            self.metrics.orchestrator.labels("interrupted").inc()
+            log.warning("%s; the sweep resumes it", exc, extra={"job_id": job_id})
+            return
         except Exception:
             self.metrics.orchestrator.labels("failed").inc()
-            log.exception("job %s failed; the sweep retries it", job_id, extra={"job_id": job_id})
+            log.exception("job %s stopped by an error; the sweep retries it", job_id, extra={"job_id": job_id})
             return
         log.info("job %s", job.status.lower(), extra={"job_id": job_id})
         if job.status == JobStatus.COMPLETED:

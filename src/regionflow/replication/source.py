@@ -48,9 +48,12 @@ class HttpFeedSource:
 
     def _get(self, path: str, **params: object) -> httpx.Response:
         try:
-            return self._client.get(path, params=params)
+            resp = self._client.get(path, params=params)
         except httpx.HTTPError as exc:
             raise SourceUnavailable(f"{self.name}: {type(exc).__name__}") from None
+        if resp.status_code >= 500:  # up, but its storage or state is not (an outage in that region)
+            raise SourceUnavailable(f"{self.name}: HTTP {resp.status_code}: {resp.text[:200]}")
+        return resp
 
     def feed(self, since: int, limit: int, kind: str | None = None) -> list[Change]:
         params: dict[str, object] = {"since": since, "limit": limit}

@@ -63,7 +63,9 @@ def wait_replication(run: PlanRun, step: Step, deadline: float) -> dict:
                 except (SourceUnavailable, httpx.HTTPError, KeyError):
                     pass
             now = time.monotonic()
-            if target_seq is None and now - started >= max_wait:
+            # A source that cannot serve its changes (down, or its stores failing) is waited for max_wait.
+            cannot_serve = target_seq is None or not rep.status.reachable
+            if cannot_serve and now - started >= max_wait:
                 known = max(rep.status.source_head, *applied.values())
                 out[source] = {"confirmed": False, "applied_through": applied, "switch_point": None,
                                "unconfirmed_backlog": {k: rep.status.backlog.get(k, 0) for k in applied},
