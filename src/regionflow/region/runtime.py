@@ -281,6 +281,9 @@ class Region:
         out = []
         for rep in self.replicators.values():
             st = rep.status.as_dict()
+            # the pause flags are read now, not at the replicator's last pass
+            st["paused_kinds"] = [k for k in ("objects", "state") if self.state.is_paused(rep.cursor(k))]
+            st["paused"] = bool(st["paused_kinds"])
             for kind in ("objects", "state"):
                 self.metrics.backlog.labels(st["source"], st["target"], kind).set(st["backlog"][kind])
                 self.metrics.lag.labels(st["source"], st["target"], kind).set(st["lag_seconds"][kind])
