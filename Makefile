@@ -22,7 +22,7 @@ services:
 	@bash scripts/ensure-browser.sh
 
 demo: setup
-	@bash scripts/demo.sh "$(REF)"
+	@bash scripts/drill-demo.sh
 
 test: setup services
 	$(BIN)/ruff check .

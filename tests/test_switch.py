@@ -87,7 +87,7 @@ def test_failover_under_load_then_failback(stack, data):
     assert result["rto_seconds"] < 5.0, result["rto_seconds"]
     assert result["desired_rto_seconds"] == 60
     kinds = [s["kind"] for s in result["steps"]]
-    assert kinds == ["health_check", "wait_replication", "routing_control", "reconcile"]
+    assert kinds == ["health_check", "wait_replication", "routing_control", "wait_replication", "reconcile"]
     assert all(s["status"] == "SUCCEEDED" and s["started"] and s["ended"] for s in result["steps"])
     assert result["steps"][1]["output"][EAST]["confirmed"] is False  # the killed region could not confirm
     assert stack.rf_json("control", "show")["active_region"] == WEST

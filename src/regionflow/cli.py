@@ -842,8 +842,10 @@ def fault_clear(region: Annotated[str, typer.Argument()], fault_id: Annotated[st
 
 def _register_extensions() -> None:
     from regionflow.chaos.cli import chaos_app
+    from regionflow.drill.cli import register as register_drill
 
     app.add_typer(chaos_app, name="chaos")
+    register_drill(app)
 
 
 _register_extensions()

@@ -169,12 +169,13 @@ def upload_files(base_url: str, token: str, data: bytes, keys: Iterable[str], *,
 
 
 def follow_jobs(base_url: str, token: str, job_ids: Iterable[str], *, deadline: float, poll: float = 0.25,
-                on_progress: Callable[[int, int], None] | None = None) -> dict[str, dict]:
+                on_progress: Callable[[int, int], None] | None = None, stall: float | None = None) -> dict[str, dict]:
     """Poll base_url's GET /jobs (one request per round) until every job is COMPLETED or FAILED or the
-    deadline (monotonic) passes; returns the finished jobs' records by id (unfinished ones are absent)."""
+    deadline (monotonic) passes, or (with stall) no job has finished for stall seconds; returns the finished
+    jobs' records by id (unfinished ones are absent)."""
     wanted = set(job_ids)
     done: dict[str, dict] = {}
-    observed: dict[str, float] = {}
+    last_progress = time.monotonic()
     with httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {token}"},
                       timeout=httpx.Timeout(10.0, connect=2.0)) as http:
         while wanted - done.keys():
@@ -186,11 +187,13 @@ def follow_jobs(base_url: str, token: str, job_ids: Iterable[str], *, deadline: 
             now = time.time()
             for job in rows:
                 if job["job_id"] in wanted and job["job_id"] not in done and job["status"] in TERMINAL:
-                    observed[job["job_id"]] = now
                     done[job["job_id"]] = {**job, "observed_at": now}
+                    last_progress = time.monotonic()
             if on_progress is not None:
                 on_progress(len(done), len(wanted))
             if not wanted - done.keys() or time.monotonic() > deadline:
+                break
+            if stall is not None and time.monotonic() - last_progress > stall:
                 break
             time.sleep(poll)
     return done

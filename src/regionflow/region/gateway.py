@@ -121,7 +121,12 @@ def create_app(region: Region) -> FastAPI:
     # -- health and metrics ------------------------------------------------------------------------
     @app.get("/health")
     def health() -> dict:
-        return {"region": region.name, "status": "ok", "uptime": round(time.time() - region.started_at, 1)}
+        try:
+            epoch_seen: int | None = region.control.get().epoch
+        except RegionflowError:
+            epoch_seen = None
+        return {"region": region.name, "status": "ok", "uptime": round(time.time() - region.started_at, 1),
+                "epoch_seen": epoch_seen, "busy": region.busy()}
 
     @app.get("/health/deep")
     def health_deep() -> JSONResponse:

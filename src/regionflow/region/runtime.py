@@ -150,6 +150,11 @@ class Region:
                 with self._lock:
                     self._queued.discard(job_id)
 
+    def busy(self) -> bool:
+        """Whether a job is in hand or queued (a region that lost the control drains this quickly)."""
+        with self._lock:
+            return bool(self._queued)
+
     def _run_one(self, job_id: str) -> None:
         self.metrics.orchestrator.labels("started").inc()
         try:

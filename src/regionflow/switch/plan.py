@@ -16,7 +16,7 @@ from regionflow.errors import ConfigError
 
 STEP_KINDS = {
     "routing_control": {"region"},
-    "wait_replication": {"max_wait", "poll"},
+    "wait_replication": {"max_wait", "poll", "settle"},
     "reconcile": set(),
     "health_check": {"region", "expect"},
     "manual_approval": {"prompt"},

@@ -42,14 +42,26 @@ def wait_replication(run: PlanRun, step: Step, deadline: float) -> dict:
     A source that cannot be reached is waited for at most max_wait, then recorded as unconfirmed."""
     max_wait = float(step.params.get("max_wait", 30))
     poll = float(step.params.get("poll", 0.05))
+    settle = bool(step.params.get("settle", False))
     started = time.monotonic()
     out: dict[str, Any] = {}
     for source, rep in run.region.replicators.items():
         target_seq = run.snapshot.get(source)
+        settled: dict[str, Any] | None = None
+        if settle and not run.practice:
+            # After the control moved: wait until the previous owner has seen the new epoch and finished
+            # the step it was in, then catch up with everything it wrote until then.
+            settled = _settle(run, source, min(deadline, time.monotonic() + max_wait))
+            target_seq = settled.get("head")
+            if target_seq is None:
+                out[source] = {"confirmed": False, "settled": settled}
+                continue
         while True:
             applied = {k: rep.checkpoint(k) for k in ("objects", "state")}
             if target_seq is not None and rep.caught_up_to(target_seq):
                 out[source] = {"confirmed": True, "applied_through": applied, "switch_point": target_seq}
+                if settled is not None:
+                    out[source]["settled"] = settled
                 break
             paused = [k for k in ("objects", "state") if run.region.state.is_paused(rep.cursor(k))]
             if run.practice:
@@ -65,7 +77,8 @@ def wait_replication(run: PlanRun, step: Step, deadline: float) -> dict:
             now = time.monotonic()
             # A source that cannot serve its changes (down, or its stores failing) is waited for max_wait.
             cannot_serve = target_seq is None or not rep.status.reachable
-            if cannot_serve and now - started >= max_wait:
+            # (a settle pass has already waited for the old owner; it does not wait twice)
+            if cannot_serve and (settled is not None or now - started >= max_wait):
                 known = max(rep.status.source_head, *applied.values())
                 out[source] = {"confirmed": False, "applied_through": applied, "switch_point": None,
                                "unconfirmed_backlog": {k: rep.status.backlog.get(k, 0) for k in applied},
@@ -79,6 +92,24 @@ def wait_replication(run: PlanRun, step: Step, deadline: float) -> dict:
                                  "switch cannot confirm that this region caught up")
             time.sleep(poll)
     return out
+
+
+def _settle(run: PlanRun, source: str, until: float) -> dict[str, Any]:
+    """Wait (until `until`) for source to report the current epoch and no job in hand; its feed head then."""
+    epoch = run.region.control.get(fresh=True).epoch
+    url = run.region.config.region_url(source)
+    headers = {"Authorization": f"Bearer {run.region.secrets.api_token}"}
+    while True:
+        try:
+            health = httpx.get(f"{url}/health", timeout=1.0).json()
+            quiet = (health.get("epoch_seen") or 0) >= epoch and not health.get("busy")
+            if quiet or time.monotonic() > until:
+                head = httpx.get(f"{url}/internal/feed/stats", params={"since": 0}, headers=headers,
+                                 timeout=2.0).json()["head"]
+                return {"settled": quiet, "epoch_seen": health.get("epoch_seen"), "head": head}
+        except (httpx.HTTPError, ValueError, KeyError):
+            return {"settled": False, "reason": "unreachable", "head": None}  # gone: it writes nothing more
+        time.sleep(0.1)
 
 
 def reconcile_step(run: PlanRun, step: Step, deadline: float) -> dict:

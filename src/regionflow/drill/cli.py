@@ -1,0 +1,162 @@
+"""The `loadtest` and `drill` commands; thin: parse, call, print. Wire them in with `register(app)`."""
+
+from __future__ import annotations
+
+import json
+import sys
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from regionflow.errors import RegionflowError
+
+out = Console()
+err = Console(stderr=True)
+
+
+class Scenario(StrEnum):
+    kill = "kill"
+    storage_outage = "storage-outage"
+    replication_pause = "replication-pause"
+
+
+def _print_json(data: object) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    return typer.Exit(code)
+
+
+def _secs(v: object) -> str:
+    return "-" if v is None else f"{v:.3f} s" if isinstance(v, float) else f"{v} s"
+
+
+def loadtest(
+    files: Annotated[int, typer.Option("--files", min=1, help="Files to upload (copies of one sample file).")],
+    rows: Annotated[int, typer.Option("--rows", min=1, help="Rows per file.")] = 1000,
+    interval: Annotated[float, typer.Option("--interval", min=0.0, help="Seconds between upload starts.")] = 0.0,
+    concurrency: Annotated[int, typer.Option("--concurrency", min=1, help="Concurrent uploaders.")] = 4,
+    timeout: Annotated[float, typer.Option("--timeout", min=1.0, help="Give up after this many seconds.")] = 600.0,
+    keep_reference: Annotated[bool, typer.Option(
+        "--keep-reference", help="Do not load the sample's reference table (keys it lacks become rejects).")] = False,
+    config: Annotated[Path, typer.Option("--config", "-c", envvar="REGIONFLOW_CONFIG",
+                                         help="Topology file of a running stack.")] = Path("regionflow.toml"),
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Upload N files through the access point; report throughput and end-to-end latency p50/p95/p99."""
+    from regionflow.config import load_config
+    from regionflow.drill import loadtest as lt
+
+    try:
+        cfg = load_config(config)
+    except RegionflowError as exc:
+        raise _fail(str(exc)) from None
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err, disable=not err.is_terminal, transient=True) as bar:
+        tasks = {"uploaded": bar.add_task("uploaded", total=files),
+                 "completed": bar.add_task("completed", total=files)}
+
+        def progress(event: str, done: int, total: int) -> None:
+            bar.update(tasks[event], completed=done, total=total)
+
+        try:
+            result = lt.run_loadtest(cfg, files, rows, interval, concurrency, progress, timeout=timeout,
+                                     reference=not keep_reference)
+        except RegionflowError as exc:
+            raise _fail(str(exc), code=1) from None
+    if as_json:
+        _print_json(result)
+    else:
+        lat = result["latency_seconds"]
+        table = Table(title=f"load test: {result['files']} files x {result['rows_per_file']} rows "
+                            f"({result['concurrency']} uploaders)", show_header=False)
+        for label, value in (
+            ("completed", f"{result['completed']} of {result['files']} ({result['failed']} failed)"),
+            ("seconds", f"{result['seconds']:.2f}"),
+            ("throughput", f"{result['files_per_second']:.2f} files/s, {result['rows_per_second']:,.0f} rows/s"),
+            ("latency p50 / p95 / p99 / max", " / ".join(_secs(lat[k]) for k in ("p50", "p95", "p99", "max"))),
+            ("upload retries", str(result["upload_retries"])),
+        ):
+            table.add_row(label, value)
+        out.print(table)
+    if result["failed"]:
+        raise typer.Exit(1)
+
+
+def drill(
+    files: Annotated[int, typer.Option("--files", min=2, help="Files in the load.")] = 20,
+    scenario: Annotated[Scenario, typer.Option("--scenario", help="What happens to us-east-1 mid-way.")]
+    = Scenario.kill,
+    rows: Annotated[int, typer.Option("--rows", min=1, help="Rows per file.")] = 2000,
+    report: Annotated[Path, typer.Option("--report", help="Directory for the JSON and Markdown report.")]
+    = Path("drill-reports"),
+    concurrency: Annotated[int, typer.Option("--concurrency", min=1, help="Concurrent uploaders.")] = 4,
+    interval: Annotated[float, typer.Option("--interval", min=0.0, help="Seconds between upload starts.")] = 0.1,
+    timeout: Annotated[float, typer.Option("--timeout", min=30.0, help="Stop the drill after this many seconds.")]
+    = 900.0,
+    keep: Annotated[bool, typer.Option("--keep", help="Keep the drill's stack directory even when it passed.")]
+    = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """DR drill in a fresh two-region stack: load, failure mid-way, failover, failback, invariants.
+
+    Exits 1 when an invariant failed (a file lost or processed twice, a duplicate notification) or a step failed.
+    """
+    from regionflow.drill import drill as dr
+
+    def narrate(line: str) -> None:
+        err.print(line, highlight=False, soft_wrap=True)
+
+    err.print(f"[bold]regionflow drill[/]: scenario {scenario.value}, {files} files of {rows} rows", highlight=False)
+    try:
+        result = dr.run_drill(files, scenario.value, report_dir=report, rows=rows, progress=narrate,
+                              concurrency=concurrency, interval=interval, timeout=timeout, keep=keep)
+    except RegionflowError as exc:
+        raise _fail(str(exc)) from None
+    if as_json:
+        _print_json(result)
+    else:
+        _print_drill(result)
+    if not result["passed"]:
+        raise typer.Exit(1)
+
+
+def _print_drill(r: dict) -> None:
+    verdict = "[green]PASSED[/]" if r["passed"] else "[red]FAILED[/]"
+    table = Table(title=f"drill {r['scenario']}: {verdict} ({r['seconds']:.1f} s)", show_header=False)
+    rto, rpo = r["rto_seconds"], r["rpo"]
+    for label, value in (
+        ("files submitted", f"{r['submitted']} of {r['files']}"),
+        ("RTO failover / failback", f"{_secs(rto['failover'])} / {_secs(rto['failback'])}"),
+        ("RPO", f"{rpo.get('files', '-')} file(s), {_secs(rpo.get('seconds'))} of replication not applied"),
+        ("lost (no output)", str(r["lost"])),
+        ("unfinished (no job completed)", str(r.get("unfinished"))),
+        ("duplicated outputs", str(r["duplicated_outputs"])),
+        ("duplicated notifications", str(r["duplicated_notifications"])),
+        ("reprocessed chunks", f"{r['reprocessed_chunks']} (logged executions beyond one: "
+                               f"{r['chunk_executions_beyond_one']})"),
+    ):
+        table.add_row(label, value)
+    for name, ok in r["invariants"].items():
+        table.add_row(name.replace("_", " "), "[green]ok[/]" if ok else "[red]FAILED[/]")
+    out.print(table)
+    for v in r["violations"][:20]:
+        err.print(f"violation: {v}", highlight=False, soft_wrap=True)
+    if r.get("error"):
+        err.print(f"[red]error:[/] {r['error']}", highlight=False, soft_wrap=True)
+    for k, v in r["paths"].items():
+        if v:
+            out.print(f"{k}: {v}", highlight=False, soft_wrap=True)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the `loadtest` and `drill` commands to app."""
+    app.command("loadtest")(loadtest)
+    app.command("drill")(drill)
