@@ -3,7 +3,6 @@ SHELL := /bin/bash
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-REF := $(abspath ../shared/reference-data)
 
 .PHONY: setup services demo test lint bench clean
 

@@ -12,6 +12,13 @@ files="${DEMO_FILES:-12}"
 rows="${DEMO_ROWS:-2000}"
 rm -rf "$out" && mkdir -p "$out"
 
+ref="$(cd .. && pwd)/shared/reference-data"
+if [ -f "$ref/testfile.csv" ]; then
+  echo "== the reference batch job on the embedded engine =="
+  "$rf" process "$ref/testfile.csv" --reference "$ref/financial_data.csv" --out "$out/reference-output.csv" \
+    --rejects "$out/reference-rejects.csv"
+  echo
+fi
 echo "== regionflow DR drill: scenario kill, $files files of $rows rows =="
 echo "   (narration below; the report follows; JSON and Markdown land in demo-out/drill/)"
 echo
