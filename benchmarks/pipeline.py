@@ -19,9 +19,9 @@ from pathlib import Path
 import polars as pl
 import psutil
 
-from regionflow.batch.local import process_file
-from regionflow.batch.pipeline import default_pipeline
-from regionflow.batch.sample import generate
+from regionflow.workloads.batch.local import process_file
+from regionflow.workloads.batch.pipeline import default_pipeline
+from regionflow.workloads.batch.sample import generate
 
 
 class PeakRss:

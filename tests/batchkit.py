@@ -8,10 +8,10 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from regionflow.batch.chunk import ChunkPlan, process_chunk
-from regionflow.batch.enrich import ReferenceIndex
-from regionflow.batch.pipeline import Pipeline
-from regionflow.batch.split import split_stream
+from regionflow.workloads.batch.chunk import ChunkPlan, process_chunk
+from regionflow.workloads.batch.enrich import ReferenceIndex
+from regionflow.workloads.batch.pipeline import Pipeline
+from regionflow.workloads.batch.split import split_stream
 
 
 @dataclass

@@ -13,8 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from batchkit import reference_frame_from_csv, run_pure
-from regionflow.batch.pipeline import default_pipeline
-from regionflow.batch.validate import RowValidator
+from regionflow.workloads.batch.pipeline import default_pipeline
+from regionflow.workloads.batch.validate import RowValidator
 
 PIPELINE = default_pipeline()
 FIELDS = list(PIPELINE.fields)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from batchkit import reference_frame_from_csv, run_pure
-from regionflow.batch.pipeline import default_pipeline
 from regionflow.errors import FileRefused
+from regionflow.workloads.batch.pipeline import default_pipeline
 
 HEADER = "uuid,Country,Item Type,Sales Channel,Order Priority,Order Date,Region,Ship Date\n"
 FIN = (

@@ -182,7 +182,7 @@ def test_relative_urls_resolve_against_config_dir(tmp_path: Path, monkeypatch: p
     project.mkdir()
     (project / "pipes").mkdir()
     pipeline = project / "pipes" / "p.toml"
-    from regionflow.batch.pipeline import default_pipeline_text
+    from regionflow.workloads.batch.pipeline import default_pipeline_text
 
     pipeline.write_text(default_pipeline_text())
     text = MINIMAL + '\n'.join(["", "[replication]", "interval = 0.5"]) + "\n"

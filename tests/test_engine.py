@@ -15,7 +15,7 @@ import pytest
 
 from batchkit import independent_join
 from conftest import REGIONFLOW
-from regionflow.faults import CRASH_EXIT_CODE
+from regionflow.crashpoints import CRASH_EXIT_CODE
 from regionflow.state import open_state_store
 from regionflow.state.base import JobStatus
 

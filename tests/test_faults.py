@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from regionflow.batch.sample import generate
+from regionflow.workloads.batch.sample import generate
 from stackkit import EAST, WEST, Stack
 
 pytestmark = pytest.mark.timeout(240)

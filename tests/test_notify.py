@@ -84,7 +84,7 @@ def test_process_notifies_through_smtp_once_with_counts_and_a_signed_link(smtp_s
     import subprocess
 
     from conftest import REGIONFLOW
-    from regionflow.batch.sample import generate
+    from regionflow.workloads.batch.sample import generate
 
     controller, handler = smtp_server
     data = generate(300, tmp_path / "data", invalid_ratio=0.1, seed=2)

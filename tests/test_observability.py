@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from regionflow.batch.sample import generate
+from regionflow.workloads.batch.sample import generate
 from stackkit import EAST, WEST, Stack
 
 pytestmark = pytest.mark.timeout(180)

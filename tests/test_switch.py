@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REGIONFLOW
-from regionflow.batch.sample import generate
+from regionflow.workloads.batch.sample import generate
 from stackkit import EAST, WEST, Stack
 
 pytestmark = pytest.mark.timeout(420)

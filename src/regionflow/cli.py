@@ -30,7 +30,7 @@ def _fail(message: str, code: int = 2) -> NoReturn:
 
 
 def _load_pipeline(path: Path | None):  # noqa: ANN202
-    from regionflow.batch.pipeline import default_pipeline, load_pipeline
+    from regionflow.workloads.batch.pipeline import default_pipeline, load_pipeline
 
     return load_pipeline(path) if path else default_pipeline()
 
@@ -49,7 +49,7 @@ def sample(
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON object.")] = False,
 ) -> None:
     """Write sample orders and financial data in the reference format."""
-    from regionflow.batch.sample import generate
+    from regionflow.workloads.batch.sample import generate
 
     result = generate(rows, out_dir, invalid_ratio=invalid_ratio, seed=seed)
     info = {"orders": str(result.orders), "financial_data": str(result.financial), "rows": result.rows,
@@ -78,8 +78,8 @@ def process(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Run the whole engine in-process on one file (one region, no servers)."""
-    from regionflow.batch.local import process_file
     from regionflow.state.base import JobStatus
+    from regionflow.workloads.batch.local import process_file
 
     try:
         pipeline = _load_pipeline(pipeline_file)
@@ -124,7 +124,7 @@ def process(
 @pipeline_app.command("show")
 def pipeline_show() -> None:
     """Print the built-in default pipeline (the reference system's)."""
-    from regionflow.batch.pipeline import default_pipeline_text
+    from regionflow.workloads.batch.pipeline import default_pipeline_text
 
     sys.stdout.write(default_pipeline_text())
 

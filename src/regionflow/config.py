@@ -28,9 +28,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
-from regionflow.batch.pipeline import Pipeline, default_pipeline
-from regionflow.batch.pipeline import load_pipeline as _load_pipeline_file
 from regionflow.errors import ConfigError
+from regionflow.workloads.batch.pipeline import Pipeline, default_pipeline
+from regionflow.workloads.batch.pipeline import load_pipeline as _load_pipeline_file
 
 __all__ = [
     "CONFIG_FILE",

@@ -426,11 +426,11 @@ def load_reference(config_path: str, path: str, table: str = REFERENCE_TABLE, ke
 def submit_files(config_path: str, count: int, rows: int = 2000, seed: int = 1, prefix: str = "chaos") -> list[str]:
     """Upload count copies of a generated orders file through the access point; returns their job ids.
 
-    The sample (regionflow.batch.sample.generate, 5% invalid rows) is made in a temporary directory. Its
+    The sample (regionflow.workloads.batch.sample.generate, 5% invalid rows) is made in a temporary directory. Its
     reference data is loaded first when the chaos tooling has not loaded the reference table yet (a
     reload would change the enrichment under jobs in flight). Keys are unique per call.
     """
-    from regionflow.batch.sample import generate
+    from regionflow.workloads.batch.sample import generate
 
     cfg = _config(config_path)
     if count < 1:

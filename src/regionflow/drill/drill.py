@@ -49,10 +49,10 @@ from urllib.parse import quote
 
 import httpx
 
-from regionflow.batch.orchestrator import INPUT_PREFIX, OUTPUT_PREFIX
 from regionflow.config import Config, init_project, load_config, load_secrets
 from regionflow.drill.loadtest import Upload, follow_jobs, load_reference, upload_files
 from regionflow.errors import RegionflowError
+from regionflow.workloads.batch.orchestrator import INPUT_PREFIX, OUTPUT_PREFIX
 
 SCENARIOS = ("kill", "storage-outage", "replication-pause")
 TERMINAL = ("COMPLETED", "FAILED")
@@ -415,9 +415,9 @@ class _Drill:
 
     # -- steps -----------------------------------------------------------------------------------------
     def setup(self) -> None:
-        from regionflow.batch.local import process_file
-        from regionflow.batch.sample import generate
         from regionflow.region.stack import start_stack
+        from regionflow.workloads.batch.local import process_file
+        from regionflow.workloads.batch.sample import generate
 
         self.config_path = init_project(self.root)
         self.config = load_config(self.config_path)

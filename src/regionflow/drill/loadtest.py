@@ -21,10 +21,10 @@ from urllib.parse import quote
 
 import httpx
 
-from regionflow.batch.sample import generate
 from regionflow.config import Config, load_secrets
 from regionflow.errors import RegionflowError
 from regionflow.ids import job_id_for
+from regionflow.workloads.batch.sample import generate
 
 # (event, done, total): "uploaded" counts files whose upload succeeded, "completed" finished jobs.
 LoadProgress = Callable[[str, int, int], None]

@@ -13,7 +13,6 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 
-from regionflow.batch.reference import load_reference_table
 from regionflow.chaos.faults import FaultInjected
 from regionflow.errors import (
     ControlUnavailable,
@@ -28,6 +27,7 @@ from regionflow.region.runtime import Region
 from regionflow.state.base import JobRecord
 from regionflow.storage.base import ObjectInfo, validate_key
 from regionflow.storage.presign import presign_url, verify
+from regionflow.workloads.batch.reference import load_reference_table
 
 _STREAM_BLOCK = 1 << 20
 
@@ -318,7 +318,7 @@ def create_app(region: Region) -> FastAPI:
 
 
 def _expected_job(key: str, info: ObjectInfo) -> str | None:
-    from regionflow.batch.orchestrator import INPUT_PREFIX
     from regionflow.ids import job_id_for
+    from regionflow.workloads.batch.orchestrator import INPUT_PREFIX
 
     return job_id_for(key, info.version_id) if key.startswith(INPUT_PREFIX) else None

@@ -14,7 +14,6 @@ import threading
 import time
 from pathlib import Path
 
-from regionflow.batch.orchestrator import INPUT_PREFIX, InputMissing, JobInterrupted, Orchestrator
 from regionflow.chaos.faults import FaultRegistry, guard_control, guard_objects, guard_state
 from regionflow.config import Config, load_secrets
 from regionflow.control import CachedControl, open_control
@@ -29,7 +28,8 @@ from regionflow.replication.source import HttpFeedSource
 from regionflow.state import open_state_store
 from regionflow.state.base import JobStatus
 from regionflow.storage import open_object_store
-from regionflow.switch.executor import SwitchRunner
+from regionflow.switch.runner import SwitchRunner
+from regionflow.workloads.batch.orchestrator import INPUT_PREFIX, InputMissing, JobInterrupted, Orchestrator
 
 log = logging.getLogger("regionflow.region")
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from regionflow.batch.orchestrator import INPUT_PREFIX
 from regionflow.errors import FencedOut
 from regionflow.ids import job_id_for
 from regionflow.state.base import ChunkStatus, JobRecord, JobStatus
+from regionflow.workloads.batch.orchestrator import INPUT_PREFIX
 
 if TYPE_CHECKING:
     from regionflow.region.runtime import Region

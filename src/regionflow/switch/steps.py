@@ -17,7 +17,7 @@ from regionflow.switch.plan import Step
 from regionflow.switch.reconcile import reconcile
 
 if TYPE_CHECKING:
-    from regionflow.switch.executor import PlanRun
+    from regionflow.switch.runner import PlanRun
 
 
 class StepFailed(Exception):

@@ -14,15 +14,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from regionflow.batch.orchestrator import INPUT_PREFIX, Orchestrator, ProgressHook
-from regionflow.batch.pipeline import Pipeline
-from regionflow.batch.reference import load_reference_table
 from regionflow.errors import RegionflowError
 from regionflow.executor import LocalExecutor
 from regionflow.notify import OutboxNotifier, open_notifier
 from regionflow.state import open_state_store
 from regionflow.state.base import JobRecord, JobStatus
 from regionflow.storage.file import FileObjectStore
+from regionflow.workloads.batch.orchestrator import INPUT_PREFIX, Orchestrator, ProgressHook
+from regionflow.workloads.batch.pipeline import Pipeline
+from regionflow.workloads.batch.reference import load_reference_table
 
 LOCAL_REGION = "local"
 LOCAL_LINK_BASE = "http://127.0.0.1:8700"

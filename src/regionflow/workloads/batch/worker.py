@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from regionflow.batch.chunk import ChunkPlan, CompiledPlan, process_chunk
-from regionflow.batch.enrich import ReferenceIndex
-from regionflow.faults import crash_point
+from regionflow.crashpoints import crash_point
 from regionflow.storage import ObjectInfo, ObjectStore, open_object_store
+from regionflow.workloads.batch.chunk import ChunkPlan, CompiledPlan, process_chunk
+from regionflow.workloads.batch.enrich import ReferenceIndex
 
 
 @dataclass

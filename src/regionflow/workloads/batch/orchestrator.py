@@ -18,15 +18,9 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from regionflow.batch.chunk import ChunkPlan
-from regionflow.batch.enrich import ReferenceIndex
-from regionflow.batch.pipeline import Pipeline
-from regionflow.batch.reference import reference_frame
-from regionflow.batch.split import read_header, split_stream
-from regionflow.batch.worker import ChunkResult, ChunkTask, run_chunk_task
+from regionflow.crashpoints import crash_point
 from regionflow.errors import FencedOut, FileRefused, ObjectNotFound, RegionflowError
 from regionflow.executor.base import Executor
-from regionflow.faults import crash_point
 from regionflow.ids import job_id_for
 from regionflow.notify.base import Notifier, build_message
 from regionflow.state.base import (
@@ -41,6 +35,12 @@ from regionflow.state.base import (
 )
 from regionflow.storage import ObjectInfo, ObjectStore
 from regionflow.storage.presign import presign_url
+from regionflow.workloads.batch.chunk import ChunkPlan
+from regionflow.workloads.batch.enrich import ReferenceIndex
+from regionflow.workloads.batch.pipeline import Pipeline
+from regionflow.workloads.batch.reference import reference_frame
+from regionflow.workloads.batch.split import read_header, split_stream
+from regionflow.workloads.batch.worker import ChunkResult, ChunkTask, run_chunk_task
 
 log = logging.getLogger("regionflow.orchestrator")
 

@@ -131,7 +131,7 @@ def load_pipeline(path: str | Path) -> Pipeline:
 
 
 def default_pipeline_text() -> str:
-    return resources.files("regionflow.batch").joinpath("default_pipeline.toml").read_text("utf-8")
+    return resources.files("regionflow.workloads.batch").joinpath("default_pipeline.toml").read_text("utf-8")
 
 
 def default_pipeline() -> Pipeline:

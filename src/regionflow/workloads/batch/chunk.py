@@ -12,10 +12,10 @@ from typing import Any
 
 import polars as pl
 
-from regionflow.batch.enrich import ReferenceIndex
-from regionflow.batch.pipeline import Pipeline
-from regionflow.batch.records import split_records
-from regionflow.batch.validate import RowValidator
+from regionflow.workloads.batch.enrich import ReferenceIndex
+from regionflow.workloads.batch.pipeline import Pipeline
+from regionflow.workloads.batch.records import split_records
+from regionflow.workloads.batch.validate import RowValidator
 
 FIELD_COUNT = "field count"
 KEY_NOT_FOUND = "enrichment: key not found"

@@ -15,9 +15,9 @@ from typing import BinaryIO
 
 import numpy as np
 
-from regionflow.batch.pipeline import Pipeline, normalise_header
-from regionflow.batch.records import record_ends, record_spans
 from regionflow.errors import FileRefused
+from regionflow.workloads.batch.pipeline import Pipeline, normalise_header
+from regionflow.workloads.batch.records import record_ends, record_spans
 
 BLOCK_SIZE = 8 * 1024 * 1024
 MAX_RECORD_BYTES = 64 * 1024 * 1024
