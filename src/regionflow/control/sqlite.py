@@ -28,8 +28,6 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
-    create_engine,
-    event,
     func,
     insert,
     select,
@@ -40,10 +38,9 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from regionflow.control.base import ControlNotInitialized, ControlState, stale_epoch
 from regionflow.errors import ControlUnavailable
+from regionflow.sqlite_engine import sqlite_engine, write_transaction
 
 BUSY_TIMEOUT_MS = 10_000
-
-_WRITE_OPTION = "regionflow_control_write"
 
 metadata = MetaData()
 
@@ -101,26 +98,8 @@ class SqliteRoutingControl:
 
     def _make_engine(self) -> Engine:
         url = URL.create("sqlite+pysqlite", database=str(self.path))
-        engine = create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000})
-
-        @event.listens_for(engine, "connect")
-        def _on_connect(dbapi_conn: Any, _record: Any) -> None:
-            # SQLAlchemy's "begin" event below emits BEGIN itself (pysqlite cannot start IMMEDIATE ones).
-            dbapi_conn.isolation_level = None
-            cur = dbapi_conn.cursor()
-            try:
-                cur.execute("PRAGMA journal_mode=WAL")
-                cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-                cur.execute("PRAGMA synchronous=FULL")  # a switch must survive a power cut
-            finally:
-                cur.close()
-
-        @event.listens_for(engine, "begin")
-        def _on_begin(conn: Connection) -> None:
-            write = conn.get_execution_options().get(_WRITE_OPTION, False)
-            conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
-
-        return engine
+        # synchronous=FULL: a switch must survive a power cut.
+        return sqlite_engine(url, busy_timeout_ms=BUSY_TIMEOUT_MS, synchronous="FULL")
 
     @contextmanager
     def _unavailable_on_error(self) -> Iterator[None]:
@@ -133,10 +112,8 @@ class SqliteRoutingControl:
 
     @contextmanager
     def _write(self) -> Iterator[Connection]:
-        with self._unavailable_on_error(), self._engine.connect() as conn:
-            conn.execution_options(**{_WRITE_OPTION: True})
-            with conn.begin():
-                yield conn
+        with self._unavailable_on_error(), write_transaction(self._engine) as conn:
+            yield conn
 
     @contextmanager
     def _read(self) -> Iterator[Connection]:

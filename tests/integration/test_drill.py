@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from regionflow.cli.drill import register
 from regionflow.drill import check_invariants, percentile, render_markdown, run_drill
-from regionflow.drill.cli import register
 from stackkit import Stack
 
 SHA = "a" * 64

@@ -1,0 +1,114 @@
+"""The CLI's output helper (regionflow.cli.output) and the JSON and human output of commands: in-process
+with CliRunner where no stack is needed, through the console script against a real stack otherwise."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from regionflow.cli import app
+from regionflow.cli.output import call, emit, fail
+from regionflow.errors import RegionflowError
+from stackkit import EAST, WEST, Stack
+
+runner = CliRunner()
+
+
+def _helper_app() -> typer.Typer:
+    """A tiny app driving the helpers the way the commands do."""
+    helpers = typer.Typer()
+
+    @helpers.command()
+    def show(as_json: bool = typer.Option(False, "--json"), broken: bool = False, usage: bool = False) -> None:
+        if usage:
+            fail("bad usage")
+
+        def refuse() -> dict:
+            raise RegionflowError("the region said no")
+
+        data = call(refuse) if broken else {"n": 1, "when": object.__name__}
+        emit(data, as_json, lambda d: typer.echo(f"n is {d['n']}"))
+
+    return helpers
+
+
+def test_emit_prints_json_or_calls_render():
+    helpers = _helper_app()
+    human = runner.invoke(helpers, [])
+    assert human.exit_code == 0 and human.stdout == "n is 1\n"
+    machine = runner.invoke(helpers, ["--json"])
+    assert machine.exit_code == 0 and json.loads(machine.stdout) == {"n": 1, "when": "object"}
+
+
+def test_call_turns_a_regionflow_error_into_one_line_and_exit_1_and_fail_exits_2():
+    helpers = _helper_app()
+    broken = runner.invoke(helpers, ["--broken", "--json"])
+    assert broken.exit_code == 1 and broken.stdout == ""
+    assert broken.stderr.strip() == "error: the region said no"
+    usage = runner.invoke(helpers, ["--usage"])
+    assert usage.exit_code == 2 and usage.stderr.strip() == "error: bad usage"
+
+
+def test_every_group_has_help():
+    for args in ([], ["pipeline"], ["control"], ["replication"], ["reference"], ["plan"], ["fault"], ["chaos"]):
+        result = runner.invoke(app, [*args, "--help"])
+        assert result.exit_code == 0, (args, result.output)
+        assert "Usage:" in result.stdout
+
+
+def test_a_missing_topology_is_one_line_and_exit_2(tmp_path):
+    for args in (["status"], ["outbox", "--json"], ["plan", "executions", "--json"], ["fault", "list"],
+                 ["replication", "pause", "--from", EAST, "--to", WEST, "--json"]):
+        result = runner.invoke(app, [*args, "--config", str(tmp_path / "absent.toml")])
+        assert result.exit_code == 2, (args, result.output)
+        assert result.stdout == "" and result.stderr.startswith("error: ") and "Traceback" not in result.output
+
+
+def test_pipeline_validate_json_on_a_broken_spec(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("name = 3\n")
+    result = runner.invoke(app, ["pipeline", "validate", str(bad), "--json"])
+    assert result.exit_code == 1
+    answer = json.loads(result.stdout)
+    assert answer["valid"] is False and answer["error"]
+
+
+def test_fault_param_must_be_key_value(tmp_path):
+    result = runner.invoke(app, ["fault", "inject", EAST, "state_slow", "--param", "delay",
+                                 "--config", str(tmp_path / "absent.toml")])
+    assert result.exit_code == 2 and "expected key=value" in result.stderr
+
+
+@pytest.fixture
+def stack(tmp_path):
+    s = Stack(tmp_path).start()
+    try:
+        yield s
+    finally:
+        s.stop()
+
+
+@pytest.mark.timeout(240)
+def test_replication_pause_and_resume_print_valid_json_and_a_line_for_people(stack):
+    paused = stack.rf_json("replication", "pause", "--from", EAST, "--to", WEST, "--kind", "objects")
+    assert paused["paused"] is True and paused["paused_kinds"] == ["objects"]
+    assert set(paused["backlog"]) >= {"objects", "state"}
+    assert stack.replication(WEST)[EAST]["paused"] is True
+
+    human = stack.rf("replication", "resume", "--from", EAST, "--to", WEST)
+    assert human.stdout.startswith(f"replication {EAST} -> {WEST}: running, backlog ")
+    both = stack.rf_json("replication", "pause", "--from", EAST, "--to", WEST)
+    assert both["paused"] is True and sorted(both["paused_kinds"]) == ["objects", "state"]
+    assert stack.rf_json("replication", "resume", "--from", EAST, "--to", WEST)["paused"] is False
+
+    # the other fan-out commands keep their JSON shapes
+    assert stack.rf_json("fault", "clear", EAST) == {"region": EAST, "cleared": []}
+    assert stack.rf_json("fault", "list") == []
+    assert stack.rf_json("outbox") == {"notifications": [], "unreachable": []}
+    assert stack.rf_json("plan", "executions") == []
+    missing = stack.rf("plan", "approve", "nope", check=False)
+    assert missing.returncode == 1
+    assert missing.stderr.strip() == "error: no region is running execution nope waiting for approval"
