@@ -1,4 +1,4 @@
-"""Topology config (``regionflow.toml``), secrets (``.regionflow/secrets.toml``) and ``regionflow init``.
+"""The topology model of ``regionflow.toml`` (pydantic) and load_config.
 
 Relative locations. Paths and URLs in a regionflow.toml may be relative; load_config resolves them
 against the directory that holds the file, so a project works from any working directory:
@@ -16,13 +16,8 @@ After load_config every path is absolute: ``file:///abs/...``, ``sqlite:////abs/
 
 from __future__ import annotations
 
-import os
 import re
-import secrets as _secrets
-import socket
-import stat
 import tomllib
-from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -34,18 +29,16 @@ from regionflow.workloads.batch.pipeline import load_pipeline as _load_pipeline_
 
 __all__ = [
     "CONFIG_FILE",
+    "DATA_DIR",
     "DEFAULT_REGIONS",
     "AccessPointConfig",
+    "CanaryConfig",
     "Config",
     "RegionConfig",
     "ReplicationConfig",
-    "Secrets",
-    "init_project",
     "load_config",
-    "load_secrets",
     "resolve_path",
     "resolve_url",
-    "write_secrets",
 ]
 
 CONFIG_FILE = "regionflow.toml"
@@ -143,6 +136,7 @@ class RegionConfig(_Model):
 
     @property
     def url(self) -> str:
+        """The region gateway's base URL, e.g. http://127.0.0.1:8700 (IPv6 hosts in brackets)."""
         return _http_url(self.host, self.port)
 
 
@@ -154,6 +148,7 @@ class AccessPointConfig(_Model):
 
     @property
     def url(self) -> str:
+        """The access point's base URL, e.g. http://127.0.0.1:8702 (IPv6 hosts in brackets)."""
         return _http_url(self.host, self.port)
 
 
@@ -232,6 +227,7 @@ class Config(_Model):
 
     @property
     def region_names(self) -> list[str]:
+        """The region names in file order."""
         return [r.name for r in self.regions]
 
     def region(self, name: str) -> RegionConfig:
@@ -247,6 +243,7 @@ class Config(_Model):
 
     @property
     def access_point_url(self) -> str:
+        """The global access point's base URL (what clients talk to)."""
         return self.access_point.url
 
     @property
@@ -316,210 +313,3 @@ def load_config(path: str | Path) -> Config:
     config._source = p.absolute()
     return config.resolved(p.absolute().parent)
 
-
-# ---------------------------------------------------------------------------------------------- secrets
-
-
-class Secrets(_Model):
-    """Bearer tokens for the region APIs (api: read/write data; admin: also switch regions) and the
-    key that signs presigned links (hex)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    api_token: str = Field(min_length=16, repr=False)
-    admin_token: str = Field(min_length=16, repr=False)
-    signing_key: str = Field(min_length=32, repr=False)
-
-    @field_validator("signing_key")
-    @classmethod
-    def _hex(cls, v: str) -> str:
-        try:
-            bytes.fromhex(v)
-        except ValueError:
-            raise ValueError("must be hexadecimal") from None
-        return v
-
-
-_SECRETS_HEADER = """\
-# regionflow secrets: bearer tokens for the region APIs and the key that signs download links.
-# Keep this file private (mode 0600) and out of version control. Regenerate by deleting it and
-# running `regionflow init --force` (links already handed out stop working).
-"""
-
-
-def write_secrets(path: str | Path) -> Secrets:
-    """Generate new secrets into a new file created with mode 0600; ConfigError if the file exists."""
-    p = Path(path).expanduser()
-    s = Secrets(api_token=_secrets.token_urlsafe(32), admin_token=_secrets.token_urlsafe(32),
-                signing_key=_secrets.token_hex(32))
-    body = (f'{_SECRETS_HEADER}\napi_token = "{s.api_token}"\nadmin_token = "{s.admin_token}"\n'
-            f'signing_key = "{s.signing_key}"\n')
-    try:
-        p.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        raise ConfigError(f"secrets file {p} already exists (delete it first to generate new secrets)") from None
-    except OSError as exc:
-        raise ConfigError(f"{p}: cannot create secrets file: {exc.strerror}") from None
-    try:
-        if hasattr(os, "fchmod"):
-            os.fchmod(fd, 0o600)  # exactly 0600 whatever the umask
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            fd = -1
-            f.write(body)
-            f.flush()
-            os.fsync(f.fileno())
-    except BaseException:
-        if fd >= 0:
-            os.close(fd)
-        p.unlink(missing_ok=True)
-        raise
-    return s
-
-
-def load_secrets(config: Config) -> Secrets:
-    """Read config.secrets_file; ConfigError if it is missing, invalid, or readable by group or others."""
-    p = Path(config.secrets_file)
-    try:
-        st = p.stat()
-    except FileNotFoundError:
-        raise ConfigError(f"no secrets file at {p} (run `regionflow init`, or set secrets_file)") from None
-    except OSError as exc:
-        raise ConfigError(f"{p}: cannot read secrets: {exc.strerror}") from None
-    if os.name == "posix" and st.st_mode & 0o077:
-        raise ConfigError(f"{p}: mode {stat.S_IMODE(st.st_mode):04o} lets group or others access the secrets; "
-                          f"run `chmod 600 {p}`")
-    try:
-        data = tomllib.loads(p.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
-        raise ConfigError(f"{p}: cannot read secrets: {reason}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{p}: not valid TOML: {exc}") from None
-    try:
-        return Secrets.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(_format_errors(str(p), exc)) from None
-
-
-# ---------------------------------------------------------------------------------------------- init
-
-
-def _free_ports(count: int) -> list[int]:
-    """count distinct loopback ports that are free now (all held open together so they differ)."""
-    with ExitStack() as stack:
-        ports = []
-        for _ in range(count):
-            s = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
-            s.bind(("127.0.0.1", 0))
-            ports.append(s.getsockname()[1])
-        return ports
-
-
-def _q(s: str) -> str:
-    """A TOML basic string."""
-    return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def _config_text(regions: list[tuple[str, int]], access_port: int) -> str:
-    primary = regions[0][0]
-    lines = [
-        "# regionflow topology, written by `regionflow init`.",
-        "#",
-        "# Relative paths and URLs are resolved against the directory holding this file:",
-        "#   file://PATH     object-store directory: file:///abs/dir is absolute, file://rel/dir is relative",
-        "#   sqlite:///PATH  SQLite file (SQLAlchemy's rule): sqlite:////abs/x.db is absolute,",
-        "#                   sqlite:///rel/x.db is relative",
-        "#   outbox://PATH   directory of .eml files, same rule as file://",
-        "# Other URLs (s3://, postgresql://, etcd://, smtp://) are used as written.",
-        "",
-        "# The region made active when the routing control is first created. From then on the routing",
-        "# control, not this key, says which region is active (a failover changes it).",
-        f"primary = {_q(primary)}",
-        "",
-        "# Routing control: the active region and its epoch, shared by every region process.",
-        f"control = {_q(f'sqlite:///{DATA_DIR}/control.db')}",
-        "",
-        "# Working files of the regions (outboxes, caches), logs/ and run/ (pid files).",
-        f"data_dir = {_q(DATA_DIR)}",
-        "",
-        "# API tokens and the link-signing key. Mode 0600; keep it out of version control.",
-        f"secrets_file = {_q(f'{DATA_DIR}/secrets.toml')}",
-        "",
-        "# Pipeline spec (TOML or YAML). Unset: the built-in pipeline (the reference orders workload).",
-        '# pipeline = "pipelines/orders.toml"',
-        "",
-        "# Where job-done notifications go. Unset: one outbox directory of .eml files (data_dir/outbox) that",
-        "# every region delivers to; the job id is the dedupe key, so a file is notified once.",
-        '# notifier = "smtp://127.0.0.1:1025"',
-        "",
-        "# The global access point: routes uploads to the active region (if healthy) and downloads to a",
-        "# healthy region that holds the object. Clients talk to this address.",
-        "[access_point]",
-        'host = "127.0.0.1"',
-        f"port = {access_port}",
-        "",
-        "# Replication between regions (each region pulls the other's change feed).",
-        "[replication]",
-        "interval = 0.2  # seconds between polls while the feed is drained",
-        "batch = 500     # changes applied per pull",
-        "",
-        "# One [[regions]] table per region (names: lower-case letters, digits, '-').",
-        "#   host, port  the region's HTTP gateway",
-        "#   objects     object store: file://DIR here, or s3://bucket",
-        "#   state       state store: sqlite:///FILE here, or postgresql://user@host:port/db",
-        "#   workers     processes that run chunk work",
-    ]
-    for name, port in regions:
-        lines += [
-            "",
-            "[[regions]]",
-            f"name = {_q(name)}",
-            'host = "127.0.0.1"',
-            f"port = {port}",
-            f"objects = {_q(f'file://{DATA_DIR}/{name}/objects')}",
-            f"state = {_q(f'sqlite:///{DATA_DIR}/{name}/state.db')}",
-            "workers = 2",
-        ]
-    return "\n".join(lines) + "\n"
-
-
-def init_project(dir: Path, *, force: bool = False, base_port: int | None = None) -> Path:
-    """Write dir/regionflow.toml for regions us-east-1 (primary) and us-west-2 on the embedded backends.
-
-    Data lives under dir/.regionflow/ (one objects dir and state.db per region, control.db, logs/, run/,
-    secrets.toml). Ports are base_port, base_port + 1 (the regions) and base_port + 2 (the access point),
-    or free loopback ports when base_port is None. Refuses to replace an existing regionflow.toml unless
-    force; an existing secrets file is kept (replacing it would invalidate tokens and links in use).
-    Returns the path of the config file.
-    """
-    root = Path(dir).expanduser().absolute()
-    target = root / CONFIG_FILE
-    if target.exists() and not force:
-        raise ConfigError(f"{target} already exists (use --force to overwrite it)")
-    if base_port is None:
-        ports = _free_ports(3)
-    else:
-        if not 1 <= base_port <= 65533:
-            raise ConfigError(f"base port {base_port} is out of range (1-65533: three ports from it are used)")
-        ports = [base_port, base_port + 1, base_port + 2]
-    regions = list(zip(DEFAULT_REGIONS, ports[:2], strict=True))
-    text = _config_text(regions, ports[2])
-    data = root / DATA_DIR
-    try:
-        for name in DEFAULT_REGIONS:
-            (data / name / "objects").mkdir(parents=True, exist_ok=True)
-        (data / "logs").mkdir(parents=True, exist_ok=True)
-        (data / "run").mkdir(parents=True, exist_ok=True)
-        ignore = data / ".gitignore"
-        if not ignore.exists():
-            ignore.write_text("# regionflow data and secrets: never commit\n*\n", encoding="utf-8")
-        tmp = target.with_name(f".{CONFIG_FILE}.tmp")
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, target)
-    except OSError as exc:
-        raise ConfigError(f"cannot initialize {root}: {exc.strerror} ({exc.filename})") from None
-    config = load_config(target)  # what we wrote must load
-    if not Path(config.secrets_file).exists():
-        write_secrets(config.secrets_file)
-    return target
