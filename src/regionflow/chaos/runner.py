@@ -106,7 +106,7 @@ def _check_after_rollbacks(experiment: dict, config_path: Path, journal: Path, t
     if not hypothesis:
         return None
     probe = {"type": "probe", "name": "active-region",
-             "provider": {"type": "python", "module": "regionflow.chaos.toolkit", "func": "active_region",
+             "provider": {"type": "python", "module": "regionflow.chaos.probes", "func": "active_region",
                           "arguments": {"config_path": "${regionflow_config}"}}}
     check = {key: experiment[key] for key in ("configuration", "secrets", "extensions") if key in experiment}
     check.update({"title": f"{experiment['title']} (hypothesis after the rollbacks)",

@@ -26,7 +26,11 @@ from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 from prometheus_client.parser import text_string_to_metric_families
 
+from regionflow.api import routes
+from regionflow.api.client import AsyncApiClient
 from regionflow.config import Config, Secrets
+from regionflow.state.base import JobStatus
+from regionflow.switch.records import merge_executions
 
 COOKIE = "rf_console"
 SESSION_TTL = 12 * 3600.0
@@ -34,6 +38,8 @@ MAX_SESSIONS = 1000
 FETCH_TIMEOUT = httpx.Timeout(1.0)
 SWITCH_TIMEOUT = httpx.Timeout(15.0, connect=1.0)
 REJECTS_SHOWN = 200
+# Jobs whose chunks are all done (no progress to show).
+_OUTPUT_DONE = (JobStatus.NOTIFIED, JobStatus.COMPLETED)
 _STATIC = {"console.js": "text/javascript; charset=utf-8", "console.css": "text/css; charset=utf-8"}
 _CSP = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
         "connect-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'")
@@ -94,7 +100,7 @@ class Sessions:
 
     def valid(self, sid: str | None) -> bool:
         """True if sid is a live session."""
-        return bool(sid) and self._expiry.get(sid, 0.0) > time.time()
+        return sid is not None and self._expiry.get(sid, 0.0) > time.time()
 
     def drop(self, sid: str | None) -> None:
         """End a session (no-op if unknown)."""
@@ -109,7 +115,7 @@ class Console:
         self.config = config
         self.secrets = secrets
         self.urls = {r.name: config.region_url(r.name) for r in config.regions}
-        self.client = httpx.AsyncClient(timeout=FETCH_TIMEOUT)
+        self.client = AsyncApiClient(secrets.api_token, timeout=FETCH_TIMEOUT)
         self.sessions = Sessions()
         self.last_active = config.primary
 
@@ -117,16 +123,9 @@ class Console:
         """Close the HTTP client."""
         await self.client.aclose()
 
-    def _auth(self, admin: bool = False) -> dict[str, str]:
-        token = self.secrets.admin_token if admin else self.secrets.api_token
-        return {"Authorization": f"Bearer {token}"}
-
     async def get(self, region: str, path: str, **params: Any) -> httpx.Response | None:
         """GET a region's API with the API token; None if it did not answer in time."""
-        try:
-            return await self.client.get(f"{self.urls[region]}{path}", params=params or None, headers=self._auth())
-        except httpx.HTTPError:
-            return None
+        return await self.client.get(self.urls[region], path, **params)
 
     def ordered(self) -> list[str]:
         """Region names, the last known active region first."""
@@ -134,7 +133,7 @@ class Console:
 
     async def region(self, name: str) -> dict[str, Any]:
         """One region's health, deep status, routing control, metrics and replication, or down."""
-        paths = ("/health", "/health/deep", "/control", "/metrics", "/replication")
+        paths = (routes.HEALTH, routes.HEALTH_DEEP, routes.CONTROL, routes.METRICS, routes.REPLICATION)
         health, deep, control, metrics, replication = await asyncio.gather(*(self.get(name, p) for p in paths))
         up = health is not None and health.status_code == 200
         view: dict[str, Any] = {"name": name, "url": self.urls[name], "up": up, "status": "up" if up else "down",
@@ -183,29 +182,30 @@ class Console:
 
     async def jobs(self) -> dict[str, Any] | None:
         """Jobs from the first region that answers, with chunk progress for unfinished ones."""
-        got = await self.first("/jobs", limit=200)
+        got = await self.first(routes.JOBS, limit=200)
         if got is None or got[1].status_code != 200:
             return None
         region, resp = got
         jobs = resp.json().get("jobs", [])
-        unfinished = [j for j in jobs if j.get("status") not in ("COMPLETED", "NOTIFIED")][:25]
-        views = await asyncio.gather(*(self.get(region, f"/jobs/{j['job_id']}") for j in unfinished))
+        unfinished = [j for j in jobs if j.get("status") not in _OUTPUT_DONE][:25]
+        views = await asyncio.gather(*(self.get(region, routes.job_path(j["job_id"])) for j in unfinished))
         progress = {v.json()["job_id"]: v.json().get("chunks_done") for v in views if v and v.status_code == 200}
         for j in jobs:
-            done = j.get("status") in ("COMPLETED", "NOTIFIED")
+            done = j.get("status") in _OUTPUT_DONE
             j["chunks_done"] = j.get("chunks_total") if done else progress.get(j["job_id"])
         return {"region": region, "jobs": jobs}
 
     async def job(self, job_id: str) -> tuple[int, dict[str, Any]]:
         """A job with its chunks and first rejects, from the first region that holds it."""
-        got = await self.first(f"/jobs/{job_id}")
+        got = await self.first(routes.job_path(job_id))
         if got is None:
             return 503, {"detail": "no region answered"}
         region, resp = got
         if resp.status_code != 200:
             return resp.status_code, _json_or_none(resp) or {"detail": resp.text}
-        chunks, rejects = await asyncio.gather(self.get(region, f"/jobs/{job_id}/chunks"),
-                                               self.get(region, f"/jobs/{job_id}/rejects", limit=REJECTS_SHOWN))
+        chunks, rejects = await asyncio.gather(self.get(region, routes.job_chunks_path(job_id)),
+                                               self.get(region, routes.job_rejects_path(job_id),
+                                                        limit=REJECTS_SHOWN))
         return 200, {"region": region, "job": resp.json(),
                      "chunks": (_json_or_none(chunks) or {}).get("chunks", []),
                      "rejects": _json_or_none(rejects) or {"total": None, "rejects": []}}
@@ -213,26 +213,23 @@ class Console:
     async def executions(self) -> dict[str, Any]:
         """Plan executions of every region that answers, newest first; a record from the region that ran it
         wins over a replicated copy."""
-        answers = await asyncio.gather(*(self.get(n, "/plans/executions", limit=50) for n in self.urls))
-        merged: dict[str, dict] = {}
+        answers = await asyncio.gather(*(self.get(n, routes.EXECUTIONS, limit=50) for n in self.urls))
+        found: dict[str, list[dict[str, Any]]] = {}
         down = []
         for name, resp in zip(self.urls, answers, strict=True):
             if resp is None or resp.status_code != 200:
                 down.append(name)
-                continue
-            for rec in resp.json().get("executions", []):
-                eid = rec.get("execution_id")
-                if eid and (eid not in merged or rec.get("region") == name):
-                    merged[eid] = rec
-        records = sorted(merged.values(), key=lambda r: r.get("started_at") or 0, reverse=True)
+            else:
+                found[name] = resp.json().get("executions", [])
+        records = merge_executions(found)
         return {"executions": records, "down": down}
 
     async def switch(self, target: str) -> tuple[int, dict[str, Any]]:
         """Run the configured plan in target (the region it activates) with the admin token."""
         body = {"plan_path": self.config.plan_path, "activate": target, "practice": False, "started_by": "console"}
         try:
-            resp = await self.client.post(f"{self.urls[target]}/plans/run", json=body, headers=self._auth(admin=True),
-                                          timeout=SWITCH_TIMEOUT)
+            resp = await self.client.post(self.urls[target], routes.PLANS_RUN, json=body,
+                                          token=self.secrets.admin_token, timeout=SWITCH_TIMEOUT)
         except httpx.HTTPError as exc:
             return 503, {"detail": f"{target} did not answer ({type(exc).__name__}); nothing was started"}
         return resp.status_code, _json_or_none(resp) or {"detail": resp.text}
@@ -349,7 +346,7 @@ def mount_console(app: FastAPI, config: Config, secrets: Secrets) -> Console:
             return refused()
         if region not in console.urls:
             return JSONResponse({"detail": f"unknown region {region!r}"}, status_code=400)
-        resp = await console.get(region, f"/plans/executions/{execution_id}")
+        resp = await console.get(region, routes.execution_path(execution_id))
         if resp is None:
             return JSONResponse({"detail": f"{region} did not answer"}, status_code=503)
         return JSONResponse(_json_or_none(resp) or {"detail": resp.text}, status_code=resp.status_code)

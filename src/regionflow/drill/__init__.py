@@ -2,11 +2,14 @@
 
 - loadtest: upload N copies of a sample file through the access point, follow every job to the end,
   report throughput and per-file end-to-end latency percentiles.
-- drill: a fresh stack in a temporary directory, a load, a regional failure mid-way (kill, storage outage,
-  or replication paused and then the region killed), failover, failback, and a check of the invariants
-  (no file lost, none processed twice, one notification per file) with a JSON and Markdown report.
+- scenario: the drill itself: a fresh stack in a temporary directory, a load, a regional failure mid-way
+  (kill, storage outage, or replication paused and then the region killed), failover, failback.
+- observe: what the drill reads off the stack (through ApiClient) and the RPO it measures.
+- invariants: the checks (no file lost, none processed twice, one notification per file, rows balanced,
+  regions converged), pure functions of the gathered data.
+- report: the drill's report as JSON and Markdown.
 
-The names below are imported on first use, so `regionflow.drill.cli` (wired into the CLI) stays cheap to import.
+The names below are imported on first use, so importing the package (as the CLI does) stays cheap.
 """
 
 from __future__ import annotations
@@ -15,10 +18,10 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "SCENARIOS": "regionflow.drill.drill",
-    "check_invariants": "regionflow.drill.drill",
-    "render_markdown": "regionflow.drill.drill",
-    "run_drill": "regionflow.drill.drill",
+    "SCENARIOS": "regionflow.drill.scenario",
+    "check_invariants": "regionflow.drill.invariants",
+    "render_markdown": "regionflow.drill.report",
+    "run_drill": "regionflow.drill.scenario",
     "percentile": "regionflow.drill.loadtest",
     "run_loadtest": "regionflow.drill.loadtest",
 }

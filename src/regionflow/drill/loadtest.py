@@ -8,6 +8,7 @@ uploaded once. Jobs are followed with one GET /jobs per poll round, whatever the
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import secrets
@@ -17,19 +18,20 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from urllib.parse import quote
 
 import httpx
 
+from regionflow.api import routes
+from regionflow.api.client import ApiClient, ApiError, PollTimeout, poll_until
 from regionflow.config import Config, load_secrets
 from regionflow.errors import RegionflowError
 from regionflow.ids import job_id_for
+from regionflow.state.base import TERMINAL_STATUSES
 from regionflow.workloads.batch.sample import generate
 
 # (event, done, total): "uploaded" counts files whose upload succeeded, "completed" finished jobs.
 LoadProgress = Callable[[str, int, int], None]
 
-TERMINAL = ("COMPLETED", "FAILED")
 JOBS_LIMIT = 10000  # the most a region lists in one answer
 _RETRYABLE_4XX = (408, 409, 425, 429)
 
@@ -67,48 +69,41 @@ def percentile(values: Sequence[float], p: float) -> float | None:
     return ordered[min(rank, len(ordered)) - 1]
 
 
-def _detail(resp: httpx.Response) -> str:
-    try:
-        detail = resp.json().get("detail", resp.text)
-    except ValueError:
-        detail = resp.text
-    return f"HTTP {resp.status_code}: {str(detail)[:200]}"
+def _client(base_url: str, token: str, timeout: float) -> ApiClient:
+    # connecting is bounded at 2 s: a region switching should cost a retry, not a long hang
+    return ApiClient(base_url, token, target="access point", timeout=httpx.Timeout(timeout, connect=2.0))
 
 
-def _stored(http: httpx.Client, key: str, etag: str) -> httpx.Headers | None:
+def _stored(api: ApiClient, key: str, etag: str) -> httpx.Headers | None:
     """The object's headers if key already holds these bytes (a lost answer), else None."""
     try:
-        resp = http.head(f"/objects/{quote(key, safe='/')}")
-    except httpx.HTTPError:
+        # the raw headers, not head_object's ObjectInfo: they also name the region that holds the object
+        resp = api.request("HEAD", routes.object_path(key))
+    except ApiError:
         return None
-    if resp.status_code == 200 and resp.headers.get("x-etag") == etag:
-        return resp.headers
-    return None
+    return resp.headers if resp.headers.get("x-etag") == etag else None
 
 
-def _upload_one(http: httpx.Client, up: Upload, data: bytes, etag: str, deadline: float,
+def _upload_one(api: ApiClient, up: Upload, data: bytes, etag: str, deadline: float,
                 stop: threading.Event) -> None:
     up.started = time.time()
-    path = f"/objects/{quote(up.key, safe='/')}"
     while True:
         up.attempts += 1
         error: str
         try:
-            resp = http.put(path, content=data, headers={"content-type": "text/csv"})
-            if resp.status_code == 200:
-                body = resp.json()
-                up.job_id, up.version_id, up.region = body.get("job_id"), body.get("version_id"), body.get("region")
-                up.submitted_at = time.time()
-                return
-            error = _detail(resp)
-            if 400 <= resp.status_code < 500 and resp.status_code not in _RETRYABLE_4XX:
+            body = api.upload(up.key, data)
+            up.job_id, up.version_id, up.region = body.get("job_id"), body.get("version_id"), body.get("region")
+            up.submitted_at = time.time()
+            return
+        except ApiError as exc:
+            error = str(exc)[:200]
+            code = exc.status_code
+            if code is not None and 400 <= code < 500 and code not in _RETRYABLE_4XX:
                 up.errors.append(error)
                 up.failed = error
                 return
-        except httpx.HTTPError as exc:
-            error = f"{type(exc).__name__}: {exc}"[:200]
         up.errors.append(error)
-        headers = _stored(http, up.key, etag)
+        headers = _stored(api, up.key, etag)
         if headers is not None:
             up.version_id = headers.get("x-version-id")
             up.region = headers.get("x-regionflow-region")
@@ -138,8 +133,7 @@ def upload_files(base_url: str, token: str, data: bytes, keys: Iterable[str], *,
 
     def worker() -> None:
         try:
-            with httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {token}"},
-                              timeout=httpx.Timeout(timeout, connect=2.0)) as http:
+            with _client(base_url, token, timeout) as api:
                 while not stop.is_set():
                     with lock:
                         up = next(pending, None)
@@ -148,7 +142,7 @@ def upload_files(base_url: str, token: str, data: bytes, keys: Iterable[str], *,
                     delay = t0 + up.index * interval - time.monotonic()
                     if delay > 0 and stop.wait(delay):
                         return
-                    _upload_one(http, up, data, etag, deadline, stop)
+                    _upload_one(api, up, data, etag, deadline, stop)
                     if up.submitted and on_submitted is not None:
                         on_submitted(up)
         except BaseException as exc:  # surfaced to the caller below
@@ -170,32 +164,34 @@ def upload_files(base_url: str, token: str, data: bytes, keys: Iterable[str], *,
 
 def follow_jobs(base_url: str, token: str, job_ids: Iterable[str], *, deadline: float, poll: float = 0.25,
                 on_progress: Callable[[int, int], None] | None = None, stall: float | None = None) -> dict[str, dict]:
-    """Poll base_url's GET /jobs (one request per round) until every job is COMPLETED or FAILED or the
-    deadline (monotonic) passes, or (with stall) no job has finished for stall seconds; returns the finished
-    jobs' records by id (unfinished ones are absent)."""
+    """Poll base_url's GET /jobs (one request per round, whatever the number of jobs) until every job is
+    COMPLETED or FAILED or the deadline (monotonic) passes, or (with stall) no job has finished for stall
+    seconds; returns the finished jobs' records by id (unfinished ones are absent)."""
     wanted = set(job_ids)
     done: dict[str, dict] = {}
     last_progress = time.monotonic()
-    with httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {token}"},
-                      timeout=httpx.Timeout(10.0, connect=2.0)) as http:
-        while wanted - done.keys():
-            try:
-                resp = http.get("/jobs", params={"limit": JOBS_LIMIT})
-                rows = resp.json()["jobs"] if resp.status_code == 200 else []
-            except (httpx.HTTPError, ValueError, KeyError):
-                rows = []  # a region switching: ask again next round
-            now = time.time()
-            for job in rows:
-                if job["job_id"] in wanted and job["job_id"] not in done and job["status"] in TERMINAL:
-                    done[job["job_id"]] = {**job, "observed_at": now}
-                    last_progress = time.monotonic()
-            if on_progress is not None:
-                on_progress(len(done), len(wanted))
-            if not wanted - done.keys() or time.monotonic() > deadline:
-                break
-            if stall is not None and time.monotonic() - last_progress > stall:
-                break
-            time.sleep(poll)
+
+    def round_done(api: ApiClient) -> bool:
+        nonlocal last_progress
+        try:
+            rows = api.jobs(limit=JOBS_LIMIT)
+        except (ApiError, ValueError, KeyError):
+            rows = []  # a region switching: ask again next round
+        now = time.time()
+        for job in rows:
+            if job["job_id"] in wanted and job["job_id"] not in done and job["status"] in TERMINAL_STATUSES:
+                done[job["job_id"]] = {**job, "observed_at": now}
+                last_progress = time.monotonic()
+        if on_progress is not None:
+            on_progress(len(done), len(wanted))
+        stalled = stall is not None and time.monotonic() - last_progress > stall
+        return not wanted - done.keys() or stalled
+
+    if wanted:
+        # at the deadline, return what finished: the caller reports the rest as unfinished
+        with _client(base_url, token, 10.0) as api, contextlib.suppress(PollTimeout):
+            poll_until(lambda: round_done(api), timeout=max(0.0, deadline - time.monotonic()), interval=poll,
+                       what="the jobs to finish")
     return done
 
 
@@ -205,14 +201,14 @@ def _reference_table(config: Config) -> tuple[str, str] | None:
 
 
 def load_reference(base_url: str, token: str, path: Path, table: str, key: str) -> dict:
-    with httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {token}"}, timeout=60.0) as http:
+    """Load the reference (enrichment) table from path through base_url; the region's answer."""
+    with ApiClient(base_url, token, target=base_url, timeout=60.0) as api:
         try:
-            resp = http.put(f"/reference/{quote(table)}", params={"key": key}, content=path.read_bytes())
-        except httpx.HTTPError as exc:
-            raise RegionflowError(f"{base_url} is not reachable: {type(exc).__name__}") from None
-    if resp.status_code != 200:
-        raise RegionflowError(f"loading reference table {table!r}: {_detail(resp)}")
-    return resp.json()
+            return api.load_reference(table, path, key)
+        except ApiError as exc:
+            if exc.unreachable:
+                raise RegionflowError(f"{base_url} is not reachable") from None
+            raise RegionflowError(f"loading reference table {table!r}: {exc}") from None
 
 
 def summarize(uploads: list[Upload], finished: dict[str, dict], rows: int) -> dict:

@@ -74,10 +74,10 @@ class LocalExecutor:
             done, _ = wait(running, return_when=FIRST_COMPLETED)
             for fut in done:
                 item = running.pop(fut)
-                exc = fut.exception()
-                if isinstance(exc, BrokenProcessPool):
+                failure = fut.exception()
+                if isinstance(failure, BrokenProcessPool):
                     self._discard_pool()
-                yield item, (exc if exc is not None else fut.result())
+                yield item, (failure if failure is not None else fut.result())
 
     def _discard_pool(self) -> None:
         if self._pool is not None:

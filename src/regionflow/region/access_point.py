@@ -22,6 +22,7 @@ import uvicorn
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
+from regionflow.api import routes
 from regionflow.config import Config, load_config, load_secrets
 from regionflow.console import mount_console
 from regionflow.control import CachedControl, open_control
@@ -51,7 +52,7 @@ class Regions:
         if checked and time.monotonic() - checked[0] < HEALTH_TTL:
             return checked[1]
         try:
-            resp = await self.client.get(f"{self.urls[name]}/health", timeout=HEALTH_TIMEOUT)
+            resp = await self.client.get(f"{self.urls[name]}{routes.HEALTH}", timeout=HEALTH_TIMEOUT)
             ok = resp.status_code == 200
         except httpx.HTTPError:
             ok = False
@@ -102,7 +103,7 @@ def create_app(config: Config) -> FastAPI:
 
     app = FastAPI(title="regionflow access point", version="0.1.0", lifespan=lifespan)
 
-    @app.get("/health")
+    @app.get(routes.HEALTH)
     async def health() -> dict:
         return {"status": "ok", **(await regions.status())}
 
@@ -138,11 +139,11 @@ def create_app(config: Config) -> FastAPI:
             return _response(resp, name)
         return last if last is not None else _unavailable("no region answered")
 
-    @app.api_route("/o/{key:path}", methods=["GET", "HEAD"])
+    @app.api_route(routes.PRESIGNED, methods=["GET", "HEAD"])
     async def presigned(key: str, request: Request) -> Response:
         return await _first_holder(request)
 
-    @app.api_route("/objects/{key:path}", methods=["GET", "HEAD", "PUT"])
+    @app.api_route(routes.OBJECTS, methods=["GET", "HEAD", "PUT"])
     async def objects(key: str, request: Request) -> Response:
         if request.method != "PUT":
             return await _first_holder(request)

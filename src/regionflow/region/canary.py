@@ -4,43 +4,48 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING
 
-import httpx
-
+from regionflow.api.client import ApiClient, PollTimeout, poll_until
+from regionflow.errors import RegionflowError
 from regionflow.ids import new_version_id
-
-if TYPE_CHECKING:
-    from regionflow.region.runtime import Region
+from regionflow.region.metrics import RegionMetrics
+from regionflow.state.base import TERMINAL_STATUSES, JobStatus
 
 log = logging.getLogger("regionflow.canary")
 
 CANARY_PREFIX = "input/_canary/"
 
 
-def canary_once(region: Region) -> float | None:
-    """Submit one canary and wait for it; returns its latency in seconds, or None when it failed."""
-    cfg = region.config
-    header = ",".join(region.orchestrator.pipeline.fields.values()) + "\n"
-    key = f"{CANARY_PREFIX}{region.name}-{new_version_id()}.csv"
-    headers = {"Authorization": f"Bearer {region.secrets.api_token}"}
-    started = time.monotonic()
-    try:
-        with httpx.Client(base_url=cfg.access_point_url, headers=headers, timeout=10) as http:
-            job_id = http.put(f"/objects/{key}", content=header.encode()).raise_for_status().json()["job_id"]
-            while time.monotonic() - started < cfg.canary.timeout:
-                resp = http.get(f"/jobs/{job_id}")
-                if resp.status_code == 200 and resp.json()["status"] in ("COMPLETED", "FAILED"):
-                    ok = resp.json()["status"] == "COMPLETED"
-                    break
-                time.sleep(0.2)
-            else:
-                ok = False
-    except (httpx.HTTPError, KeyError, ValueError) as exc:
-        log.warning("canary failed: %s", exc)
-        ok = False
-    latency = time.monotonic() - started
-    region.metrics.canary.labels("succeeded" if ok else "failed").inc()
-    if ok:
-        region.metrics.canary_latency.set(latency)
-    return latency if ok else None
+class Canary:
+    def __init__(self, region: str, access_point_url: str, token: str, *, header: str, timeout: float,
+                 metrics: RegionMetrics):
+        self.region = region
+        self.url = access_point_url
+        self.token = token
+        self.header = header.encode()
+        self.timeout = timeout
+        self.metrics = metrics
+
+    def once(self) -> float | None:
+        """Submit one canary and wait for it; returns its latency in seconds, or None when it failed."""
+        key = f"{CANARY_PREFIX}{self.region}-{new_version_id()}.csv"
+        started = time.monotonic()
+        try:
+            with ApiClient(self.url, self.token, target="access point", timeout=10) as api:
+                job_id = api.upload(key, self.header)["job_id"]
+
+                def finished() -> dict | None:
+                    view = api.job_or_none(job_id)
+                    return view if view is not None and view["status"] in TERMINAL_STATUSES else None
+
+                ok = poll_until(finished, timeout=self.timeout, interval=0.2,
+                                what="the canary")["status"] == JobStatus.COMPLETED
+        except (RegionflowError, KeyError, ValueError) as exc:  # PollTimeout and ApiError included
+            if not isinstance(exc, PollTimeout):
+                log.warning("canary failed: %s", exc)
+            ok = False
+        latency = time.monotonic() - started
+        self.metrics.canary.labels("succeeded" if ok else "failed").inc()
+        if ok:
+            self.metrics.canary_latency.set(latency)
+        return latency if ok else None

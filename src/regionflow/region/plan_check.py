@@ -6,27 +6,36 @@ Run by `regionflow plan validate` and, every few minutes, by each region (shown 
 from __future__ import annotations
 
 import time
+from typing import Any
 
-import httpx
-
+from regionflow.api.client import ApiClient, ApiError
 from regionflow.config import Config, Secrets
 from regionflow.control import open_control
 from regionflow.errors import RegionflowError
 from regionflow.switch.plan import load_plan, plan_regions_known
+from regionflow.workloads.registry import step_registry
 
 EVALUATION_INTERVAL = 180.0
 
 
-def evaluate_plan(config: Config, secrets: Secrets, plan_path: str) -> dict:
+def _answers(client: ApiClient, call: Any) -> tuple[bool, str]:
+    try:
+        call(client)
+        return True, "HTTP 200"
+    except ApiError as exc:
+        return False, f"HTTP {exc.status_code}" if exc.status_code else str(exc)
+
+
+def evaluate_plan(config: Config, secrets: Secrets, plan_path: str) -> dict[str, Any]:
     """{"status": "ok"|"failing", "plan", "checks": [{"check", "ok", "detail"}], "evaluated_at"}."""
-    checks: list[dict] = []
+    checks: list[dict[str, Any]] = []
 
     def check(name: str, ok: bool, detail: str = "") -> None:
         checks.append({"check": name, "ok": ok, "detail": detail})
 
     plan = None
     try:
-        plan = load_plan(plan_path)
+        plan = load_plan(plan_path, step_registry())
         plan_regions_known(plan, config.region_names)
         check("plan is valid", True, f"{plan.name}: workflows for {', '.join(plan.workflows)}")
     except RegionflowError as exc:
@@ -37,22 +46,23 @@ def evaluate_plan(config: Config, secrets: Secrets, plan_path: str) -> dict:
     except RegionflowError as exc:
         check("routing control reachable", False, str(exc))
     regions = plan.regions if plan else config.region_names
-    with httpx.Client(timeout=1.5) as http:
-        for name in regions:
+    for name in regions:
+        try:
+            url = config.region_url(name)
+        except RegionflowError as exc:
+            check(f"{name} reachable", False, str(exc))
+            continue
+        with ApiClient(url, secrets.api_token, target=name, timeout=1.5) as api, \
+                ApiClient(url, secrets.admin_token, target=name, timeout=1.5) as admin:
             try:
-                url = config.region_url(name)
-            except RegionflowError as exc:
-                check(f"{name} reachable", False, str(exc))
-                continue
-            try:
-                health = http.get(f"{url}/health")
-                check(f"{name} reachable", health.status_code == 200, f"HTTP {health.status_code}")
-                api = http.get(f"{url}/jobs", params={"limit": 1},
-                               headers={"Authorization": f"Bearer {secrets.api_token}"})
-                check(f"{name} accepts the API token", api.status_code == 200, f"HTTP {api.status_code}")
-                admin = http.get(f"{url}/admin/faults", headers={"Authorization": f"Bearer {secrets.admin_token}"})
-                check(f"{name} accepts the admin token", admin.status_code == 200, f"HTTP {admin.status_code}")
-            except httpx.HTTPError as exc:
-                check(f"{name} reachable", False, type(exc).__name__)
+                api.health()
+                check(f"{name} reachable", True, "HTTP 200")
+            except ApiError as exc:
+                if exc.unreachable:
+                    check(f"{name} reachable", False, str(exc).rsplit(": ", 1)[-1])
+                    continue
+                check(f"{name} reachable", False, f"HTTP {exc.status_code}")
+            check(f"{name} accepts the API token", *_answers(api, lambda c: c.jobs(limit=1)))
+            check(f"{name} accepts the admin token", *_answers(admin, lambda c: c.faults()))
     return {"status": "ok" if all(c["ok"] for c in checks) else "failing", "plan": plan_path,
             "checks": checks, "evaluated_at": time.time()}

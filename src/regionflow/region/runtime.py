@@ -1,39 +1,42 @@
-"""The runtime of one region process: trigger, job runner, replicators, and the periodic sweep.
+"""One region process, wired: its stores (behind fault guards), routing control, replication, the batch
+workload, fault control, the region switch, and the background loops that drive them.
 
-The gateway (HTTP) calls into this; nothing here knows about HTTP.
+The gateway (HTTP) calls into this; nothing here knows about HTTP. The region implements the switch's
+SwitchContext (name, control, replication, peers, executions, metrics, services).
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
-import queue
-import signal
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 from regionflow.chaos.faults import FaultRegistry, guard_control, guard_objects, guard_state
 from regionflow.config import Config, load_secrets
 from regionflow.control import CachedControl, open_control
-from regionflow.errors import FencedOut, ObjectNotFound, RegionflowError
+from regionflow.errors import RegionflowError
 from regionflow.executor import LocalExecutor
-from regionflow.ids import job_id_for
 from regionflow.notify import OutboxNotifier, open_notifier
+from regionflow.region.fault_control import FaultControl
 from regionflow.region.metrics import RegionMetrics
+from regionflow.region.peers import HttpPeers
+from regionflow.replication.directions import ReplicationSet
 from regionflow.replication.feeding import FeedingObjectStore
-from regionflow.replication.replicator import Replicator
 from regionflow.replication.source import HttpFeedSource
 from regionflow.state import open_state_store
-from regionflow.state.base import JobStatus
 from regionflow.storage import open_object_store
 from regionflow.switch.runner import SwitchRunner
-from regionflow.workloads.batch.orchestrator import INPUT_PREFIX, InputMissing, JobInterrupted, Orchestrator
+from regionflow.workloads.batch.orchestrator import Orchestrator
+from regionflow.workloads.batch.service import BatchService
+from regionflow.workloads.registry import step_registry
 
 log = logging.getLogger("regionflow.region")
 
 SWEEP_INTERVAL = 2.0
+T = TypeVar("T")
 
 
 class Region:
@@ -52,45 +55,34 @@ class Region:
         self.control = CachedControl(guard_control(open_control(config.control), self.faults), ttl=1.0)
         self.control.initialize(config.primary)
         self.executor = LocalExecutor(rc.workers)
+        self.batch = BatchService(name, self.objects, self.state, self.metrics.batch, self.owner)
         # One outbox for the whole stack, like one mail system: the job id dedupes across regions.
         notifier = (open_notifier(config.notifier) if config.notifier
                     else OutboxNotifier(Path(config.data_dir) / "outbox"))
-        self.orchestrator = Orchestrator(
+        self.batch.attach(Orchestrator(
             objects=self.objects, store_url=rc.objects, state=self.state, executor=self.executor,
-            notifier=notifier, pipeline=config.load_pipeline(), region=name, owner=self._owner,
+            notifier=notifier, pipeline=config.load_pipeline(), region=name, events=self.batch,
             signing_key=bytes.fromhex(self.secrets.signing_key), link_base=config.access_point_url,
-            cache_dir=data_dir / "cache", object_written=self.objects.record,
-            notified=lambda delivered: self.metrics.notifications.labels("sent" if delivered else "duplicate").inc(),
-            event=self._count_event, fault_file=str(self.faults.path),
-        )
-        self.replicators = {
-            other.name: Replicator(
-                HttpFeedSource(other.name, config.region_url(other.name), self.secrets.api_token),
-                name, self.state, self.plain_objects, on_object=self._replicated_object,
-                interval=config.replication.interval, batch=config.replication.batch,
-            )
-            for other in config.regions if other.name != name
-        }
-        self._queue: queue.Queue[str] = queue.Queue()
-        self._queued: set[str] = set()
-        self._lock = threading.Lock()
+            cache_dir=data_dir / "cache", fault_file=str(self.faults.path),
+        ))
+        others = [r.name for r in config.regions if r.name != name]
+        self.replication = ReplicationSet(
+            name, [HttpFeedSource(o, config.region_url(o), self.secrets.api_token) for o in others],
+            self.state, self.plain_objects, on_object=self.batch.replicated_object,
+            interval=config.replication.interval, batch=config.replication.batch)
+        self.peers = HttpPeers({r: config.region_url(r) for r in config.region_names}, self.secrets.api_token)
+        self.fault_control = FaultControl(name, self.faults, self.replication)
+        self.steps = step_registry()
+        self.switch = SwitchRunner(self, self.steps)
+        self.plan_evaluation: dict[str, Any] | None = None
+        self.started_at = time.time()
+        self._services: dict[type, object] = {BatchService: self.batch}
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
-        self.started_at = time.time()
-        self.switch = SwitchRunner(self)
-        self.plan_evaluation: dict | None = None
-        self._applied: dict[str, dict] = {}  # injected faults whose side effects must be reverted
-
-    def _count_event(self, name: str, job_id: str) -> None:
-        m = self.metrics
-        if name == "split":
-            m.files_split.inc()
-        elif name.startswith("chunk_"):
-            m.chunks.labels(name.removeprefix("chunk_")).inc()
-        log.info("%s", name, extra={"job_id": job_id})
 
     # -- ownership ---------------------------------------------------------------------------------
-    def _owner(self) -> tuple[str, int]:
+    def owner(self) -> tuple[str, int]:
+        """(active region, epoch) from the routing control (cached about a second); updates the gauges."""
         c = self.control.get()
         self.metrics.epoch.set(c.epoch)
         for r in self.config.regions:
@@ -98,171 +90,58 @@ class Region:
         return c.active_region, c.epoch
 
     def is_active(self) -> bool:
-        return self._owner()[0] == self.name
+        return self.owner()[0] == self.name
 
-    # -- trigger -----------------------------------------------------------------------------------
-    def object_created(self, key: str) -> str | None:
-        """An object under input/ arrived (uploaded or replicated): create and queue its job if active."""
-        if not key.startswith(INPUT_PREFIX):
-            return None
-        job_id = self.orchestrator.trigger(key)
-        if job_id is None:
-            self.metrics.files_skipped.inc()
-            return None
-        self.enqueue(job_id)
-        return job_id
+    # -- SwitchContext -------------------------------------------------------------------------------
+    def save_execution(self, record: dict[str, Any]) -> None:
+        self.state.save_execution(record)
 
-    def _replicated_object(self, key: str) -> None:
-        # ObjectNotFound: archived at the source before it got here; the active region has it in hand.
-        with contextlib.suppress(ObjectNotFound):
-            self.object_created(key)
+    def count_execution(self, status: str) -> None:
+        self.metrics.plan_executions.labels(status).inc()
 
-    def enqueue(self, job_id: str) -> None:
-        with self._lock:
-            if job_id in self._queued:
-                return
-            self._queued.add(job_id)
-        self._queue.put(job_id)
+    def service(self, kind: type[T]) -> T:
+        found = self._services.get(kind)
+        if not isinstance(found, kind):
+            raise LookupError(f"{self.name} runs no {kind.__name__}")
+        return found
 
-    # -- workers -----------------------------------------------------------------------------------
+    # -- background loops ----------------------------------------------------------------------------
     def start(self) -> None:
         self.executor.warm_up()
-        loops = [(self._run_jobs, "jobs"), (self._sweep, "sweep"), (self._evaluate, "evaluate"),
-                 (self._revert_faults, "faults")]
+        loops: list[tuple[Callable[[], None], str]] = [
+            (lambda: self.batch.run_jobs(self._stop), "jobs"), (self._sweep, "sweep"),
+            (self._evaluate, "evaluate"), (lambda: self.fault_control.revert_expired(self._stop), "faults")]
         if self.config.canary.interval > 0:
             loops.append((self._canary, "canary"))
         for target, name in loops:
             t = threading.Thread(target=target, name=f"{self.name}-{name}", daemon=True)
             t.start()
             self._threads.append(t)
-        for rep in self.replicators.values():
-            rep.start()
-
-    def _run_jobs(self) -> None:
-        while not self._stop.is_set():
-            try:
-                job_id = self._queue.get(timeout=0.5)
-            except queue.Empty:
-                continue
-            try:
-                self._run_one(job_id)
-            finally:
-                with self._lock:
-                    self._queued.discard(job_id)
-
-    def busy(self) -> bool:
-        """Whether a job is in hand or queued (a region that lost the control drains this quickly)."""
-        with self._lock:
-            return bool(self._queued)
-
-    def _run_one(self, job_id: str) -> None:
-        self.metrics.orchestrator.labels("started").inc()
-        try:
-            job = self.orchestrator.run_job(job_id)
-        except FencedOut as exc:
-            log.info("stopped work on %s: %s", job_id, exc, extra={"job_id": job_id})
-            return
-        except InputMissing as exc:
-            log.info("waiting for input of %s: %s", job_id, exc, extra={"job_id": job_id})
-            return
-        except JobInterrupted as exc:
-            self.metrics.orchestrator.labels("interrupted").inc()
-            log.warning("%s; the sweep resumes it", exc, extra={"job_id": job_id})
-            return
-        except Exception:
-            self.metrics.orchestrator.labels("failed").inc()
-            log.exception("job %s stopped by an error; the sweep retries it", job_id, extra={"job_id": job_id})
-            return
-        log.info("job %s", job.status.lower(), extra={"job_id": job_id})
-        if job.status == JobStatus.COMPLETED:
-            self.metrics.orchestrator.labels("succeeded").inc()
-            self.metrics.files_processed.inc()
-            self.metrics.rows.labels("ok").inc(job.rows_ok or 0)
-            self.metrics.rows.labels("rejected").inc(job.rows_rejected or 0)
-        else:
-            self.metrics.orchestrator.labels("failed").inc()
+        self.replication.start()
 
     def _sweep(self) -> None:
         """Resume unfinished work this region owns and start jobs for inputs that have none."""
         while not self._stop.is_set():
             try:
-                self.sweep_once()
+                self.batch.sweep_once()
             except RegionflowError as exc:
                 log.warning("sweep: %s", exc)
             except Exception:
                 log.exception("sweep failed")
             self._stop.wait(SWEEP_INTERVAL)
 
-    def sweep_once(self) -> None:
-        active, epoch = self._owner()
-        if active != self.name:
-            return
-        for job in self.state.list_jobs_unfinished():
-            if job.owner_region == self.name and job.owner_epoch == epoch:
-                self.enqueue(job.job_id)
-        for info in self.objects.list(INPUT_PREFIX):
-            if self.state.get_job(job_id_for(info.key, info.version_id)) is None:
-                self.object_created(info.key)
-
-    # -- fault injection -----------------------------------------------------------------------------
-    def inject_fault(self, kind: str, duration: float, params: dict) -> dict:
-        """Inject a fault for duration seconds (reverted automatically); see chaos.faults.KINDS."""
-        if kind == "replication_paused" and params.get("source") not in (None, *self.replicators):
-            raise RegionflowError(f"{self.name} does not replicate from {params['source']!r}")
-        if kind == "crash_at" and not params.get("point"):
-            raise RegionflowError("crash_at needs a point, e.g. merge:midway")
-        fault = self.faults.add(kind, duration, params)
-        if kind == "replication_paused":
-            self._set_replication_paused(params.get("source"), True)
-        elif kind == "crash_at":
-            os.environ["REGIONFLOW_CRASH_AT"] = str(params["point"])
-        elif kind == "crash":
-            threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGKILL)).start()  # after the response is sent
-        self._applied[fault["id"]] = fault
-        log.warning("fault injected: %s for %ss %s", kind, duration, params)
-        return fault
-
-    def clear_faults(self, fault_id: str | None = None) -> list[dict]:
-        removed = self.faults.clear(fault_id)
-        for fault in removed:
-            self._revert(fault)
-        return removed
-
-    def _set_replication_paused(self, source: str | None, paused: bool) -> None:
-        for name, rep in self.replicators.items():
-            if source in (None, name):
-                for kind in ("objects", "state"):
-                    self.state.set_paused(rep.cursor(kind), paused)
-
-    def _revert(self, fault: dict) -> None:
-        if self._applied.pop(fault["id"], None) is None:
-            return
-        if fault["kind"] == "replication_paused":
-            self._set_replication_paused(fault["params"].get("source"), False)
-        elif fault["kind"] == "crash_at":
-            os.environ.pop("REGIONFLOW_CRASH_AT", None)
-        log.warning("fault reverted: %s", fault["kind"])
-
-    def _revert_faults(self) -> None:
-        while not self._stop.wait(0.5):
-            active = {f["id"] for f in self.faults.active()}
-            for fault in list(self._applied.values()):
-                if fault["id"] not in active:
-                    try:
-                        self._revert(fault)
-                    except Exception:  # e.g. the state store is itself faulted: try again next round
-                        log.exception("reverting fault %s", fault["id"])
-                        self._applied[fault["id"]] = fault
-
     def _canary(self) -> None:
-        from regionflow.region.canary import canary_once
+        from regionflow.region.canary import Canary
 
+        canary = Canary(self.name, self.config.access_point_url, self.secrets.api_token,
+                        header=",".join(self.config.load_pipeline().fields.values()) + "\n",
+                        timeout=self.config.canary.timeout, metrics=self.metrics)
         while not self._stop.wait(self.config.canary.interval):
-            canary_once(self)
+            canary.once()
 
     def _evaluate(self) -> None:
         """Continuous plan evaluation: the failover plan could run right now (or says why not)."""
-        from regionflow.switch.evaluate import EVALUATION_INTERVAL, evaluate_plan
+        from regionflow.region.plan_check import EVALUATION_INTERVAL, evaluate_plan
 
         self._stop.wait(5.0)
         while not self._stop.is_set():
@@ -274,23 +153,19 @@ class Region:
 
     def stop(self) -> None:
         self._stop.set()
-        for rep in self.replicators.values():
-            rep.stop()
+        self.replication.stop()
         for t in self._threads:
             t.join(timeout=10)
         self.executor.close()
         self.state.close()
 
     # -- views -------------------------------------------------------------------------------------
-    def replication_status(self) -> list[dict]:
+    def replication_status(self) -> list[dict[str, Any]]:
+        """Each direction's status (pause flags read now); refreshes the replication gauges."""
         out = []
-        for rep in self.replicators.values():
-            st = rep.status.as_dict()
-            # the pause flags are read now, not at the replicator's last pass
-            st["paused_kinds"] = [k for k in ("objects", "state") if self.state.is_paused(rep.cursor(k))]
-            st["paused"] = bool(st["paused_kinds"])
+        for st in self.replication.status():
             for kind in ("objects", "state"):
-                self.metrics.backlog.labels(st["source"], st["target"], kind).set(st["backlog"][kind])
-                self.metrics.lag.labels(st["source"], st["target"], kind).set(st["lag_seconds"][kind])
-            out.append(st)
+                self.metrics.backlog.labels(st.source, st.target, kind).set(st.backlog[kind])
+                self.metrics.lag.labels(st.source, st.target, kind).set(st.lag_seconds[kind])
+            out.append(st.as_dict())
         return out

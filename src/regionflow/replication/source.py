@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import json
-from typing import Protocol
-from urllib.parse import quote
+from typing import Any, Protocol
 
-import httpx
-
+from regionflow.api.client import ApiClient, ApiError
 from regionflow.state.base import Change
 from regionflow.storage.base import ObjectInfo
 
@@ -24,7 +21,7 @@ class FeedSource(Protocol):
         feed's head as read before them: fewer than limit changes means none other of the kind up to head."""
         ...
 
-    def stats(self, since: int) -> dict:
+    def stats(self, since: int) -> dict[str, Any]:
         """Backlog after since: {"head", "objects": {"count", "oldest"}, "state": {...}}."""
         ...
 
@@ -33,48 +30,29 @@ class FeedSource(Protocol):
         ...
 
 
-def info_from_headers(key: str, headers: httpx.Headers) -> ObjectInfo:
-    return ObjectInfo(key=key, etag=headers["x-etag"], version_id=headers["x-version-id"],
-                      size=int(headers.get("content-length", 0)), content_type=headers.get("content-type", ""),
-                      metadata=json.loads(headers.get("x-metadata", "{}")),
-                      last_modified=float(headers.get("x-last-modified", 0)))
-
-
 class HttpFeedSource:
     def __init__(self, name: str, base_url: str, token: str, timeout: float = 2.0):
         self.name = name
-        self._client = httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {token}"},
-                                    timeout=timeout)
+        self._client = ApiClient(base_url, token, target=name, timeout=timeout)
 
-    def _get(self, path: str, **params: object) -> httpx.Response:
+    def _call(self, fn: Any, *args: Any) -> Any:
         try:
-            resp = self._client.get(path, params=params)
-        except httpx.HTTPError as exc:
-            raise SourceUnavailable(f"{self.name}: {type(exc).__name__}") from None
-        if resp.status_code >= 500:  # up, but its storage or state is not (an outage in that region)
-            raise SourceUnavailable(f"{self.name}: HTTP {resp.status_code}: {resp.text[:200]}")
-        return resp
+            return fn(*args)
+        except ApiError as exc:
+            # down, or up while its storage or state is not (an outage in that region)
+            if exc.unreachable or (exc.status_code or 0) >= 500:
+                raise SourceUnavailable(str(exc)) from None
+            raise
 
-    def feed(self, since: int, limit: int, kind: str | None = None) -> list[Change]:
-        params: dict[str, object] = {"since": since, "limit": limit}
-        if kind:
-            params["kind"] = kind
-        resp = self._get("/internal/feed", **params)
-        resp.raise_for_status()
-        body = resp.json()
+    def feed(self, since: int, limit: int, kind: str | None = None) -> tuple[list[Change], int]:
+        body = self._call(self._client.feed, since, limit, kind)
         return [Change(**c) for c in body["changes"]], int(body["head"])
 
-    def stats(self, since: int) -> dict:
-        resp = self._get("/internal/feed/stats", since=since)
-        resp.raise_for_status()
-        return resp.json()
+    def stats(self, since: int) -> dict[str, Any]:
+        return self._call(self._client.feed_stats, since)
 
     def fetch_object(self, key: str) -> tuple[ObjectInfo, bytes] | None:
-        resp = self._get(f"/internal/objects/{quote(key, safe='/')}")
-        if resp.status_code == 404:
-            return None
-        resp.raise_for_status()
-        return info_from_headers(key, resp.headers), resp.content
+        return self._call(self._client.internal_object, key)
 
     def close(self) -> None:
         self._client.close()

@@ -1,2 +1,3 @@
-"""Region switch: plans (YAML), their steps, the executor that runs them in the activating region, and
-reconcile."""
+"""Region switch: plans (YAML), the step registry and generic steps, and the runner that executes a plan
+in the region it activates. It knows no workload and no region internals: it is typed against the
+SwitchContext Protocol (context.py) that a region implements."""

@@ -6,61 +6,20 @@ parameters, cycles of child plans) before anything runs.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from regionflow.errors import ConfigError
+from regionflow.switch.model import Group, Plan, Step
+from regionflow.switch.registry import StepRegistry
 
-STEP_KINDS = {
-    "routing_control": {"region"},
-    "wait_replication": {"max_wait", "poll", "settle"},
-    "reconcile": set(),
-    "health_check": {"region", "expect"},
-    "manual_approval": {"prompt"},
-    "custom": {"function", "command"},
-    "child_plan": {"plan"},
-}
+Kinds = Mapping[str, frozenset[str]]
+
 COMMON = {"name", "kind", "timeout", "retries", "description"}
 APPROACHES = {"active/passive"}
-
-
-@dataclass
-class Step:
-    kind: str
-    name: str
-    line: int
-    timeout: float = 60.0
-    retries: int = 0
-    params: dict[str, Any] = field(default_factory=dict)
-    child: Plan | None = None  # for child_plan
-
-
-@dataclass
-class Group:
-    """Steps run at the same time; the group ends when all have."""
-
-    steps: list[Step]
-    line: int
-
-
-@dataclass
-class Plan:
-    name: str
-    path: str
-    regions: list[str]
-    approach: str
-    desired_rto_seconds: float
-    workflows: dict[str, list[Step | Group]]
-    text: str = ""
-
-    def workflow(self, region: str) -> list[Step | Group]:
-        if region not in self.workflows:
-            raise ConfigError(f"{self.path}: plan {self.name!r} has no workflow for activating {region!r} "
-                              f"(it has: {', '.join(self.workflows)})")
-        return self.workflows[region]
 
 
 def _err(path: str, node: yaml.Node | None, message: str) -> ConfigError:
@@ -71,7 +30,7 @@ def _err(path: str, node: yaml.Node | None, message: str) -> ConfigError:
 def _mapping(path: str, node: yaml.Node, what: str) -> dict[str, tuple[yaml.Node, yaml.Node]]:
     if not isinstance(node, yaml.MappingNode):
         raise _err(path, node, f"{what} must be a mapping")
-    out = {}
+    out: dict[str, tuple[yaml.Node, yaml.Node]] = {}
     for k, v in node.value:
         if not isinstance(k, yaml.ScalarNode):
             raise _err(path, k, f"{what}: keys must be plain names")
@@ -94,7 +53,8 @@ def _number(path: str, node: yaml.Node, what: str, minimum: float = 0) -> float:
     return float(value)
 
 
-def _step(path: str, node: yaml.Node, regions: list[str], index: int, stack: tuple[str, ...]) -> Step | Group:
+def _step(path: str, node: yaml.Node, regions: list[str], index: int, stack: tuple[str, ...],
+          kinds: Kinds) -> Step | Group:
     fields = _mapping(path, node, f"step {index + 1}")
     if "parallel" in fields:
         if set(fields) - {"parallel", "name"}:
@@ -104,7 +64,7 @@ def _step(path: str, node: yaml.Node, regions: list[str], index: int, stack: tup
             raise _err(path, seq, "parallel must be a non-empty list of steps")
         steps = []
         for i, child in enumerate(seq.value):
-            s = _step(path, child, regions, i, stack)
+            s = _step(path, child, regions, i, stack, kinds)
             if isinstance(s, Group):
                 raise _err(path, child, "parallel groups cannot nest")
             steps.append(s)
@@ -113,13 +73,13 @@ def _step(path: str, node: yaml.Node, regions: list[str], index: int, stack: tup
         raise _err(path, node, "a step needs a 'kind'")
     kind_node = fields["kind"][1]
     kind = _scalar(path, kind_node, "kind")
-    if kind not in STEP_KINDS:
-        raise _err(path, kind_node, f"unknown step kind {kind!r} (known: {', '.join(sorted(STEP_KINDS))})")
-    unknown = set(fields) - COMMON - STEP_KINDS[kind]
+    if kind not in kinds:
+        raise _err(path, kind_node, f"unknown step kind {kind!r} (known: {', '.join(sorted(kinds))})")
+    unknown = set(fields) - COMMON - kinds[kind]
     if unknown:
         key = sorted(unknown)[0]
         raise _err(path, fields[key][0], f"step kind {kind!r} has no parameter {key!r}")
-    params = {k: _scalar(path, v, k) for k, (_kn, v) in fields.items() if k in STEP_KINDS[kind]}
+    params = {k: _scalar(path, v, k) for k, (_kn, v) in fields.items() if k in kinds[kind]}
     step = Step(kind=kind, name=str(_scalar(path, fields["name"][1], "name")) if "name" in fields else kind,
                 line=node.start_mark.line + 1, params=params)
     if "timeout" in fields:
@@ -148,11 +108,11 @@ def _step(path: str, node: yaml.Node, regions: list[str], index: int, stack: tup
         if str(child_path) in stack:
             chain = " -> ".join([*(Path(p).name for p in stack), child_path.name])
             raise _err(path, fields["plan"][1], f"child plans form a cycle: {chain}")
-        step.child = _load(child_path, stack)
+        step.child = _load(child_path, kinds, stack)
     return step
 
 
-def _load(path: Path, stack: tuple[str, ...] = ()) -> Plan:
+def _load(path: Path, kinds: Kinds, stack: tuple[str, ...] = ()) -> Plan:
     spath = str(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -191,14 +151,14 @@ def _load(path: Path, stack: tuple[str, ...] = ()) -> Plan:
                                         f"{', '.join(regions)})")
         if not isinstance(wf_node, yaml.SequenceNode) or not wf_node.value:
             raise _err(spath, wf_node, f"workflow {region!r} must be a non-empty list of steps")
-        workflows[region] = [_step(spath, n, regions, i, (*stack, spath)) for i, n in enumerate(wf_node.value)]
+        workflows[region] = [_step(spath, n, regions, i, (*stack, spath), kinds) for i, n in enumerate(wf_node.value)]
     return Plan(name=str(_scalar(spath, top["name"][1], "name")), path=spath, regions=regions, approach=approach,
                 desired_rto_seconds=rto, workflows=workflows, text=text)
 
 
-def load_plan(path: str | Path) -> Plan:
-    """Load and validate a plan file (child plans included)."""
-    return _load(Path(path).resolve())
+def load_plan(path: str | Path, steps: StepRegistry) -> Plan:
+    """Load and validate a plan file (child plans included) against the step kinds steps knows."""
+    return _load(Path(path).resolve(), steps.kinds())
 
 
 def plan_regions_known(plan: Plan, known: list[str]) -> None:

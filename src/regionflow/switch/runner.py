@@ -6,87 +6,91 @@ import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from regionflow.ids import new_version_id
-from regionflow.replication.source import SourceUnavailable
-from regionflow.switch.plan import Group, Plan, Step
-from regionflow.switch.steps import STEPS, StepFailed
-
-if TYPE_CHECKING:
-    from regionflow.region.runtime import Region
+from regionflow.switch.context import StepFailed, SwitchContext
+from regionflow.switch.model import Group, Plan, Step
+from regionflow.switch.records import Execution, ExecutionStatus, StepRecord, StepStatus
+from regionflow.switch.registry import StepRegistry
 
 log = logging.getLogger("regionflow.switch")
 
-TERMINAL = {"SUCCEEDED", "FAILED"}
+
+class SwitchBusy(Exception):
+    """Another (non-practice) region switch is running in this region."""
 
 
 class PlanRun:
-    def __init__(self, region: Region, plan: Plan, target: str, *, practice: bool, started_by: str):
-        self.region = region
+    """One execution of a plan: implements StepRun for the steps it runs."""
+
+    def __init__(self, ctx: SwitchContext, steps: StepRegistry, plan: Plan, target: str, *, practice: bool,
+                 started_by: str):
+        self.ctx = ctx
+        self.steps = steps
         self.plan = plan
         self.target = target
         self.practice = practice
         self.execution_id = "exec-" + new_version_id()
         self.epoch: int | None = None
-        self.missing: list[dict] = []
-        self.approved = threading.Event()
+        self.missing: list[dict[str, Any]] = []
         self.approved_by = ""
-        self.started = time.time()
-        self._t0 = time.monotonic()
         self.snapshot: dict[str, int | None] = {}
-        self.record: dict[str, Any] = {
-            "execution_id": self.execution_id, "plan": plan.name, "plan_path": plan.path, "target": target,
-            "region": region.name, "practice": practice, "started_by": started_by, "started_at": self.started,
-            "ended_at": None, "status": "RUNNING", "desired_rto_seconds": plan.desired_rto_seconds,
-            "rto_seconds": None, "steps": [], "missing": [], "switch_point": {}, "error": None,
-        }
+        self._approved = threading.Event()
+        self._t0 = time.monotonic()
         self._lock = threading.Lock()
+        self.record = Execution(
+            execution_id=self.execution_id, plan=plan.name, plan_path=plan.path, target=target, region=ctx.name,
+            practice=practice, started_by=started_by, started_at=time.time(),
+            desired_rto_seconds=plan.desired_rto_seconds)
 
     # -- persistence ----------------------------------------------------------------------------------
     def save(self) -> None:
         with self._lock:
-            self.record["missing"] = self.missing
-            self.region.state.save_execution(self.record)
+            self.record.missing = self.missing
+            self.ctx.save_execution(self.record.to_dict())
 
     def waiting_for_approval(self, step: Step) -> None:
-        self.record["status"] = "WAITING_APPROVAL"
+        self.record.status = ExecutionStatus.WAITING_APPROVAL
         self.save()
 
     def approve(self, by: str) -> None:
         self.approved_by = by
-        self.approved.set()
+        self._approved.set()
+
+    def wait_approved(self, timeout: float) -> bool:
+        return self._approved.wait(timeout)
 
     # -- running --------------------------------------------------------------------------------------
     def _take_snapshot(self) -> None:
         """What each other region's feed held when the switch began (None: unreachable)."""
-        for source, rep in self.region.replicators.items():
-            try:
-                self.snapshot[source] = rep.source.stats(rep.checkpoint("state"))["head"]
-            except (SourceUnavailable, Exception):  # an unreachable source is expected during a failover
-                self.snapshot[source] = None
-        self.record["switch_point"] = dict(self.snapshot)
+        replication = self.ctx.replication
+        self.snapshot = {source: replication.source_head(source) for source in replication.sources()}
+        self.record.switch_point = dict(self.snapshot)
 
-    def run(self) -> dict:
+    def _rto_now(self) -> None:
+        self.record.rto_seconds = round(time.monotonic() - self._t0, 3)
+
+    def run(self) -> Execution:
         self.save()
         try:
             self._take_snapshot()
             records = self.run_workflow(self.plan.workflow(self.target), depth=0)
-            ok = all(r["status"] == "SUCCEEDED" for r in records)
-            self.record["status"] = "SUCCEEDED" if ok else "FAILED"
+            ok = all(r.status == StepStatus.SUCCEEDED for r in records)
+            self.record.status = ExecutionStatus.SUCCEEDED if ok else ExecutionStatus.FAILED
         except Exception as exc:
             log.exception("plan %s failed", self.plan.name)
-            self.record["status"] = "FAILED"
-            self.record["error"] = f"{type(exc).__name__}: {exc}"
-        self.record["ended_at"] = time.time()
-        if self.record["rto_seconds"] is None and not self.practice and self.record["status"] == "SUCCEEDED":
-            self.record["rto_seconds"] = round(time.monotonic() - self._t0, 3)
+            self.record.status = ExecutionStatus.FAILED
+            self.record.error = f"{type(exc).__name__}: {exc}"
+        self.record.ended_at = time.time()
+        if self.record.rto_seconds is None and not self.practice and self.record.status == ExecutionStatus.SUCCEEDED:
+            self._rto_now()
         self.save()
-        self.region.metrics.plan_executions.labels(self.record["status"].lower()).inc()
+        self.ctx.count_execution(self.record.status.lower())
         return self.record
 
-    def run_workflow(self, workflow: list[Step | Group], depth: int) -> list[dict]:
-        records: list[dict] = []
+    def run_workflow(self, workflow: list[Step | Group], depth: int) -> list[StepRecord]:
+        records: list[StepRecord] = []
         for item in workflow:
             if isinstance(item, Group):
                 group = [self._new_record(s, depth) for s in item.steps]
@@ -97,56 +101,57 @@ class PlanRun:
                 rec = self._new_record(item, depth)
                 records.append(rec)
                 self._run_step(item, rec)
-            if any(r["status"] != "SUCCEEDED" for r in records):
+            if any(r.status != StepStatus.SUCCEEDED for r in records):
                 break
         return records
 
-    def _new_record(self, step: Step, depth: int) -> dict:
-        rec = {"name": step.name, "kind": step.kind, "line": step.line, "status": "PENDING", "started": None,
-               "ended": None, "attempts": 0, "output": None, "error": None}
+    def _new_record(self, step: Step, depth: int) -> StepRecord:
+        rec = StepRecord(name=step.name, kind=step.kind, line=step.line)
         if depth == 0:
             with self._lock:
-                self.record["steps"].append(rec)
+                self.record.steps.append(rec)
         return rec
 
-    def _run_step(self, step: Step, rec: dict) -> None:
-        rec["status"], rec["started"] = "RUNNING", time.time()
+    def _run_step(self, step: Step, rec: StepRecord) -> None:
+        kind = self.steps.get(step.kind)
+        rec.status, rec.started = StepStatus.RUNNING, time.time()
         self.save()
         deadline = time.monotonic() + step.timeout
         for attempt in range(step.retries + 1):
-            rec["attempts"] = attempt + 1
+            rec.attempts = attempt + 1
             try:
-                rec["output"] = STEPS[step.kind](self, step, deadline)
-                rec["status"], rec["error"] = "SUCCEEDED", None
+                rec.output = kind.run(self, step, deadline)
+                rec.status, rec.error = StepStatus.SUCCEEDED, None
                 break
             except StepFailed as exc:
-                rec["status"], rec["error"] = "FAILED", str(exc)
+                rec.status, rec.error = StepStatus.FAILED, str(exc)
             except Exception as exc:
                 log.exception("step %s", step.name)
-                rec["status"], rec["error"] = "FAILED", f"{type(exc).__name__}: {exc}"
+                rec.status, rec.error = StepStatus.FAILED, f"{type(exc).__name__}: {exc}"
             if time.monotonic() > deadline:
                 break
-        rec["ended"] = time.time()
-        if self.record["status"] == "WAITING_APPROVAL":
-            self.record["status"] = "RUNNING"
-        if step.kind == "reconcile" and rec["status"] == "SUCCEEDED" and not self.practice:
-            # RTO: from the command until the region accepts uploads and has resumed every job.
-            self.record["rto_seconds"] = round(time.monotonic() - self._t0, 3)
+        rec.ended = time.time()
+        if self.record.status == ExecutionStatus.WAITING_APPROVAL:
+            self.record.status = ExecutionStatus.RUNNING
+        if kind.ends_rto and rec.status == StepStatus.SUCCEEDED and not self.practice:
+            self._rto_now()
         self.save()
 
 
 class SwitchRunner:
     """The executions of one region: started in the background, looked up by id, approved."""
 
-    def __init__(self, region: Region):
-        self.region = region
+    def __init__(self, ctx: SwitchContext, steps: StepRegistry):
+        self.ctx = ctx
+        self.steps = steps
         self.runs: dict[str, PlanRun] = {}
         self._busy = threading.Lock()
 
-    def start(self, plan: Plan, target: str, *, practice: bool, started_by: str, wait: bool = False) -> dict:
+    def start(self, plan: Plan, target: str, *, practice: bool, started_by: str, wait: bool = False) -> Execution:
+        """Start an execution (in the background unless wait); SwitchBusy while another real one runs."""
         if not practice and not self._busy.acquire(blocking=False):
-            raise RuntimeError("another region switch is running in this region")
-        run = PlanRun(self.region, plan, target, practice=practice, started_by=started_by)
+            raise SwitchBusy("another region switch is running in this region")
+        run = PlanRun(self.ctx, self.steps, plan, target, practice=practice, started_by=started_by)
         self.runs[run.execution_id] = run
 
         def go() -> None:
@@ -161,11 +166,12 @@ class SwitchRunner:
         else:
             run.save()
             threading.Thread(target=go, name=f"switch-{run.execution_id}", daemon=True).start()
-        return dict(run.record)
+        return run.record
 
     def approve(self, execution_id: str, by: str) -> bool:
+        """Approve a running execution's manual_approval step; False if none is running under that id."""
         run = self.runs.get(execution_id)
-        if run is None or run.record["status"] in TERMINAL:
+        if run is None or run.record.finished:
             return False
         run.approve(by)
         return True

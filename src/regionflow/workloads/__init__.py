@@ -1,1 +1,2 @@
-"""Workloads a region runs: each registers its own region-switch steps and region hooks (batch today)."""
+"""Workloads a region runs (batch today; the ledger next). Each registers its own region-switch steps
+(see registry.py) and owns its service inside the region."""

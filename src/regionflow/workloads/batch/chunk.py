@@ -40,7 +40,7 @@ class CompiledPlan:
         self.columns = plan.columns
         self.width = plan.header_width
         self.fields = list(self.pipeline.fields)
-        self.validator = RowValidator(self.pipeline.schema, self.fields)
+        self.validator = RowValidator(self.pipeline.json_schema, self.fields)
         self.delimiter = self.pipeline.csv.delimiter
         self.quote = self.pipeline.csv.quote
 

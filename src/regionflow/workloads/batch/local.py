@@ -20,7 +20,8 @@ from regionflow.notify import OutboxNotifier, open_notifier
 from regionflow.state import open_state_store
 from regionflow.state.base import JobRecord, JobStatus
 from regionflow.storage.file import FileObjectStore
-from regionflow.workloads.batch.orchestrator import INPUT_PREFIX, Orchestrator, ProgressHook
+from regionflow.workloads.batch.events import FixedOwner, ProgressHook
+from regionflow.workloads.batch.orchestrator import INPUT_PREFIX, Orchestrator
 from regionflow.workloads.batch.pipeline import Pipeline
 from regionflow.workloads.batch.reference import load_reference_table
 
@@ -126,9 +127,9 @@ def process_file(
             orchestrator = Orchestrator(
                 objects=objects, store_url=f"file://{bucket}", state=state, executor=executor,
                 notifier=open_notifier(notifier_url) if notifier_url else OutboxNotifier(workdir / "outbox"),
-                pipeline=pipeline, region=LOCAL_REGION, owner=lambda: (LOCAL_REGION, 1),
+                pipeline=pipeline, region=LOCAL_REGION, events=FixedOwner(LOCAL_REGION, progress=progress),
                 signing_key=_signing_key(workdir), link_base=LOCAL_LINK_BASE, cache_dir=workdir / "cache",
-                chunk_rows=chunk_rows, progress=progress,
+                chunk_rows=chunk_rows,
             )
             # The same content under the same name is the same job: resume it (or report it) rather than
             # start over, even after its input was archived.
@@ -142,8 +143,9 @@ def process_file(
                 if existing is None or existing.etag != digest:
                     with input_path.open("rb") as fh:
                         objects.put(key, fh, content_type="text/csv")
-                job_id = orchestrator.trigger(key)
-                assert job_id is not None  # the local region is always active
+                triggered = orchestrator.trigger(key)
+                assert triggered is not None  # the local region is always active
+                job_id = triggered
             job = orchestrator.run_job(job_id)
             chunks = len(state.list_chunks(job_id))
             output = rejects = None

@@ -13,7 +13,7 @@ import io
 import json
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,10 +33,11 @@ from regionflow.state.base import (
     RejectRecord,
     StateStore,
 )
-from regionflow.storage import ObjectInfo, ObjectStore
+from regionflow.storage import ObjectStore
 from regionflow.storage.presign import presign_url
 from regionflow.workloads.batch.chunk import ChunkPlan
 from regionflow.workloads.batch.enrich import ReferenceIndex
+from regionflow.workloads.batch.events import OrchestratorEvents
 from regionflow.workloads.batch.pipeline import Pipeline
 from regionflow.workloads.batch.reference import reference_frame
 from regionflow.workloads.batch.split import read_header, split_stream
@@ -49,10 +50,6 @@ OUTPUT_PREFIX = "output/completed/"
 ARCHIVE_PREFIX = "archive/"
 WORK_PREFIX = "work/"
 
-# (active region, epoch) as the routing control says now.
-OwnerSource = Callable[[], tuple[str, int]]
-# (event, done, total): "split" counts rows, "chunks" counts chunks.
-ProgressHook = Callable[[str, int, int], None]
 
 
 class InputMissing(RegionflowError):
@@ -77,19 +74,12 @@ class Orchestrator:
     notifier: Notifier
     pipeline: Pipeline
     region: str
-    owner: OwnerSource
+    events: OrchestratorEvents
     signing_key: bytes
     link_base: str
     cache_dir: Path
     chunk_rows: int | None = None
     max_chunk_attempts: int = 3
-    progress: ProgressHook | None = None
-    # Called with each object a worker process wrote (workers write to the store directly).
-    object_written: Callable[[ObjectInfo], None] | None = None
-    # Called after each notification attempt: True when delivered, False when the sink already had it.
-    notified: Callable[[bool], None] | None = None
-    # Called with lifecycle events ("split", "chunk_started", "chunk_succeeded", "chunk_failed") for metrics.
-    event: Callable[[str, str], None] | None = None
     # Workers honour storage faults injected into the region (chaos experiments) through this file.
     fault_file: str | None = None
     skipped: int = field(default=0, init=False)
@@ -101,7 +91,7 @@ class Orchestrator:
         Returns the job id, or None when this region is not active (the event is counted as skipped).
         A repeated event for the same (key, version) finds the job already there and changes nothing.
         """
-        active, epoch = self.owner()
+        active, epoch = self.events.owner()
         if active != self.region:
             self.skipped += 1
             return None
@@ -135,8 +125,7 @@ class Orchestrator:
             steps[JobStatus(job.status)](job)
 
     def _emit(self, name: str, job_id: str) -> None:
-        if self.event is not None:
-            self.event(name, job_id)
+        self.events.lifecycle(name, job_id)
 
     def _job(self, job_id: str) -> JobRecord:
         job = self.state.get_job(job_id)
@@ -145,7 +134,7 @@ class Orchestrator:
         return job
 
     def _fence(self, job: JobRecord) -> None:
-        active, epoch = self.owner()
+        active, epoch = self.events.owner()
         if active != self.region or epoch != job.owner_epoch:
             raise FencedOut(
                 f"job {job.job_id} is owned under epoch {job.owner_epoch}; control says {active} at epoch "
@@ -173,8 +162,7 @@ class Orchestrator:
             self.objects.put(f"{work}chunks/{idx:06d}.csv", data, content_type="text/csv",
                              metadata={"job": job.job_id, "first_row": str(first_row), "rows": str(rows)})
             emitted += rows
-            if self.progress:
-                self.progress("split", emitted, 0)
+            self.events.progress("split", emitted, 0)
 
         try:
             with self.objects.open(job.input_key) as stream:
@@ -213,8 +201,7 @@ class Orchestrator:
         chunks = self.state.list_chunks(job.job_id)
         todo = [c for c in chunks if not self._chunk_output_present(c)]
         done = len(chunks) - len(todo)
-        if self.progress:
-            self.progress("chunks", done, len(chunks))
+        self.events.progress("chunks", done, len(chunks))
         if todo:
             self._restore_chunks(job, todo, chunk_rows=chunks[0].rows if chunks else None)
             reference = self._reference_path()
@@ -301,15 +288,13 @@ class Orchestrator:
             self._emit("chunk_succeeded", job.job_id)
             done += 1
             self._fence(job)  # cheap (the control is cached ~1 s); a region that lost the job stops here
-            if self.progress:
-                self.progress("chunks", done, total)
+            self.events.progress("chunks", done, total)
         if unavailable is not None:
             raise JobInterrupted(f"job {job.job_id} paused at {len(retry)} chunk(s): {unavailable}")
         return sorted(retry, key=lambda c: c.idx), done
 
     def _record_chunk(self, job: JobRecord, task: ChunkTask, result: ChunkResult) -> None:
-        if self.object_written is not None:
-            self.object_written(result.out_info)
+        self.events.object_written(result.out_info)
         rejects = [RejectRecord(job_id=job.job_id, row_no=row, chunk_idx=task.idx, raw=raw, reason=reason)
                    for row, raw, reason in result.rejects]
         self.state.complete_chunk(job.job_id, task.idx, epoch=job.owner_epoch, out_key=task.out_key,
@@ -392,8 +377,7 @@ class Orchestrator:
             if not delivered:
                 log.info("notification of %s was already delivered (dedupe key)", job.job_id,
                          extra={"job_id": job.job_id})
-            if self.notified is not None:
-                self.notified(delivered)
+            self.events.notified(delivered)
             crash_point("notify:sent")
             self.state.mark_notification_sent(job.job_id)
         self.state.transition_job(job.job_id, epoch=job.owner_epoch, from_status=JobStatus.MERGED,

@@ -88,7 +88,8 @@ class Pipeline(BaseModel):
         return self
 
     @property
-    def schema(self) -> dict[str, Any]:
+    def json_schema(self) -> dict[str, Any]:
+        """The pipeline's JSON Schema for one row."""
         return self.schema_
 
     @property

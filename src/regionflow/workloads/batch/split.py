@@ -11,7 +11,7 @@ import contextlib
 import csv
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 import numpy as np
 
@@ -62,8 +62,12 @@ def _check_text(buf: bytes, decoder: codecs.IncrementalDecoder, offset: int, fin
         ) from None
 
 
+class Readable(Protocol):
+    def read(self, size: int = -1, /) -> bytes: ...
+
+
 def split_stream(
-    stream: BinaryIO,
+    stream: Readable,
     pipeline: Pipeline,
     chunk_rows: int,
     emit_chunk: Callable[[int, bytes, int, int], None],

@@ -74,7 +74,7 @@ class RowValidator:
             # JSON Schema patterns are searched with Python's re, exactly as jsonschema does.
             flags = [False] * df.height
             for rule in patterns:
-                rx = re.compile(rule.pattern)
+                rx = re.compile(rule.pattern or "")  # (rules without a pattern were filtered out above)
                 for i, value in enumerate(df.get_column(rule.field).to_list()):
                     if not flags[i] and rx.search(value) is None:
                         flags[i] = True

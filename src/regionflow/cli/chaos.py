@@ -2,29 +2,23 @@
 
 from __future__ import annotations
 
-import json
-import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from regionflow.errors import RegionflowError
+from regionflow.cli.output import DEFAULT_CONFIG, ConfigOpt, call, emit, err, out
 
 chaos_app = typer.Typer(no_args_is_help=True, help="Chaos experiments (Chaos Toolkit) against the stack.")
-
-out = Console()
-err = Console(stderr=True)
 
 
 def _mark(ok: bool | None) -> str:
     return "[green]ok[/]" if ok else "[red]no[/]" if ok is not None else "-"
 
 
-def _table(summary: dict) -> Table:
+def _table(summary: dict[str, Any]) -> Table:
     table = Table(title=f"{summary['title']}: {summary['status']}"
                         f"{' (deviated)' if summary['deviated'] else ''}  {summary['duration']:.1f}s")
     for col in ("phase", "activity", "result", "seconds"):
@@ -42,6 +36,11 @@ def _table(summary: dict) -> Table:
     return table
 
 
+def _print_summary(summary: dict[str, Any]) -> None:
+    out.print(_table(summary))
+    err.print(f"journal: {summary['journal']}", highlight=False, soft_wrap=True)
+
+
 @chaos_app.callback()
 def _chaos() -> None:
     """Chaos experiments (Chaos Toolkit) against the stack: see examples/chaos/."""
@@ -50,8 +49,7 @@ def _chaos() -> None:
 @chaos_app.command("run")
 def run(
     experiment: Annotated[Path, typer.Argument(metavar="FILE", help="Chaos Toolkit experiment (JSON).")],
-    config: Annotated[Path, typer.Option("--config", "-c", envvar="REGIONFLOW_CONFIG",
-                                         help="Topology file written by `regionflow init`.")] = Path("regionflow.toml"),
+    config: ConfigOpt = DEFAULT_CONFIG,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
     journal: Annotated[Path | None, typer.Option("--journal", help="Where to write the journal "
                                                  "(default: <data_dir>/chaos/journals/).")] = None,
@@ -61,20 +59,19 @@ def run(
     from regionflow.chaos.runner import load_experiment, run_experiment
     from regionflow.config import load_config
 
-    try:
+    def go() -> dict[str, Any]:
         load_experiment(experiment)
         cfg = load_config(config)
-        if journal is None:
-            stamp = time.strftime("%Y%m%d-%H%M%S")
-            journal = Path(cfg.data_dir) / "chaos" / "journals" / f"{experiment.stem}-{stamp}.json"
-        summary = run_experiment(experiment, config, journal, timeout=timeout)
-    except RegionflowError as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-        raise typer.Exit(2) from None
-    if as_json:
-        sys.stdout.write(json.dumps(summary, indent=2, default=str) + "\n")
-    else:
-        out.print(_table(summary))
-        err.print(f"journal: {summary['journal']}", highlight=False, soft_wrap=True)
+        path = journal or (Path(cfg.data_dir) / "chaos" / "journals"
+                           / f"{experiment.stem}-{time.strftime('%Y%m%d-%H%M%S')}.json")
+        return run_experiment(experiment, config, path, timeout=timeout)
+
+    summary = call(go, code=2)
+    emit(summary, as_json, _print_summary)
     if summary["status"] != "completed" or summary["deviated"] or not summary["recovered"]:
         raise typer.Exit(1)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the chaos group to app."""
+    app.add_typer(chaos_app, name="chaos")

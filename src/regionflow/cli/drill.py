@@ -2,21 +2,15 @@
 
 from __future__ import annotations
 
-import json
-import sys
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from regionflow.errors import RegionflowError
-
-out = Console()
-err = Console(stderr=True)
+from regionflow.cli.output import DEFAULT_CONFIG, call, emit, err, load_config, out
 
 
 class Scenario(StrEnum):
@@ -25,17 +19,23 @@ class Scenario(StrEnum):
     replication_pause = "replication-pause"
 
 
-def _print_json(data: object) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
-
-
-def _fail(message: str, code: int = 2) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    return typer.Exit(code)
-
-
 def _secs(v: object) -> str:
     return "-" if v is None else f"{v:.3f} s" if isinstance(v, float) else f"{v} s"
+
+
+def _print_loadtest(result: dict[str, Any]) -> None:
+    lat = result["latency_seconds"]
+    table = Table(title=f"load test: {result['files']} files x {result['rows_per_file']} rows "
+                        f"({result['concurrency']} uploaders)", show_header=False)
+    for label, value in (
+        ("completed", f"{result['completed']} of {result['files']} ({result['failed']} failed)"),
+        ("seconds", f"{result['seconds']:.2f}"),
+        ("throughput", f"{result['files_per_second']:.2f} files/s, {result['rows_per_second']:,.0f} rows/s"),
+        ("latency p50 / p95 / p99 / max", " / ".join(_secs(lat[k]) for k in ("p50", "p95", "p99", "max"))),
+        ("upload retries", str(result["upload_retries"])),
+    ):
+        table.add_row(label, value)
+    out.print(table)
 
 
 def loadtest(
@@ -47,17 +47,13 @@ def loadtest(
     keep_reference: Annotated[bool, typer.Option(
         "--keep-reference", help="Do not load the sample's reference table (keys it lacks become rejects).")] = False,
     config: Annotated[Path, typer.Option("--config", "-c", envvar="REGIONFLOW_CONFIG",
-                                         help="Topology file of a running stack.")] = Path("regionflow.toml"),
+                                         help="Topology file of a running stack.")] = DEFAULT_CONFIG,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Upload N files through the access point; report throughput and end-to-end latency p50/p95/p99."""
-    from regionflow.config import load_config
     from regionflow.drill import loadtest as lt
 
-    try:
-        cfg = load_config(config)
-    except RegionflowError as exc:
-        raise _fail(str(exc)) from None
+    cfg = load_config(config)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=err, disable=not err.is_terminal, transient=True) as bar:
         tasks = {"uploaded": bar.add_task("uploaded", total=files),
@@ -66,26 +62,9 @@ def loadtest(
         def progress(event: str, done: int, total: int) -> None:
             bar.update(tasks[event], completed=done, total=total)
 
-        try:
-            result = lt.run_loadtest(cfg, files, rows, interval, concurrency, progress, timeout=timeout,
-                                     reference=not keep_reference)
-        except RegionflowError as exc:
-            raise _fail(str(exc), code=1) from None
-    if as_json:
-        _print_json(result)
-    else:
-        lat = result["latency_seconds"]
-        table = Table(title=f"load test: {result['files']} files x {result['rows_per_file']} rows "
-                            f"({result['concurrency']} uploaders)", show_header=False)
-        for label, value in (
-            ("completed", f"{result['completed']} of {result['files']} ({result['failed']} failed)"),
-            ("seconds", f"{result['seconds']:.2f}"),
-            ("throughput", f"{result['files_per_second']:.2f} files/s, {result['rows_per_second']:,.0f} rows/s"),
-            ("latency p50 / p95 / p99 / max", " / ".join(_secs(lat[k]) for k in ("p50", "p95", "p99", "max"))),
-            ("upload retries", str(result["upload_retries"])),
-        ):
-            table.add_row(label, value)
-        out.print(table)
+        result = call(lambda: lt.run_loadtest(cfg, files, rows, interval, concurrency, progress, timeout=timeout,
+                                              reference=not keep_reference))
+    emit(result, as_json, _print_loadtest)
     if result["failed"]:
         raise typer.Exit(1)
 
@@ -109,26 +88,21 @@ def drill(
 
     Exits 1 when an invariant failed (a file lost or processed twice, a duplicate notification) or a step failed.
     """
-    from regionflow.drill import drill as dr
+    from regionflow.drill import scenario as dr
 
     def narrate(line: str) -> None:
         err.print(line, highlight=False, soft_wrap=True)
 
     err.print(f"[bold]regionflow drill[/]: scenario {scenario.value}, {files} files of {rows} rows", highlight=False)
-    try:
-        result = dr.run_drill(files, scenario.value, report_dir=report, rows=rows, progress=narrate,
-                              concurrency=concurrency, interval=interval, timeout=timeout, keep=keep)
-    except RegionflowError as exc:
-        raise _fail(str(exc)) from None
-    if as_json:
-        _print_json(result)
-    else:
-        _print_drill(result)
+    result = call(lambda: dr.run_drill(files, scenario.value, report_dir=report, rows=rows, progress=narrate,
+                                       concurrency=concurrency, interval=interval, timeout=timeout, keep=keep),
+                  code=2)
+    emit(result, as_json, _print_drill)
     if not result["passed"]:
         raise typer.Exit(1)
 
 
-def _print_drill(r: dict) -> None:
+def _print_drill(r: dict[str, Any]) -> None:
     verdict = "[green]PASSED[/]" if r["passed"] else "[red]FAILED[/]"
     table = Table(title=f"drill {r['scenario']}: {verdict} ({r['seconds']:.1f} s)", show_header=False)
     rto, rpo = r["rto_seconds"], r["rpo"]

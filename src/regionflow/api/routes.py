@@ -1,0 +1,79 @@
+"""Every path of a region's gateway, in one place: the gateway's routers and the clients both use these."""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+HEALTH = "/health"
+HEALTH_DEEP = "/health/deep"
+METRICS = "/metrics"
+
+OBJECTS = "/objects/{key:path}"
+PRESIGNED = "/o/{key:path}"
+JOBS = "/jobs"
+JOB = "/jobs/{job_id}"
+JOB_CHUNKS = "/jobs/{job_id}/chunks"
+JOB_REJECTS = "/jobs/{job_id}/rejects"
+OUTBOX = "/outbox"
+REFERENCE = "/reference/{table}"
+
+CONTROL = "/control"
+CONTROL_ACTIVE = "/control/active"
+REPLICATION = "/replication"
+REPLICATION_ACTION = "/replication/{source}/{action}"
+
+FEED = "/internal/feed"
+FEED_STATS = "/internal/feed/stats"
+INTERNAL_OBJECT = "/internal/objects/{key:path}"
+
+PLANS_RUN = "/plans/run"
+EXECUTIONS = "/plans/executions"
+EXECUTION = "/plans/executions/{execution_id}"
+EXECUTION_APPROVE = "/plans/executions/{execution_id}/approve"
+EVALUATION = "/plans/evaluation"
+
+FAULTS = "/admin/faults"
+
+
+def _key(key: str) -> str:
+    return quote(key, safe="/")
+
+
+def object_path(key: str) -> str:
+    return f"/objects/{_key(key)}"
+
+
+def presigned_path(key: str) -> str:
+    return f"/o/{_key(key)}"
+
+
+def internal_object_path(key: str) -> str:
+    return f"/internal/objects/{_key(key)}"
+
+
+def job_path(job_id: str) -> str:
+    return f"/jobs/{quote(job_id, safe='')}"
+
+
+def job_chunks_path(job_id: str) -> str:
+    return f"{job_path(job_id)}/chunks"
+
+
+def job_rejects_path(job_id: str) -> str:
+    return f"{job_path(job_id)}/rejects"
+
+
+def reference_path(table: str) -> str:
+    return f"/reference/{quote(table, safe='')}"
+
+
+def replication_action_path(source: str, action: str) -> str:
+    return f"/replication/{quote(source, safe='')}/{quote(action, safe='')}"
+
+
+def execution_path(execution_id: str) -> str:
+    return f"/plans/executions/{quote(execution_id, safe='')}"
+
+
+def execution_approve_path(execution_id: str) -> str:
+    return f"{execution_path(execution_id)}/approve"

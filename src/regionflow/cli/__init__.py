@@ -1,0 +1,25 @@
+"""The regionflow command line: parse, call one function, print.
+
+One module per command group (engine, stack, jobs, control, switch, faults, chaos, drill), each with a
+register(app); `output` is the one output helper they share. `app` is the console entry point.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from regionflow.cli import chaos, control, drill, engine, faults, jobs, stack, switch
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_show_locals=False,
+                  help="regionflow: multi-region batch-file processing that loses no file and runs none twice.")
+
+# The order of registration is the order `regionflow --help` lists the commands (and, apart, the groups).
+for _group in (engine, stack, control, jobs, switch, faults, chaos, drill):
+    _group.register(app)
+
+
+def main() -> None:  # pragma: no cover - console entry for python -m
+    app()
+
+
+__all__ = ["app", "main"]

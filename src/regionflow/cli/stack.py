@@ -1,0 +1,123 @@
+"""Two regions on one machine: `init`, `up`, `down`, `status`."""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from regionflow.cli.output import DEFAULT_CONFIG, ConfigOpt, JsonOpt, call, emit, err, load_config, out
+
+
+def status_table(status: dict[str, Any]) -> Table:
+    """The `status` table: regions, plan checks, replication directions."""
+    table = Table(title="regionflow")
+    for col in ("region", "health", "active", "epoch", "jobs"):
+        table.add_column(col)
+    control = status.get("control") or {}
+    for name, r in status["regions"].items():
+        health = "[green]ok[/]" if r["healthy"] and r.get("deep") == "ok" else (
+            "[yellow]degraded[/]" if r["healthy"] else "[red]down[/]")
+        jobs = ", ".join(f"{k.lower()} {v}" for k, v in sorted((r.get("jobs") or {}).items())) or "-"
+        if r.get("faults"):
+            health += f" [magenta](faults: {', '.join(r['faults'])})[/]"
+        table.add_row(name, health, "yes" if r.get("active") else "", str(control.get("epoch", "?")), jobs)
+    for name, r in status["regions"].items():
+        ev = r.get("plan_evaluation") or {}
+        if ev.get("status") in ("ok", "failing"):
+            table.add_row(f"plan check ({name})", "[green]ok[/]" if ev["status"] == "ok" else "[red]failing[/]",
+                          "", "", "failover plan could run now" if ev["status"] == "ok" else "see `plan validate`")
+    for d in status.get("replication", []):
+        table.add_row(f"{d['source']} -> {d['target']}", "paused" if d["paused"] else (
+            "ok" if d["reachable"] else "[red]source unreachable[/]"), "", "",
+            f"backlog {d['backlog']['objects']} obj / {d['backlog']['state']} state, "
+            f"lag {max(d['lag_seconds'].values()):.1f}s")
+    return table
+
+
+def init(
+    directory: Annotated[Path, typer.Option("--dir", help="Where to write regionflow.toml.")] = Path("."),
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing regionflow.toml.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Write regionflow.toml for two regions on the embedded backends, with fresh secrets (0600)."""
+    from regionflow.config import init_project
+
+    path = call(lambda: init_project(directory, force=force))
+    cfg = load_config(path)
+    info = {"config": str(path), "regions": [r.name for r in cfg.regions], "primary": cfg.primary,
+            "access_point": cfg.access_point_url, "secrets": cfg.secrets_file}
+    emit(info, as_json, lambda i: out.print(
+        f"wrote {path}: regions {', '.join(i['regions'])} (primary {cfg.primary}), access point "
+        f"{cfg.access_point_url}, secrets in {cfg.secrets_file} (0600). Next: regionflow up"))
+
+
+def up(
+    config: ConfigOpt = DEFAULT_CONFIG,
+    detach: Annotated[bool, typer.Option("--detach", help="Return once every region is healthy.")] = False,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for health.")] = 60.0,
+) -> None:
+    """Start one process per region plus the access point."""
+    from rich.live import Live
+
+    from regionflow.region.stack import stack_status, start_stack, stop_stack
+
+    cfg = load_config(config)
+
+    def start() -> None:
+        procs = call(lambda: start_stack(config.resolve(), cfg, timeout))
+        for p in procs:
+            err.print(f"started {p.name} (pid {p.pid}) at {p.url}, log {p.log}", highlight=False)
+
+    if detach:
+        start()
+        out.print(f"stack is up; access point {cfg.access_point_url}. Stop it with `regionflow down`.")
+        return
+
+    def _interrupt(*_args: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _interrupt)  # `kill` of the foreground `up` stops the stack too
+    # Ctrl-C at any moment, even while the regions are still starting, stops everything that started.
+    try:
+        start()
+        if out.is_terminal:
+            with Live(status_table(stack_status(cfg)), console=out, refresh_per_second=2) as live:
+                while True:
+                    time.sleep(1.0)
+                    live.update(status_table(stack_status(cfg)))
+        else:  # no live redraw into a pipe or file: one line, then wait for Ctrl-C / SIGINT
+            out.print(f"stack is up; access point {cfg.access_point_url}. Ctrl-C stops it.")
+            while True:
+                time.sleep(1.0)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stopped = stop_stack(cfg)
+        err.print(f"stopped {', '.join(stopped)}")
+
+
+def down(config: ConfigOpt = DEFAULT_CONFIG) -> None:
+    """Stop a stack started with `up --detach`."""
+    from regionflow.region.stack import stop_stack
+
+    stopped = stop_stack(load_config(config))
+    out.print(f"stopped {', '.join(stopped)}" if stopped else "nothing was running")
+
+
+def status(config: ConfigOpt = DEFAULT_CONFIG, as_json: JsonOpt = False) -> None:
+    """Each region's health, the active region and epoch, replication backlog and lag."""
+    from regionflow.region.stack import stack_status
+
+    cfg = load_config(config)
+    emit(call(lambda: stack_status(cfg)), as_json, lambda st: out.print(status_table(st)))
+
+
+def register(app: typer.Typer) -> None:
+    """Add init, up, down and status to app."""
+    for command in (init, up, down, status):
+        app.command()(command)

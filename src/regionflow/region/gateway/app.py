@@ -1,0 +1,44 @@
+"""The gateway app: error mapping, request timing, and the routers of every area."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+
+from regionflow.chaos.faults import FaultInjected
+from regionflow.errors import ControlUnavailable, RegionflowError, StaleEpoch
+from regionflow.region.auth import TokenCheck
+from regionflow.region.gateway import faults as faults_routes
+from regionflow.region.gateway import health as health_routes
+from regionflow.region.gateway import jobs as jobs_routes
+from regionflow.region.gateway import objects as objects_routes
+from regionflow.region.gateway import replication as replication_routes
+from regionflow.region.gateway import switch as switch_routes
+from regionflow.region.runtime import Region
+
+
+def create_app(region: Region) -> FastAPI:
+    app = FastAPI(title=f"regionflow gateway ({region.name})", version="0.1.0")
+    tokens = TokenCheck(region.secrets.api_token, region.secrets.admin_token)
+
+    @app.exception_handler(RegionflowError)
+    def _regionflow_error(_request: Request, exc: RegionflowError) -> JSONResponse:
+        unavailable = isinstance(exc, FaultInjected | ControlUnavailable)
+        status = 409 if isinstance(exc, StaleEpoch) else 503 if unavailable else 400
+        return JSONResponse({"detail": str(exc)}, status_code=status)
+
+    @app.middleware("http")
+    async def _timing(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        started = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        region.metrics.requests.labels(request.method, getattr(route, "path", "unmatched")).observe(
+            time.perf_counter() - started)
+        return response
+
+    for area in (health_routes, objects_routes, jobs_routes, replication_routes, switch_routes, faults_routes):
+        app.include_router(area.router(region, tokens))
+    return app

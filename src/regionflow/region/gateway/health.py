@@ -1,0 +1,51 @@
+"""Health (shallow and deep) and Prometheus metrics."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from fastapi import APIRouter, Depends, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from regionflow.api import routes
+from regionflow.errors import RegionflowError
+from regionflow.region.auth import TokenCheck
+from regionflow.region.runtime import Region
+
+
+def router(region: Region, tokens: TokenCheck) -> APIRouter:
+    r = APIRouter()
+
+    @r.get(routes.HEALTH)
+    def health() -> dict[str, Any]:
+        try:
+            epoch_seen: int | None = region.control.get().epoch
+        except RegionflowError:
+            epoch_seen = None
+        return {"region": region.name, "status": "ok", "uptime": round(time.time() - region.started_at, 1),
+                "epoch_seen": epoch_seen, "busy": region.batch.busy()}
+
+    @r.get(routes.HEALTH_DEEP)
+    def health_deep() -> JSONResponse:
+        checks: dict[str, str] = {}
+        for name, probe in (("objects", lambda: next(iter(region.plain_objects.list("health/")), None)),
+                            ("state", region.state.feed_head),
+                            ("control", lambda: region.control.get(fresh=True))):
+            try:
+                probe()
+                checks[name] = "ok"
+            except Exception as exc:  # a deep health check reports, never raises
+                checks[name] = f"error: {type(exc).__name__}: {exc}"
+        ok = all(v == "ok" for v in checks.values())
+        return JSONResponse({"region": region.name, "status": "ok" if ok else "failing", "checks": checks,
+                             "faults": region.faults.active()}, status_code=200 if ok else 503)
+
+    @r.get(routes.METRICS, dependencies=[Depends(tokens.require_api)])
+    def metrics() -> Response:
+        region.replication_status()  # refresh the replication gauges
+        region.is_active()
+        return Response(generate_latest(region.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return r

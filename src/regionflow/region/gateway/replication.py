@@ -1,0 +1,66 @@
+"""Routing control, replication status and pause/resume, and the internal feed other regions pull."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+from fastapi import APIRouter, Depends, HTTPException, Query
+from pydantic import BaseModel
+
+from regionflow.api import routes
+from regionflow.region.auth import TokenCheck
+from regionflow.region.runtime import Region
+from regionflow.replication.replicator import KINDS
+
+
+class SetActive(BaseModel):
+    region: str
+    epoch: int
+
+
+def router(region: Region, tokens: TokenCheck) -> APIRouter:
+    r = APIRouter()
+    api = [Depends(tokens.require_api)]
+    admin = [Depends(tokens.require_admin)]
+
+    @r.get(routes.CONTROL, dependencies=api)
+    def control() -> dict[str, Any]:
+        return asdict(region.control.get(fresh=True))
+
+    @r.post(routes.CONTROL_ACTIVE, dependencies=admin)
+    def set_active(body: SetActive) -> dict[str, Any]:
+        if body.region not in region.config.region_names:
+            raise HTTPException(400, f"unknown region {body.region!r}")
+        return asdict(region.control.set_active(body.region, body.epoch, by=f"api@{region.name}"))
+
+    @r.get(routes.REPLICATION, dependencies=api)
+    def replication() -> dict[str, Any]:
+        return {"region": region.name, "directions": region.replication_status()}
+
+    @r.post(routes.REPLICATION_ACTION, dependencies=admin)
+    def replication_control(source: str, action: str, kind: str = "all") -> dict[str, Any]:
+        if source not in region.replication.sources():
+            raise HTTPException(404, f"{region.name} does not replicate from {source!r}")
+        if action not in ("pause", "resume"):
+            raise HTTPException(400, "action must be pause or resume")
+        if kind not in ("all", *KINDS):
+            raise HTTPException(400, "kind must be all, objects or state")
+        region.replication.set_paused(source, action == "pause", KINDS if kind == "all" else (kind,))
+        rep = region.replication.replicator(source)
+        rep.run_once()
+        return rep.status.as_dict()
+
+    @r.get(routes.FEED, dependencies=api)
+    def feed(since: int = Query(0, ge=0), limit: int = Query(500, ge=1, le=5000),
+             kind: str | None = Query(None, pattern="^(objects|state)$")) -> dict[str, Any]:
+        # The head is read first: every change up to it is visible to the query that follows (the feed
+        # becomes visible in sequence order), so a short answer means "nothing more of this kind up to head".
+        head = region.state.feed_head()
+        return {"head": head, "changes": [asdict(c) for c in region.state.feed_since(since, limit, kind)]}
+
+    @r.get(routes.FEED_STATS, dependencies=api)
+    def feed_stats(since: int = Query(0, ge=0)) -> dict[str, Any]:
+        return region.state.feed_stats(since)
+
+    return r
