@@ -25,13 +25,17 @@ demo: setup
 
 test: setup services
 	$(BIN)/ruff check .
+	$(BIN)/mypy
+	$(BIN)/python scripts/check_architecture.py
 	$(BIN)/python -m pytest -q
 
 lint: setup
 	$(BIN)/ruff check .
+	$(BIN)/mypy
+	$(BIN)/python scripts/check_architecture.py
 
 bench: setup
 	$(BIN)/python benchmarks/pipeline.py --rows 1000000
 
 clean:
-	rm -rf $(VENV) demo-out test-artifacts .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) demo-out test-artifacts .pytest_cache .ruff_cache .hypothesis .mypy_cache

@@ -6,13 +6,15 @@ import json
 import os
 import signal
 import subprocess
-import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 
 from conftest import REGIONFLOW
 from regionflow.config import load_config, load_secrets
+from regionflow.polling import PollTimeout, poll_until
 
 EAST, WEST = "us-east-1", "us-west-2"
 
@@ -72,15 +74,22 @@ class Stack:
         return r.json() if r.status_code == 200 else None
 
     def eventually(self, predicate, timeout: float = 20.0, interval: float = 0.1, what: str = "condition"):
-        deadline = time.monotonic() + timeout
-        while True:
-            value = predicate()
-            if value:
-                return value
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-            time.sleep(interval)
+        try:
+            return poll_until(predicate, timeout=timeout, interval=interval, what=what)
+        except PollTimeout as exc:
+            raise AssertionError(str(exc)) from None
 
     def replication(self, region: str) -> dict[str, dict]:
         with self.http(region) as h:
             return {d["source"]: d for d in h.get("/replication").json()["directions"]}
+
+
+@contextmanager
+def running_stack(root: Path, extra_config: str = "") -> Iterator[Stack]:
+    """A stack started in root (created if needed) and always stopped, whatever the test did."""
+    root.mkdir(parents=True, exist_ok=True)
+    s = Stack(root)
+    try:
+        yield s.start(extra_config)
+    finally:
+        s.stop()

@@ -1,4 +1,8 @@
-"""Contract tests for the RoutingControl port; every adapter runs them (add "etcd" to ADAPTERS with its URL)."""
+"""Contract tests for the RoutingControl port; every adapter runs them (add "etcd" to ADAPTERS with its URL).
+
+"guarded-<kind>" runs the contract over the fault-injection wrapper (chaos.faults.GuardedControl) around
+that kind of adapter, with no fault active: it must behave exactly like the control it wraps.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +13,12 @@ from pathlib import Path
 
 import pytest
 
+from regionflow.chaos.faults import FaultRegistry, GuardedControl
 from regionflow.control import CachedControl, ControlNotInitialized, ControlState, RoutingControl, open_control
 from regionflow.errors import ConfigError, ControlUnavailable, StaleEpoch
 
-ADAPTERS = ["sqlite"]
+ADAPTERS = ["sqlite", "guarded-sqlite"]
+GUARDED = "guarded-"
 
 
 def _sqlite_url(tmp_path: Path) -> str:
@@ -23,14 +29,22 @@ URL_FACTORIES: dict[str, Callable[[Path], str]] = {"sqlite": _sqlite_url}
 
 
 @pytest.fixture(params=ADAPTERS)
-def control_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A URL of an empty routing control of each adapter kind."""
-    return URL_FACTORIES[request.param](tmp_path)
+def adapter(request: pytest.FixtureRequest) -> str:
+    """Each adapter kind of ADAPTERS."""
+    return str(request.param)
 
 
 @pytest.fixture
-def control(control_url: str) -> Iterator[RoutingControl]:
+def control_url(adapter: str, tmp_path: Path) -> str:
+    """A URL of an empty routing control of each adapter kind."""
+    return URL_FACTORIES[adapter.removeprefix(GUARDED)](tmp_path)
+
+
+@pytest.fixture
+def control(adapter: str, control_url: str, tmp_path: Path) -> Iterator[RoutingControl]:
     c = open_control(control_url)
+    if adapter.startswith(GUARDED):
+        c = GuardedControl(c, FaultRegistry(tmp_path / "faults.json"))  # empty: no fault is ever injected
     try:
         yield c
     finally:

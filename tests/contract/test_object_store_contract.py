@@ -1,7 +1,8 @@
 """The ObjectStore contract, run against every adapter (for now the directory bucket).
 
 An S3 adapter joins by adding a param to the `store` fixture; tests that look at the directory layout
-(escapes, temp files) take `file_store` instead.
+(escapes, temp files) take `file_store` instead. "guarded-file" runs the contract over the fault-injection
+wrapper (chaos.faults.GuardedObjectStore) with no fault active: it must behave exactly like its store.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from regionflow.chaos.faults import FaultRegistry, GuardedObjectStore
 from regionflow.errors import InvalidKey, ObjectNotFound
 from regionflow.storage import ObjectStore
 from regionflow.storage.file import FileObjectStore
@@ -31,10 +33,13 @@ def sha256(data: bytes) -> str:
 # ---------------------------------------------------------------------------------------------- fixtures
 
 
-@pytest.fixture(params=["file"])
+@pytest.fixture(params=["file", "guarded-file"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> ObjectStore:
     if request.param == "file":
         return FileObjectStore(tmp_path / "bucket")
+    if request.param == "guarded-file":
+        # An empty registry: the file is never created, so the layout checks of tmp_path still hold.
+        return GuardedObjectStore(FileObjectStore(tmp_path / "bucket"), FaultRegistry(tmp_path / "faults.json"))
     raise AssertionError(f"unknown adapter {request.param}")
 
 

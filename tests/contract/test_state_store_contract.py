@@ -1,4 +1,5 @@
-"""The StateStore contract, run against every adapter (SQLite file and PostgreSQL)."""
+"""The StateStore contract, run against every adapter (SQLite file and PostgreSQL), bare and behind the
+fault-injection wrapper."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from regionflow.chaos.faults import FaultRegistry, GuardedStateStore
 from regionflow.errors import ConfigError, FencedOut, RegionflowError
 from regionflow.state import (
     Change,
@@ -39,9 +41,12 @@ def state_url(request: pytest.FixtureRequest, tmp_path) -> str:
     return request.getfixturevalue("pg_url")
 
 
-@pytest.fixture
-def state(state_url: str) -> Iterator[StateStore]:
+@pytest.fixture(params=["plain", "guarded"])
+def state(request: pytest.FixtureRequest, state_url: str, tmp_path) -> Iterator[StateStore]:
     store = open_state_store(state_url, REGION)
+    if request.param == "guarded":
+        # the fault-injection wrapper with an empty registry must behave exactly like the store
+        store = GuardedStateStore(store, FaultRegistry(tmp_path / "faults.json"))
     try:
         yield store
     finally:

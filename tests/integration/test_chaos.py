@@ -13,22 +13,11 @@ import pytest
 
 from conftest import REGIONFLOW
 from regionflow.chaos.runner import ExperimentError, load_experiment, run_experiment
-from stackkit import EAST, Stack
+from stackkit import EAST
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "chaos"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "chaos"
 EXPERIMENTS = ["storage-outage.json", "state-outage.json", "replication-pause.json", "killed-mid-merge.json",
                "control-unreachable-during-failover.json", "stale-region.json"]
-
-
-@pytest.fixture
-def stack(tmp_path):
-    s = Stack(tmp_path / "stack")
-    s.root.mkdir()
-    s.start()
-    try:
-        yield s
-    finally:
-        s.stop()
 
 
 def _failed(activities: list[dict]) -> list[str]:

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from regionflow.cli import app
 from regionflow.cli.output import call, emit, fail
 from regionflow.errors import RegionflowError
-from stackkit import EAST, WEST, Stack
+from stackkit import EAST, WEST
 
 runner = CliRunner()
 
@@ -80,15 +80,6 @@ def test_fault_param_must_be_key_value(tmp_path):
     result = runner.invoke(app, ["fault", "inject", EAST, "state_slow", "--param", "delay",
                                  "--config", str(tmp_path / "absent.toml")])
     assert result.exit_code == 2 and "expected key=value" in result.stderr
-
-
-@pytest.fixture
-def stack(tmp_path):
-    s = Stack(tmp_path).start()
-    try:
-        yield s
-    finally:
-        s.stop()
 
 
 @pytest.mark.timeout(240)

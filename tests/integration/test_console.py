@@ -16,14 +16,15 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 from prometheus_client.parser import text_string_to_metric_families
 
 from regionflow.switch.plan import load_plan
-from stackkit import EAST, WEST, Stack
+from regionflow.workloads.registry import step_registry
+from stackkit import EAST, WEST, Stack, running_stack
 
 pytestmark = pytest.mark.timeout(180)
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts" / "console"
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "console"
 WAIT_MS = 15_000
 
 expect.set_options(timeout=WAIT_MS)
@@ -31,8 +32,7 @@ expect.set_options(timeout=WAIT_MS)
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory) -> Stack:
-    s = Stack(tmp_path_factory.mktemp("console")).start()
-    try:
+    with running_stack(tmp_path_factory.mktemp("console")) as s:
         s.rf("sample", "--rows", "500", "--invalid-ratio", "0.1", "--out", "data")
         s.rf("reference", "load", "data/financial_data.csv")
         job_id = s.rf_json("submit", "data/orders.csv")["job_id"]
@@ -40,8 +40,6 @@ def stack(tmp_path_factory) -> Stack:
         assert done["status"] == "COMPLETED" and done["rows_rejected"] > 0
         s.job_id = job_id
         yield s
-    finally:
-        s.stop()
 
 
 @pytest.fixture(scope="module")
@@ -182,7 +180,7 @@ def test_failover_from_the_console_needs_the_typed_region_and_shows_the_executio
 
     expect(page.get_by_test_id("switch-status")).to_have_text("SUCCEEDED", timeout=45_000)
     steps = page.get_by_test_id("switch-steps").get_by_test_id("step-status")
-    plan_steps = len(load_plan(stack.config.plan_path).workflow("us-west-2"))
+    plan_steps = len(load_plan(stack.config.plan_path, step_registry()).workflow("us-west-2"))
     expect(steps).to_have_count(plan_steps)
     expect(steps).to_have_text(["SUCCEEDED"] * plan_steps)
     expect(page.get_by_test_id("switch-active")).to_contain_text(f"active region now: {WEST}")

@@ -12,7 +12,6 @@ from typer.testing import CliRunner
 
 from regionflow.cli.drill import register
 from regionflow.drill import check_invariants, percentile, render_markdown, run_drill
-from stackkit import Stack
 
 SHA = "a" * 64
 EXPECTED = {"output_sha256": SHA, "rows_in": 10, "rows_ok": 8, "rows_rejected": 2}
@@ -77,7 +76,7 @@ def test_drill_command_exits_0_and_prints_the_report_as_json(tmp_path):
 
 @pytest.mark.timeout(60)
 def test_drill_command_exits_1_when_an_invariant_fails(monkeypatch, tmp_path):
-    import regionflow.drill.drill as drill_module
+    import regionflow.drill.scenario as drill_module
 
     checked = check_invariants(_state(emls=["job-a", "job-a-dup"], extra_jobs=[
         {**_job("job-a-dup", "input/a.csv"), "version_id": "v2"}]))
@@ -102,17 +101,6 @@ def test_drill_command_exits_1_when_an_invariant_fails(monkeypatch, tmp_path):
 # ---------------------------------------------------------------------------------------------------
 # Load test against a running stack
 # ---------------------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def stack(tmp_path):
-    s = Stack(tmp_path / "stack")
-    s.root.mkdir()
-    s.start()
-    try:
-        yield s
-    finally:
-        s.stop()
 
 
 @pytest.mark.timeout(240)

@@ -7,20 +7,9 @@ import time
 import pytest
 
 from regionflow.workloads.batch.sample import generate
-from stackkit import EAST, WEST, Stack
+from stackkit import EAST, WEST
 
 pytestmark = pytest.mark.timeout(240)
-
-
-@pytest.fixture
-def stack(tmp_path):
-    s = Stack(tmp_path / "s")
-    s.root.mkdir()
-    s.start()
-    try:
-        yield s
-    finally:
-        s.stop()
 
 
 def test_faults_take_effect_show_in_status_and_revert(stack, tmp_path):

@@ -8,7 +8,7 @@ import re
 import pytest
 
 from regionflow.workloads.batch.sample import generate
-from stackkit import EAST, WEST, Stack
+from stackkit import EAST, WEST
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -33,12 +33,8 @@ def metric(text: str, name: str, **labels: str) -> float:
 
 
 @pytest.fixture
-def stack(tmp_path):
-    s = Stack(tmp_path).start(extra_config="[canary]\ninterval = 1.0\n")
-    try:
-        yield s
-    finally:
-        s.stop()
+def stack_config() -> str:
+    return "[canary]\ninterval = 1.0\n"  # a canary every second, so the test sees several
 
 
 def test_metrics_logs_and_canary(stack, tmp_path):

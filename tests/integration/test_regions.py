@@ -14,15 +14,6 @@ from stackkit import EAST, WEST, Stack
 pytestmark = pytest.mark.timeout(240)
 
 
-@pytest.fixture
-def stack(tmp_path):
-    s = Stack(tmp_path).start()
-    try:
-        yield s
-    finally:
-        s.stop()
-
-
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     d = tmp_path_factory.mktemp("data")

@@ -18,17 +18,6 @@ from stackkit import EAST, WEST, Stack
 pytestmark = pytest.mark.timeout(420)
 
 
-@pytest.fixture
-def stack(tmp_path):
-    s = Stack(tmp_path / "stack")
-    s.root.mkdir()
-    s.start()
-    try:
-        yield s
-    finally:
-        s.stop()
-
-
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     d = tmp_path_factory.mktemp("switchdata")
@@ -265,11 +254,11 @@ def test_plan_validate_checks_the_live_stack(stack, tmp_path):
     # each region evaluates the failover plan by itself and status shows it
     stack.eventually(lambda: (stack.rf_json("status")["regions"][EAST].get("plan_evaluation") or {}).get("status")
                      == "ok", timeout=30, what="the continuous plan evaluation")
-    ok = stack.rf_json("plan", "validate", str(Path(__file__).parents[1] / "examples" / "plans" / "batch.yaml"))
+    ok = stack.rf_json("plan", "validate", str(Path(__file__).parents[2] / "examples" / "plans" / "batch.yaml"))
     assert ok["status"] == "ok" and all(c["ok"] for c in ok["checks"])
     stack.signal(WEST, signal.SIGSTOP)
     try:
-        bad = stack.rf("plan", "validate", str(Path(__file__).parents[1] / "examples" / "plans" / "batch.yaml"),
+        bad = stack.rf("plan", "validate", str(Path(__file__).parents[2] / "examples" / "plans" / "batch.yaml"),
                        check=False)
         assert bad.returncode == 1 and "us-west-2 reachable" in bad.stdout
     finally:

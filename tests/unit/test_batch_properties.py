@@ -33,7 +33,7 @@ rows = st.lists(st.one_of(good_row, good_row, bad_row), max_size=40)
 
 
 def oracle(data: str):
-    validator = jsonschema.Draft7Validator(PIPELINE.schema)
+    validator = jsonschema.Draft7Validator(PIPELINE.json_schema)
     fin = {r["uuid"]: r for r in csv.DictReader(io.StringIO(FIN))}
     reader = csv.reader(io.StringIO(data.lstrip("\ufeff"), newline=""))
     next(reader)

@@ -1,0 +1,115 @@
+"""A region's gateway in-process (httpx.ASGITransport): routes, auth, error mapping, fault admin.
+
+The region is real (embedded stores, routing control) but its background loops are not started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from regionflow.api import routes
+from regionflow.api.wire import auth_header, info_from_headers
+from regionflow.config import init_project, load_config
+from regionflow.ids import job_id_for
+from regionflow.region.gateway import create_app
+from regionflow.region.runtime import Region
+
+EAST = "us-east-1"
+
+
+@pytest.fixture
+def region(tmp_path) -> Iterator[Region]:
+    config = load_config(init_project(tmp_path))
+    r = Region(config, EAST)
+    yield r
+    r.stop()
+
+
+def _call(region: Region, method: str, path: str, token: str | None = "api", **kwargs) -> httpx.Response:
+    headers = {}
+    if token is not None:
+        headers = auth_header(region.secrets.admin_token if token == "admin" else region.secrets.api_token)
+
+    async def go() -> httpx.Response:
+        transport = httpx.ASGITransport(app=create_app(region))
+        async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
+            return await client.request(method, path, headers=headers, **kwargs)
+
+    return asyncio.run(go())
+
+
+def test_health_needs_no_token_but_the_api_does(region):
+    assert _call(region, "GET", routes.HEALTH, token=None).json()["region"] == EAST
+    assert _call(region, "GET", routes.JOBS, token=None).status_code == 401
+    assert _call(region, "GET", routes.JOBS).json() == {"region": EAST, "jobs": []}
+    assert _call(region, "GET", routes.HEALTH_DEEP, token=None).json()["status"] == "ok"
+
+
+def test_an_upload_creates_its_job_and_the_object_reads_back_with_its_metadata(region):
+    put = _call(region, "PUT", routes.object_path("input/a.csv"), content=b"x,y\n1,2\n")
+    assert put.status_code == 200
+    body = put.json()
+    assert body["job_id"] == job_id_for("input/a.csv", body["version_id"]) and body["started_here"] is True
+    assert region.batch.busy()  # queued for the job runner
+    job = _call(region, "GET", routes.job_path(body["job_id"])).json()
+    assert job["status"] == "INITIALIZED" and job["owner_region"] == EAST and job["link"] is None
+    got = _call(region, "GET", routes.object_path("input/a.csv"))
+    assert got.content == b"x,y\n1,2\n"
+    info = info_from_headers("input/a.csv", _call(region, "HEAD", routes.object_path("input/a.csv")).headers)
+    assert (info.version_id, info.etag, info.size) == (body["version_id"], body["etag"], 8)
+    # the put is in the change feed other regions pull
+    feed = _call(region, "GET", routes.FEED, params={"since": 0, "kind": "objects"}).json()
+    assert [c["key"] for c in feed["changes"]] == ["input/a.csv"]
+
+
+def test_bad_keys_and_unknown_objects_are_refused_and_write_nothing(region):
+    assert _call(region, "PUT", "/objects/input/%2e%2e/escape.csv", content=b"x").status_code == 400
+    assert _call(region, "GET", routes.object_path("input/none.csv")).status_code == 404
+    assert _call(region, "GET", routes.job_path("job-nope")).status_code == 404
+    assert list(region.objects.list("")) == []
+
+
+def test_switching_the_routing_control_needs_the_admin_token_and_the_current_epoch(region):
+    epoch = _call(region, "GET", routes.CONTROL).json()["epoch"]
+    body = {"region": "us-west-2", "epoch": epoch}
+    assert _call(region, "POST", routes.CONTROL_ACTIVE, json=body).status_code == 403
+    moved = _call(region, "POST", routes.CONTROL_ACTIVE, token="admin", json=body)
+    assert moved.json()["active_region"] == "us-west-2" and moved.json()["epoch"] == epoch + 1
+    stale = _call(region, "POST", routes.CONTROL_ACTIVE, token="admin", json=body)
+    assert stale.status_code == 409  # StaleEpoch: the compare-and-set lost
+    assert _call(region, "POST", routes.CONTROL_ACTIVE, token="admin",
+                 json={"region": "mars-1", "epoch": epoch + 1}).status_code == 400
+
+
+def test_an_injected_storage_fault_fails_deep_health_and_uploads_until_cleared(region):
+    fault = _call(region, "POST", routes.FAULTS, token="admin",
+                  json={"kind": "storage_unreachable", "duration": 30}).json()
+    deep = _call(region, "GET", routes.HEALTH_DEEP, token=None)
+    assert deep.status_code == 503 and deep.json()["checks"]["objects"].startswith("error:")
+    refused = _call(region, "PUT", routes.object_path("input/b.csv"), content=b"x\n")
+    assert refused.status_code == 503 and "storage unreachable" in refused.json()["detail"]
+    cleared = _call(region, "DELETE", routes.FAULTS, token="admin").json()["cleared"]
+    assert [f["id"] for f in cleared] == [fault["id"]]
+    assert _call(region, "PUT", routes.object_path("input/b.csv"), content=b"x\n").status_code == 200
+
+
+def test_replication_can_be_paused_per_kind_and_status_reads_the_flags_now(region):
+    paused = _call(region, "POST", routes.replication_action_path("us-west-2", "pause"), token="admin",
+                   params={"kind": "state"}).json()
+    assert paused["paused_kinds"] == ["state"]
+    [direction] = _call(region, "GET", routes.REPLICATION).json()["directions"]
+    assert direction["source"] == "us-west-2" and direction["paused_kinds"] == ["state"]
+    assert _call(region, "POST", routes.replication_action_path("nowhere", "pause"), token="admin").status_code == 404
+    resumed = _call(region, "POST", routes.replication_action_path("us-west-2", "resume"), token="admin").json()
+    assert resumed["paused"] is False
+
+
+def test_a_plan_must_run_in_the_region_it_activates(region):
+    resp = _call(region, "POST", routes.PLANS_RUN, token="admin",
+                 json={"plan_path": region.config.plan_path, "activate": "us-west-2"})
+    assert resp.status_code == 400 and "send it to us-west-2" in resp.json()["detail"]
+    assert _call(region, "GET", routes.EXECUTIONS).json()["executions"] == []

@@ -1,0 +1,163 @@
+"""Reconcile and the replicator on the embedded stores, with fakes for the orchestrator and the source
+region (no processes, no network)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from regionflow.ids import job_id_for
+from regionflow.replication.feeding import FeedingObjectStore
+from regionflow.replication.replicator import Replicator
+from regionflow.replication.source import SourceUnavailable
+from regionflow.state import open_state_store
+from regionflow.state.base import Change, ChunkRecord, JobRecord, JobStatus, StateStore
+from regionflow.storage.base import ObjectInfo
+from regionflow.storage.file import FileObjectStore
+from regionflow.workloads.batch.metrics import BatchMetrics
+from regionflow.workloads.batch.reconcile import reconcile
+from regionflow.workloads.batch.service import BatchService
+
+EAST, WEST = "us-east-1", "us-west-2"
+
+
+class FakeOrchestrator:
+    """Creates the job the way the real trigger does (owner = this region, current epoch)."""
+
+    def __init__(self, service: BatchService, state: StateStore):
+        self.service, self.state = service, state
+
+    def trigger(self, key: str) -> str | None:
+        info = self.service.objects.head(key)
+        assert info is not None
+        active, epoch = self.service.owner()
+        job = JobRecord(job_id=job_id_for(key, info.version_id), input_key=key, version_id=info.version_id,
+                        input_etag=info.etag, pipeline="p", owner_region=self.service.region, owner_epoch=epoch)
+        self.state.create_job(job)
+        return job.job_id
+
+
+@pytest.fixture
+def west(tmp_path: Path):
+    state = open_state_store(f"sqlite:///{tmp_path / 'west.db'}", WEST)
+    objects = FeedingObjectStore(FileObjectStore(tmp_path / "west"), state)
+    service = BatchService(WEST, objects, state, BatchMetrics(CollectorRegistry()), lambda: (WEST, 2))
+    service.attach(FakeOrchestrator(service, state))  # type: ignore[arg-type]
+    yield service
+    state.close()
+
+
+def _job(service: BatchService, name: str, status: JobStatus, *, epoch: int = 1, with_input: bool = True) -> JobRecord:
+    key = f"input/{name}.csv"
+    info = service.objects.put(key, b"a,b\n1,2\n") if with_input else None
+    version = info.version_id if info else "01J0000000000000000000000"
+    job = JobRecord(job_id=job_id_for(key, version), input_key=key, version_id=version, input_etag="x", pipeline="p",
+                    status=status, owner_region=EAST, owner_epoch=epoch)
+    service.state.create_job(job)
+    return job
+
+
+def _queued(service: BatchService) -> set[str]:
+    return set(service._queued)
+
+
+def test_reconcile_claims_unfinished_jobs_starts_inputs_without_one_and_reports_missing(west):
+    done = _job(west, "done", JobStatus.COMPLETED)
+    running = _job(west, "running", JobStatus.INITIALIZED)
+    lost = _job(west, "lost", JobStatus.INITIALIZED, with_input=False)
+    newer = _job(west, "newer", JobStatus.INITIALIZED, epoch=5)  # owned under a later epoch: not ours
+    fresh = west.objects.put("input/fresh.csv", b"a,b\n")  # an upload that has no job yet
+
+    report = reconcile(west, epoch=2)
+
+    assert set(report["claimed"]) == {running.job_id, lost.job_id}
+    assert report["resumed"] == [running.job_id]
+    assert report["started"] == [job_id_for("input/fresh.csv", fresh.version_id)]
+    assert [m["job_id"] for m in report["missing"]] == [lost.job_id]
+    assert west.state.get_job(running.job_id).owner_region == WEST
+    assert west.state.get_job(running.job_id).owner_epoch == 2
+    assert west.state.get_job(newer.job_id).owner_epoch == 5 and west.state.get_job(done.job_id).owner_epoch == 1
+    # the job whose input is missing stays claimed but not queued: the sweep starts it when it arrives
+    assert _queued(west) == {running.job_id, *report["started"]}
+
+
+def test_practice_reconcile_reports_and_changes_nothing(west):
+    running = _job(west, "running", JobStatus.INITIALIZED)
+    report = reconcile(west, epoch=2, practice=True)
+    assert report["claimed"] == [running.job_id] and report["practice"] is True
+    assert west.state.get_job(running.job_id).owner_region == EAST and _queued(west) == set()
+
+
+def test_reconcile_lists_a_job_whose_chunks_and_input_are_gone_as_missing(west):
+    job = _job(west, "split", JobStatus.SPLIT, with_input=False)
+    west.state.add_chunks(job.job_id, [ChunkRecord(job.job_id, 0, f"work/{job.job_id}/chunks/000000.csv", 1, 1)],
+                          epoch=1)
+    missing = reconcile(west, epoch=2)["missing"]
+    assert missing[0]["missing"] == [job.input_key, f"work/{job.job_id}/chunks/000000.csv"]
+
+
+class FakeSource:
+    """A source region's feed and objects, held in memory; down=True makes it unreachable."""
+
+    name = EAST
+
+    def __init__(self) -> None:
+        self.changes: list[Change] = []
+        self.objects: dict[str, tuple[ObjectInfo, bytes]] = {}
+        self.down = False
+
+    def put(self, store: FileObjectStore, key: str, data: bytes) -> None:
+        info = store.put(key, data)
+        self.objects[key] = (info, data)
+        self.changes.append(Change(seq=len(self.changes) + 1, table="objects", key=key,
+                                   row={"key": key, "version_id": info.version_id}, hlc=1, epoch=1, origin=EAST,
+                                   created_at=time.time()))
+
+    def _check(self) -> None:
+        if self.down:
+            raise SourceUnavailable(f"{EAST}: ConnectError")
+
+    def feed(self, since: int, limit: int, kind: str | None = None) -> tuple[list[Change], int]:
+        self._check()
+        wanted = [c for c in self.changes if c.seq > since and (kind != "state")][:limit]
+        return wanted, len(self.changes)
+
+    def stats(self, since: int) -> dict:
+        self._check()
+        count = len([c for c in self.changes if c.seq > since])
+        return {"head": len(self.changes), "objects": {"count": count, "oldest": None},
+                "state": {"count": 0, "oldest": None}}
+
+    def fetch_object(self, key: str) -> tuple[ObjectInfo, bytes] | None:
+        self._check()
+        return self.objects.get(key)
+
+
+def test_the_replicator_copies_objects_with_their_versions_and_resumes_after_the_source_returns(tmp_path):
+    source = FakeSource()
+    east_store = FileObjectStore(tmp_path / "east")
+    state = open_state_store(f"sqlite:///{tmp_path / 'west.db'}", WEST)
+    west_store = FileObjectStore(tmp_path / "west")
+    seen: list[str] = []
+    rep = Replicator(source, WEST, state, west_store, on_object=seen.append, batch=2)
+    try:
+        for i in range(3):
+            source.put(east_store, f"input/f{i}.csv", f"row {i}\n".encode())
+        source.down = True
+        assert rep.run_once() == 0 and rep.status.reachable is False  # nothing applied while it is down
+        assert west_store.head("input/f0.csv") is None and rep.checkpoint("objects") == 0
+        source.down = False
+        while rep.run_once():
+            pass
+        for i in range(3):
+            here, there = west_store.head(f"input/f{i}.csv"), source.objects[f"input/f{i}.csv"][0]
+            assert here is not None and (here.version_id, here.etag) == (there.version_id, there.etag)
+        assert rep.caught_up_to(3) and rep.status.reachable and rep.status.backlog["objects"] == 0
+        assert seen == [f"input/f{i}.csv" for i in range(3)]
+        assert rep.run_once() == 0 and seen == [f"input/f{i}.csv" for i in range(3)]  # re-running applies nothing
+    finally:
+        rep.stop()
+        state.close()
