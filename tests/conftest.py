@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
-import sys
 import uuid
 from collections.abc import Callable, Iterator
 
 import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
+
+from testenv import REFERENCE_DATA
 
 # The machine's PostgreSQL (trust auth on loopback; `make services` starts it). CI must provide it.
 PG_ADMIN_URL = os.environ.get("REGIONFLOW_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -61,9 +62,6 @@ def pg_url(pg_url_factory: Callable[[], str]) -> str:
     return pg_url_factory()
 
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-REFERENCE_DATA = os.path.join(os.path.dirname(REPO), "shared", "reference-data")
-REGIONFLOW = os.path.join(os.path.dirname(sys.executable), "regionflow")  # the venv's console script
 
 
 @pytest.fixture(scope="session")

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import httpx
 
-from conftest import REGIONFLOW
 from regionflow.config import load_config, load_secrets
 from regionflow.polling import PollTimeout, poll_until
+from testenv import REGIONFLOW
 
 EAST, WEST = "us-east-1", "us-west-2"
 

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REGIONFLOW
 from regionflow.chaos.runner import ExperimentError, load_experiment, run_experiment
 from stackkit import EAST
+from testenv import REGIONFLOW
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "chaos"
 EXPERIMENTS = ["storage-outage.json", "state-outage.json", "replication-pause.json", "killed-mid-merge.json",

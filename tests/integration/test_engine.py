@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 
 from batchkit import independent_join
-from conftest import REGIONFLOW
 from regionflow.crashpoints import CRASH_EXIT_CODE
 from regionflow.state import open_state_store
 from regionflow.state.base import JobStatus
+from testenv import REGIONFLOW
 
 OUTPUT_HEADER = ("uuid,Country,Item Type,Sales Channel,Order Priority,Order Date,Region,Ship Date,Units Sold,"
                  "Unit Price,Unit Cost,Total Revenue,Total Cost,Total Profit")

@@ -83,8 +83,8 @@ def test_bad_notifier_urls_are_refused(url):
 def test_process_notifies_through_smtp_once_with_counts_and_a_signed_link(smtp_server, tmp_path):
     import subprocess
 
-    from conftest import REGIONFLOW
     from regionflow.workloads.batch.sample import generate
+    from testenv import REGIONFLOW
 
     controller, handler = smtp_server
     data = generate(300, tmp_path / "data", invalid_ratio=0.1, seed=2)

@@ -223,7 +223,7 @@ def test_a_killed_region_restarted_with_up_resumes_its_unfinished_work(stack, tm
 def test_up_in_the_foreground_stops_everything_on_ctrl_c(tmp_path):
     import subprocess
 
-    from conftest import REGIONFLOW
+    from testenv import REGIONFLOW
 
     s = Stack(tmp_path)
     s.rf("init", "--dir", ".")

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REGIONFLOW
 from regionflow.workloads.batch.sample import generate
 from stackkit import EAST, WEST, Stack
+from testenv import REGIONFLOW
 
 pytestmark = pytest.mark.timeout(420)
 
