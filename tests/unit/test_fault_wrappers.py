@@ -102,7 +102,7 @@ def test_wrappers_define_every_port_method_with_its_signature(port: type, wrappe
 def test_plain_attributes_of_the_adapter_pass_through_unguarded(registry: FaultRegistry,
                                                                 files: FileObjectStore) -> None:
     guarded = guard_objects(files, registry)
-    registry.add("storage_unreachable", 30)
+    registry.add_fault("storage_unreachable", 30)
     assert guarded.root == files.root  # type: ignore[attr-defined]  # not on the port, but read as before
     assert "FileObjectStore" in repr(guarded)
 
@@ -124,7 +124,7 @@ def test_storage_unreachable_fails_every_call_and_leaves_the_store_alone(
     assert sorted(OBJECT_CALLS) == _port_methods(ObjectStore)  # a new port method needs a case here
     before: ObjectInfo = files.put("k", b"old")
     guarded = guard_objects(files, registry)
-    registry.add("storage_unreachable", 30)
+    registry.add_fault("storage_unreachable", 30)
     layout = sorted(p.relative_to(files.root) for p in files.root.rglob("*"))
     with pytest.raises(FaultInjected, match="storage unreachable"):
         OBJECT_CALLS[method](guarded)
@@ -135,7 +135,7 @@ def test_storage_unreachable_fails_every_call_and_leaves_the_store_alone(
 
 def test_storage_slow_delays_each_call(registry: FaultRegistry, files: FileObjectStore) -> None:
     guarded = guard_objects(files, registry)
-    registry.add("storage_slow", 30, {"delay": 0.2})
+    registry.add_fault("storage_slow", 30, {"delay": 0.2})
     t0 = time.monotonic()
     guarded.put("k", b"x")
     assert guarded.get("k") == b"x"
@@ -144,8 +144,8 @@ def test_storage_slow_delays_each_call(registry: FaultRegistry, files: FileObjec
 
 def test_other_areas_do_not_affect_storage(registry: FaultRegistry, files: FileObjectStore) -> None:
     guarded = guard_objects(files, registry)
-    registry.add("state_unreachable", 30)
-    registry.add("control_unreachable", 30)
+    registry.add_fault("state_unreachable", 30)
+    registry.add_fault("control_unreachable", 30)
     assert guarded.put("k", b"x").size == 1
 
 
@@ -155,7 +155,7 @@ def test_other_areas_do_not_affect_storage(registry: FaultRegistry, files: FileO
 def test_state_unreachable_fails_calls_and_writes_nothing(registry: FaultRegistry, state: StateStore) -> None:
     guarded = guard_state(state, registry)
     head = state.feed_head()
-    registry.add("state_unreachable", 30)
+    registry.add_fault("state_unreachable", 30)
     job = JobRecord(job_id="job-1", input_key="input/a.csv", version_id="v1", input_etag="e", pipeline="default")
     with pytest.raises(FaultInjected, match="state unreachable"):
         guarded.create_job(job)
@@ -168,7 +168,7 @@ def test_state_unreachable_fails_calls_and_writes_nothing(registry: FaultRegistr
 
 def test_state_slow_delays(registry: FaultRegistry, state: StateStore) -> None:
     guarded = guard_state(state, registry)
-    registry.add("state_slow", 30, {"delay": 0.3})
+    registry.add_fault("state_slow", 30, {"delay": 0.3})
     t0 = time.monotonic()
     assert guarded.list_jobs() == []
     assert time.monotonic() - t0 >= 0.3
@@ -180,7 +180,7 @@ def test_state_slow_delays(registry: FaultRegistry, state: StateStore) -> None:
 def test_control_unreachable_is_control_unavailable(registry: FaultRegistry, control: RoutingControl) -> None:
     guarded = guard_control(control, registry)
     first: ControlState = guarded.initialize("us-east-1")
-    registry.add("control_unreachable", 30)
+    registry.add_fault("control_unreachable", 30)
     for call in (guarded.get, lambda: guarded.set_active("us-west-2", 1), lambda: guarded.initialize("x"),
                  guarded.history):
         with pytest.raises(ControlUnavailable, match="control unreachable") as info:
@@ -194,7 +194,7 @@ def test_control_unreachable_is_control_unavailable(registry: FaultRegistry, con
 
 def test_faults_expire(registry: FaultRegistry, files: FileObjectStore) -> None:
     guarded = guard_objects(files, registry)
-    registry.add("storage_unreachable", 0.3)
+    registry.add_fault("storage_unreachable", 0.3)
     with pytest.raises(FaultInjected):
         guarded.head("k")
     time.sleep(0.4)
@@ -220,7 +220,7 @@ def test_fault_kinds_are_the_known_kinds() -> None:
 
 
 def test_fault_records_roundtrip_through_the_file_format(registry: FaultRegistry) -> None:
-    as_dict = registry.add("replication_paused", 10, {"source": "us-west-2"})
+    as_dict = registry.add_fault("replication_paused", 10, {"source": "us-west-2"}).to_dict()
     assert list(as_dict) == ["id", "kind", "params", "started", "until", "duration"]
     on_disk = json.loads(registry.path.read_text())
     assert on_disk == [as_dict] and type(on_disk[0]["kind"]) is str
@@ -237,5 +237,5 @@ def test_add_refuses_unknown_kinds_and_bad_durations(registry: FaultRegistry) ->
         registry.add_fault("meteor", 1)
     for duration in (0, -1, 3601):
         with pytest.raises(RegionflowError, match="duration"):
-            registry.add("crash", duration)
+            registry.add_fault("crash", duration)
     assert not registry.path.exists()

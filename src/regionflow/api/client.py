@@ -61,10 +61,12 @@ def _base_and_token(config: Config, region: str | None, admin: bool) -> tuple[st
 class ApiClient:
     """One region's API (or the access point's), with one token."""
 
-    def __init__(self, base_url: str, token: str, *, target: str = "", timeout: float | httpx.Timeout = 30.0):
+    def __init__(self, base_url: str, token: str, *, target: str = "", timeout: float | httpx.Timeout = 30.0,
+                 transport: httpx.BaseTransport | None = None):
         self.base_url = base_url
         self.target = target or base_url
-        self._http = httpx.Client(base_url=base_url, headers=auth_header(token), timeout=timeout)
+        self._http = httpx.Client(base_url=base_url, headers=auth_header(token), timeout=timeout,
+                                  transport=transport)
 
     @classmethod
     def for_config(cls, config: Config, region: str | None = None, *, admin: bool = False,

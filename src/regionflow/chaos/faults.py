@@ -102,8 +102,8 @@ class Fault:
 class FaultRegistry:
     """The faults of one region, in a JSON file shared by the region process and its workers.
 
-    The dict-returning methods (active, add, clear) are what the gateway and runtime use today; the
-    typed ones (active_faults, add_fault, clear_faults) return Fault records over the same file.
+    active() returns the JSON dicts as stored, for the hot path (every guarded call checks it); the rest
+    speaks Fault records.
     """
 
     def __init__(self, path: str | Path):
@@ -170,21 +170,13 @@ class FaultRegistry:
             self._write([*self.active(), fault.to_dict()])
         return fault
 
-    def add(self, kind: str, duration: float, params: dict[str, Any] | None = None) -> dict[str, Any]:
-        """add_fault, returning the fault's JSON dict."""
-        return self.add_fault(kind, duration, params).to_dict()
-
-    def clear(self, fault_id: str | None = None) -> list[dict[str, Any]]:
-        """Remove one fault (or all); returns the removed ones as JSON dicts."""
+    def clear_faults(self, fault_id: str | None = None) -> list[Fault]:
+        """Remove one fault (or all); returns the removed ones."""
         with self._lock:
             current = self.active()
             removed = [f for f in current if fault_id is None or f["id"] == fault_id]
             self._write([f for f in current if f not in removed])
-        return removed
-
-    def clear_faults(self, fault_id: str | None = None) -> list[Fault]:
-        """Remove one fault (or all); returns the removed ones as Fault records."""
-        return [Fault.from_dict(f) for f in self.clear(fault_id)]
+        return [Fault.from_dict(f) for f in removed]
 
 
 # ---------------------------------------------------------------------------------------------- wrappers

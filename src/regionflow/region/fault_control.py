@@ -9,7 +9,7 @@ import signal
 import threading
 from typing import Any
 
-from regionflow.chaos.faults import FaultRegistry
+from regionflow.chaos.faults import Fault, FaultKind, FaultRegistry
 from regionflow.errors import RegionflowError
 from regionflow.replication.directions import ReplicationSet
 
@@ -21,49 +21,49 @@ class FaultControl:
         self.region = region
         self.registry = registry
         self.replication = replication
-        self._applied: dict[str, dict[str, Any]] = {}  # injected faults whose side effects must be reverted
+        self._applied: dict[str, Fault] = {}  # injected faults whose side effects must be reverted
 
-    def inject(self, kind: str, duration: float, params: dict[str, Any]) -> dict[str, Any]:
+    def inject(self, kind: str, duration: float, params: dict[str, Any]) -> Fault:
         """Inject a fault for duration seconds (reverted automatically); see chaos.faults.KINDS."""
         if kind == "replication_paused" and params.get("source") not in (None, *self.replication.sources()):
             raise RegionflowError(f"{self.region} does not replicate from {params['source']!r}")
         if kind == "crash_at" and not params.get("point"):
             raise RegionflowError("crash_at needs a point, e.g. merge:midway")
-        fault = self.registry.add(kind, duration, params)
+        fault = self.registry.add_fault(kind, duration, params)
         if kind == "replication_paused":
             self.replication.set_paused(params.get("source"), True)
         elif kind == "crash_at":
             os.environ["REGIONFLOW_CRASH_AT"] = str(params["point"])
         elif kind == "crash":
             threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGKILL)).start()  # after the response is sent
-        self._applied[fault["id"]] = fault
+        self._applied[fault.id] = fault
         log.warning("fault injected: %s for %ss %s", kind, duration, params)
         return fault
 
-    def clear(self, fault_id: str | None = None) -> list[dict[str, Any]]:
+    def clear(self, fault_id: str | None = None) -> list[Fault]:
         """Clear one fault (or all) now, reverting what it changed; returns the cleared ones."""
-        removed = self.registry.clear(fault_id)
+        removed = self.registry.clear_faults(fault_id)
         for fault in removed:
             self._revert(fault)
         return removed
 
-    def _revert(self, fault: dict[str, Any]) -> None:
-        if self._applied.pop(fault["id"], None) is None:
+    def _revert(self, fault: Fault) -> None:
+        if self._applied.pop(fault.id, None) is None:
             return
-        if fault["kind"] == "replication_paused":
-            self.replication.set_paused(fault["params"].get("source"), False)
-        elif fault["kind"] == "crash_at":
+        if fault.kind == FaultKind.REPLICATION_PAUSED:
+            self.replication.set_paused(fault.params.get("source"), False)
+        elif fault.kind == FaultKind.CRASH_AT:
             os.environ.pop("REGIONFLOW_CRASH_AT", None)
-        log.warning("fault reverted: %s", fault["kind"])
+        log.warning("fault reverted: %s", fault.kind)
 
     def revert_expired(self, stop: threading.Event) -> None:
         """Until stop: revert the side effects of faults that expired."""
         while not stop.wait(0.5):
-            active = {f["id"] for f in self.registry.active()}
+            active = {f.id for f in self.registry.active_faults()}
             for fault in list(self._applied.values()):
-                if fault["id"] not in active:
+                if fault.id not in active:
                     try:
                         self._revert(fault)
                     except Exception:  # e.g. the state store is itself faulted: try again next round
-                        log.exception("reverting fault %s", fault["id"])
-                        self._applied[fault["id"]] = fault
+                        log.exception("reverting fault %s", fault.id)
+                        self._applied[fault.id] = fault

@@ -48,7 +48,7 @@ class Region:
         self.metrics = RegionMetrics()
         data_dir = Path(config.data_dir) / name
         self.faults = FaultRegistry(data_dir / "faults.json")
-        self.faults.clear()  # faults do not outlive the process they were injected into
+        self.faults.clear_faults()  # faults do not outlive the process they were injected into
         self.plain_objects = guard_objects(open_object_store(rc.objects), self.faults)
         self.state = guard_state(open_state_store(rc.state, name), self.faults)
         self.objects = FeedingObjectStore(self.plain_objects, self.state)

@@ -27,10 +27,10 @@ def router(region: Region, tokens: TokenCheck) -> APIRouter:
 
     @r.post(routes.FAULTS, status_code=201)
     def inject(body: InjectFault) -> dict[str, Any]:
-        return region.fault_control.inject(body.kind, body.duration, body.params)
+        return region.fault_control.inject(body.kind, body.duration, body.params).to_dict()
 
     @r.delete(routes.FAULTS)
     def clear(fault_id: str | None = None) -> dict[str, Any]:
-        return {"region": region.name, "cleared": region.fault_control.clear(fault_id)}
+        return {"region": region.name, "cleared": [f.to_dict() for f in region.fault_control.clear(fault_id)]}
 
     return r
