@@ -40,6 +40,8 @@ from pathlib import Path
 
 import httpx
 
+from regionflow.api import routes
+from regionflow.api.wire import auth_header
 from regionflow.config import Config, load_config, load_secrets
 
 SOURCE, TARGET = "us-east-1", "us-west-2"
@@ -86,7 +88,7 @@ def check_loopback(cfg: Config) -> None:
 
 
 async def direction(http: httpx.AsyncClient, west: str) -> dict:
-    resp = await http.get(f"{west}/replication")
+    resp = await http.get(f"{west}{routes.REPLICATION}")
     resp.raise_for_status()
     return next(d for d in resp.json()["directions"] if d["source"] == SOURCE and d["target"] == TARGET)
 
@@ -104,7 +106,7 @@ async def settle(http: httpx.AsyncClient, west: str, deadline: float) -> None:
 async def upload(http: httpx.AsyncClient, ap: str, data: bytes, files: int, interval: float, run: Run) -> None:
     for i in range(files):
         await asyncio.sleep(max(0.0, i * interval - run.now()))
-        resp = await http.put(f"{ap}/objects/input/bench-{i:04d}.csv", content=data,
+        resp = await http.put(f"{ap}{routes.object_path(f'input/bench-{i:04d}.csv')}", content=data,
                               headers={"content-type": "text/csv"})
         resp.raise_for_status()
         run.uploaded[resp.json()["job_id"]] = run.now()
@@ -127,7 +129,7 @@ async def sample(http: httpx.AsyncClient, west: str, files: int, run: Run) -> No
 
 
 async def status(http: httpx.AsyncClient, url: str, job_id: str) -> str | None:
-    resp = await http.get(f"{url}/jobs/{job_id}")
+    resp = await http.get(f"{url}{routes.job_path(job_id)}")
     if resp.status_code == 404:  # not replicated yet
         return None
     resp.raise_for_status()
@@ -156,7 +158,7 @@ async def measure(cfg: Config, data: bytes, args: argparse.Namespace, deadline: 
     token = load_secrets(cfg).api_token
     east, west = cfg.region_url(SOURCE), cfg.region_url(TARGET)
     limits = httpx.Limits(max_connections=64)
-    async with httpx.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=30, limits=limits) as http:
+    async with httpx.AsyncClient(headers=auth_header(token), timeout=30, limits=limits) as http:
         await settle(http, west, deadline)
         run = Run(started=time.monotonic())
         tasks = [upload(http, cfg.access_point_url, data, args.files, args.interval, run),
