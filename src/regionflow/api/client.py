@@ -23,7 +23,6 @@ from regionflow.storage.base import ObjectInfo
 if TYPE_CHECKING:
     from regionflow.config import Config
 
-__all__ = ["ApiClient", "ApiError", "AsyncApiClient", "PollTimeout", "poll_until"]
 
 class ApiError(RegionflowError):
     """The server answered with an error (status_code set; the message is its detail) or did not answer
@@ -105,9 +104,6 @@ class ApiClient:
     def health_deep(self) -> dict[str, Any]:
         """The deep health report; a failing region answers 503 with the same report, returned here."""
         return self.json("GET", routes.HEALTH_DEEP, allow=(503,))
-
-    def metrics_text(self) -> str:
-        return self.request("GET", routes.METRICS).text
 
     # -- objects -----------------------------------------------------------------------------------
     def upload(self, key: str, data: bytes | Path, content_type: str = "text/csv") -> dict[str, Any]:

@@ -14,8 +14,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from regionflow.api.client import ApiClient, ApiError, PollTimeout, poll_until
+from regionflow.api.client import ApiClient, ApiError
 from regionflow.errors import RegionflowError
+from regionflow.polling import PollTimeout, poll_until
 from regionflow.switch.records import TERMINAL_EXECUTION_STATUSES, ExecutionStatus, merge_executions
 
 if TYPE_CHECKING:

@@ -43,10 +43,6 @@ def object_path(key: str) -> str:
     return f"/objects/{_key(key)}"
 
 
-def presigned_path(key: str) -> str:
-    return f"/o/{_key(key)}"
-
-
 def internal_object_path(key: str) -> str:
     return f"/internal/objects/{_key(key)}"
 

@@ -27,9 +27,10 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from regionflow.api.client import ApiClient, ApiError, PollTimeout, poll_until
+from regionflow.api.client import ApiClient, ApiError
 from regionflow.config import CONFIG_FILE, Config, load_config
 from regionflow.errors import RegionflowError
+from regionflow.polling import PollTimeout, poll_until
 from regionflow.region.processes import NotRunning, is_running, wait_exited
 
 __all__ = [

@@ -22,10 +22,11 @@ from pathlib import Path
 import httpx
 
 from regionflow.api import routes
-from regionflow.api.client import ApiClient, ApiError, PollTimeout, poll_until
+from regionflow.api.client import ApiClient, ApiError
 from regionflow.config import Config, load_secrets
 from regionflow.errors import RegionflowError
 from regionflow.ids import job_id_for
+from regionflow.polling import PollTimeout, poll_until
 from regionflow.state.base import TERMINAL_STATUSES
 from regionflow.workloads.batch.sample import generate
 

@@ -40,7 +40,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from regionflow.api.client import PollTimeout, poll_until
 from regionflow.config import Config, init_project, load_config
 from regionflow.drill import observe
 from regionflow.drill.invariants import check_invariants, extra_chunk_executions, records_agree
@@ -48,6 +47,7 @@ from regionflow.drill.loadtest import Upload, follow_jobs, load_reference, uploa
 from regionflow.drill.observe import DrillError, StackView, sha256
 from regionflow.drill.report import Outcome, build_report, write_report
 from regionflow.errors import RegionflowError
+from regionflow.polling import PollTimeout, poll_until
 from regionflow.region import processes
 from regionflow.region.stack import start_stack, stop_stack
 from regionflow.switch.records import TERMINAL_EXECUTION_STATUSES

@@ -5,9 +5,10 @@ from __future__ import annotations
 import logging
 import time
 
-from regionflow.api.client import ApiClient, PollTimeout, poll_until
+from regionflow.api.client import ApiClient
 from regionflow.errors import RegionflowError
 from regionflow.ids import new_version_id
+from regionflow.polling import PollTimeout, poll_until
 from regionflow.region.metrics import RegionMetrics
 from regionflow.state.base import TERMINAL_STATUSES, JobStatus
 

@@ -17,9 +17,10 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from regionflow.api.client import ApiClient, ApiError, PollTimeout, poll_until
+from regionflow.api.client import ApiClient, ApiError
 from regionflow.config import Config
 from regionflow.errors import RegionflowError
+from regionflow.polling import PollTimeout, poll_until
 
 ACCESS_POINT = "access-point"
 
