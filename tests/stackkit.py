@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 from collections.abc import Iterator
@@ -32,11 +33,16 @@ class Stack:
     def rf_json(self, *args: str, timeout: float = 120):
         return json.loads(self.rf(*args, "--json", timeout=timeout).stdout)
 
-    def start(self, extra_config: str = "") -> Stack:
+    def start(self, extra_config: str = "", settings: dict[str, str] | None = None) -> Stack:
+        """init, then set settings (key -> TOML value, for keys `init` writes, each once) and append
+        extra_config (new tables), then up."""
         self.rf("init", "--dir", ".")
-        if extra_config:
-            with (self.root / "regionflow.toml").open("a") as fh:
-                fh.write("\n" + extra_config + "\n")
+        path = self.root / "regionflow.toml"
+        text = path.read_text()
+        for key, value in (settings or {}).items():
+            text, found = re.subn(rf"^{re.escape(key)} = .*$", f"{key} = {value}", text, flags=re.MULTILINE)
+            assert found == 1, f"regionflow.toml has {found} lines setting {key}"
+        path.write_text(text + ("\n" + extra_config + "\n" if extra_config else ""))
         self.config = load_config(self.root / "regionflow.toml")
         self.secrets = load_secrets(self.config)
         self.rf("up", "--detach", timeout=90)
@@ -85,11 +91,11 @@ class Stack:
 
 
 @contextmanager
-def running_stack(root: Path, extra_config: str = "") -> Iterator[Stack]:
+def running_stack(root: Path, extra_config: str = "", settings: dict[str, str] | None = None) -> Iterator[Stack]:
     """A stack started in root (created if needed) and always stopped, whatever the test did."""
     root.mkdir(parents=True, exist_ok=True)
     s = Stack(root)
     try:
-        yield s.start(extra_config)
+        yield s.start(extra_config, settings)
     finally:
         s.stop()

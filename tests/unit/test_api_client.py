@@ -3,6 +3,8 @@ mapping, and the job wait built on poll_until."""
 
 from __future__ import annotations
 
+import io
+
 import httpx
 import pytest
 
@@ -52,7 +54,8 @@ def test_absent_things_are_none_where_absence_is_an_answer():
 
     with _client(handler) as api:
         assert api.job_or_none("job-1") is None and api.head_object("input/a.csv") is None
-        assert api.internal_object("input/a.csv") is None
+        sink = io.BytesIO()
+        assert api.internal_object("input/a.csv", sink) is None and sink.getvalue() == b""
         with pytest.raises(ApiError, match="HTTP 404"):
             api.job("job-1")
 

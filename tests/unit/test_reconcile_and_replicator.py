@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import BinaryIO
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -131,9 +132,13 @@ class FakeSource:
         return {"head": len(self.changes), "objects": {"count": count, "oldest": None},
                 "state": {"count": 0, "oldest": None}}
 
-    def fetch_object(self, key: str) -> tuple[ObjectInfo, bytes] | None:
+    def fetch_object(self, key: str, sink: BinaryIO) -> ObjectInfo | None:
         self._check()
-        return self.objects.get(key)
+        found = self.objects.get(key)
+        if found is None:
+            return None
+        sink.write(found[1])
+        return found[0]
 
 
 def test_the_replicator_copies_objects_with_their_versions_and_resumes_after_the_source_returns(tmp_path):

@@ -7,9 +7,9 @@ the target was unreachable. `poll_until` (regionflow.polling) is the one "wait f
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import httpx
 
@@ -39,6 +39,15 @@ class ApiError(RegionflowError):
     @property
     def not_found(self) -> bool:
         return self.status_code == 404
+
+
+_BLOCK = 1 << 20
+
+
+def _file_blocks(path: Path) -> Iterator[bytes]:
+    with path.open("rb") as fh:
+        while block := fh.read(_BLOCK):
+            yield block
 
 
 def _detail(resp: httpx.Response) -> str:
@@ -106,10 +115,19 @@ class ApiClient:
         return self.json("GET", routes.HEALTH_DEEP, allow=(503,))
 
     # -- objects -----------------------------------------------------------------------------------
-    def upload(self, key: str, data: bytes | Path, content_type: str = "text/csv") -> dict[str, Any]:
-        """PUT an object; the answer names its version, etag and (under input/) the job id."""
-        body = data.read_bytes() if isinstance(data, Path) else data
-        return self.json("PUT", routes.object_path(key), content=body, headers={"content-type": content_type})
+    def upload(self, key: str, data: bytes | Path | Iterable[bytes], content_type: str = "text/csv",
+               size: int | None = None) -> dict[str, Any]:
+        """PUT an object (a file is streamed, never read whole); the answer names its version, etag, the
+        job id (under input/) and how the upload was replicated."""
+        headers = {"content-type": content_type}
+        body: bytes | Iterable[bytes]
+        if isinstance(data, Path):
+            body, size = _file_blocks(data), data.stat().st_size
+        else:
+            body = data
+        if size is not None and not isinstance(body, bytes):
+            headers["content-length"] = str(size)
+        return self.json("PUT", routes.object_path(key), content=body, headers=headers)
 
     def head_object(self, key: str) -> ObjectInfo | None:
         resp = self.request("HEAD", routes.object_path(key), allow=(404,))
@@ -182,7 +200,11 @@ class ApiClient:
         return self.json("POST", routes.CONTROL_ACTIVE, json={"region": region, "epoch": epoch})
 
     def replication(self) -> list[dict[str, Any]]:
-        return self.json("GET", routes.REPLICATION)["directions"]
+        return self.replication_report()["directions"]
+
+    def replication_report(self) -> dict[str, Any]:
+        """Every direction into this region, and how its uploads are replicated (mode, lagging peers)."""
+        return self.json("GET", routes.REPLICATION)
 
     def replication_action(self, source: str, action: str, kind: str = "all") -> dict[str, Any]:
         return self.json("POST", routes.replication_action_path(source, action), params={"kind": kind})
@@ -197,9 +219,25 @@ class ApiClient:
     def feed_stats(self, since: int = 0) -> dict[str, Any]:
         return self.json("GET", routes.FEED_STATS, params={"since": since})
 
-    def internal_object(self, key: str) -> tuple[ObjectInfo, bytes] | None:
-        resp = self.request("GET", routes.internal_object_path(key), allow=(404,))
-        return None if resp.status_code == 404 else (info_from_headers(key, resp.headers), resp.content)
+    def internal_object(self, key: str, sink: BinaryIO) -> ObjectInfo | None:
+        """Stream this region's current version of key into sink; its info, or None when absent."""
+        try:
+            with self._http.stream("GET", routes.internal_object_path(key)) as resp:
+                if resp.status_code == 404:
+                    return None
+                if resp.status_code >= 400:
+                    resp.read()
+                    raise ApiError(f"{self.target}: HTTP {resp.status_code}: {_detail(resp)}", resp.status_code)
+                for block in resp.iter_bytes(_BLOCK):
+                    sink.write(block)
+                return info_from_headers(key, resp.headers)
+        except httpx.HTTPError as exc:
+            raise ApiError(f"{self.target} ({self.base_url}) is not reachable: {type(exc).__name__}") from None
+
+    def replica_apply(self, source: str, changes: list[dict[str, Any]]) -> dict[str, Any]:
+        """Ask this region to store an upload of source now: the object changes are fetched from source,
+        the state changes applied (what an upload acknowledged in sync mode waits for)."""
+        return self.json("POST", routes.INTERNAL_REPLICA, json={"source": source, "changes": changes})
 
     # -- region switch -----------------------------------------------------------------------------
     def run_plan(self, plan_path: str, activate: str, *, practice: bool = False, started_by: str = "api",

@@ -25,6 +25,7 @@ REPLICATION_ACTION = "/replication/{source}/{action}"
 FEED = "/internal/feed"
 FEED_STATS = "/internal/feed/stats"
 INTERNAL_OBJECT = "/internal/objects/{key:path}"
+INTERNAL_REPLICA = "/internal/replica"
 
 PLANS_RUN = "/plans/run"
 EXECUTIONS = "/plans/executions"

@@ -31,6 +31,13 @@ def status_table(status: dict[str, Any]) -> Table:
         if ev.get("status") in ("ok", "failing"):
             table.add_row(f"plan check ({name})", "[green]ok[/]" if ev["status"] == "ok" else "[red]failing[/]",
                           "", "", "failover plan could run now" if ev["status"] == "ok" else "see `plan validate`")
+    for name, r in status["regions"].items():
+        uploads = r.get("uploads") or {}
+        if uploads.get("mode") == "sync":
+            lagging = uploads.get("lagging") or []
+            table.add_row(f"uploads ({name})", "[yellow]lagging[/]" if lagging else "[green]sync[/]", "", "",
+                          f"acknowledged without waiting for {', '.join(lagging)}" if lagging
+                          else "acknowledged once every region stored them")
     for d in status.get("replication", []):
         table.add_row(f"{d['source']} -> {d['target']}", "paused" if d["paused"] else (
             "ok" if d["reachable"] else "[red]source unreachable[/]"), "", "",

@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
@@ -78,6 +78,20 @@ def resolve_url(url: str, base: Path) -> str:
             return url
         return f"{scheme}:///{resolve_path(path, base)}{sep}{query}"
     return url
+
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?i?B?)?\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "B": 1, "K": 10**3, "KB": 10**3, "KIB": 2**10, "M": 10**6, "MB": 10**6, "MIB": 2**20,
+          "G": 10**9, "GB": 10**9, "GIB": 2**30, "T": 10**12, "TB": 10**12, "TIB": 2**40}
+
+
+def parse_size(text: str) -> int:
+    """Bytes in a size such as "5GiB", "512 MB" or "1048576"; ValueError for anything else."""
+    m = _SIZE.match(text)
+    unit = (m.group(2) or "").upper() if m else ""
+    if not m or unit not in _UNITS:
+        raise ValueError(f"{text!r} is not a size (e.g. 1048576, 512MiB, 5GiB)")
+    return int(float(m.group(1)) * _UNITS[unit])
 
 
 def _scheme(url: str) -> str:
@@ -153,10 +167,15 @@ class AccessPointConfig(_Model):
 
 
 class ReplicationConfig(_Model):
-    """How replicators poll: seconds between polls of an idle feed, and changes fetched per poll."""
+    """How replicators poll (seconds between polls of an idle feed, changes fetched per poll) and how
+    uploads are acknowledged: "sync" waits until every other region stored the upload (object and job
+    record), at most sync_timeout seconds per region, after which that region is marked lagging and
+    uploads stop waiting for it until it has caught up; "async" acknowledges once this region has it."""
 
     interval: float = Field(default=0.2, gt=0)
     batch: int = Field(default=500, strict=True, ge=1)
+    uploads: Literal["sync", "async"] = "sync"
+    sync_timeout: float = Field(default=2.0, gt=0)
 
 
 class CanaryConfig(_Model):
@@ -178,6 +197,8 @@ class Config(_Model):
     pipeline: str | None = None  # path to a pipeline file; None = the built-in pipeline
     notifier: str | None = None  # outbox:///dir or smtp://host:port; None = one outbox in data_dir for all
     plan: str | None = None  # the region-switch plan for failover/failback; None = the built-in batch plan
+    # The largest object a gateway accepts (bytes, or e.g. "5GiB"); bigger uploads get 413, nothing stored.
+    max_upload_bytes: int = Field(default=5 << 30, ge=1)
     data_dir: str = DATA_DIR
     secrets_file: str = f"{DATA_DIR}/secrets.toml"
 
@@ -189,6 +210,11 @@ class Config(_Model):
         if len(v) < 2:
             raise ValueError(f"at least two regions are needed, found {len(v)}")
         return v
+
+    @field_validator("max_upload_bytes", mode="before")
+    @classmethod
+    def _size(cls, v: Any) -> Any:
+        return parse_size(v) if isinstance(v, str) else v
 
     @field_validator("control")
     @classmethod

@@ -151,7 +151,9 @@ class Console:
             except ValueError:
                 view["metrics"] = None
         if replication is not None and replication.status_code == 200:
-            view["replication"] = (_json_or_none(replication) or {}).get("directions", [])
+            report = _json_or_none(replication) or {}
+            view["replication"] = report.get("directions", [])
+            view["uploads"] = report.get("uploads")
         return view
 
     async def overview(self) -> dict[str, Any]:

@@ -8,12 +8,14 @@ SwitchContext (name, control, replication, peers, executions, metrics, services)
 from __future__ import annotations
 
 import logging
+import shutil
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from regionflow.api.client import ApiClient
 from regionflow.chaos.faults import FaultRegistry, guard_control, guard_objects, guard_state
 from regionflow.config import Config, load_secrets
 from regionflow.control import CachedControl, open_control
@@ -26,6 +28,7 @@ from regionflow.region.peers import HttpPeers
 from regionflow.replication.directions import ReplicationSet
 from regionflow.replication.feeding import FeedingObjectStore
 from regionflow.replication.source import HttpFeedSource
+from regionflow.replication.upload_sync import UploadReplication
 from regionflow.state import open_state_store
 from regionflow.storage import open_object_store
 from regionflow.switch.runner import SwitchRunner
@@ -48,6 +51,9 @@ class Region:
         self.metrics = RegionMetrics()
         data_dir = Path(config.data_dir) / name
         self.faults = FaultRegistry(data_dir / "faults.json")
+        # Uploads are received here before they are stored; what a crash left behind is garbage.
+        self.upload_dir = data_dir / "uploads"
+        shutil.rmtree(self.upload_dir, ignore_errors=True)
         self.faults.clear_faults()  # faults do not outlive the process they were injected into
         self.plain_objects = guard_objects(open_object_store(rc.objects), self.faults)
         self.state = guard_state(open_state_store(rc.state, name), self.faults)
@@ -70,6 +76,12 @@ class Region:
             name, [HttpFeedSource(o, config.region_url(o), self.secrets.api_token) for o in others],
             self.state, self.plain_objects, on_object=self.batch.replicated_object,
             interval=config.replication.interval, batch=config.replication.batch)
+        self.uploads = UploadReplication(
+            name, self.state,
+            {o: ApiClient(config.region_url(o), self.secrets.api_token, target=o,
+                          timeout=config.replication.sync_timeout) for o in others},
+            mode=config.replication.uploads, bound=config.replication.sync_timeout,
+            registry=self.metrics.registry)
         self.peers = HttpPeers({r: config.region_url(r) for r in config.region_names}, self.secrets.api_token)
         self.fault_control = FaultControl(name, self.faults, self.replication)
         self.steps = step_registry()
@@ -110,7 +122,8 @@ class Region:
         self.executor.warm_up()
         loops: list[tuple[Callable[[], None], str]] = [
             (lambda: self.batch.run_jobs(self._stop), "jobs"), (self._sweep, "sweep"),
-            (self._evaluate, "evaluate"), (lambda: self.fault_control.revert_expired(self._stop), "faults")]
+            (self._evaluate, "evaluate"), (lambda: self.fault_control.revert_expired(self._stop), "faults"),
+            (lambda: self.uploads.recover_lagging(self._stop), "upload-sync")]
         if self.config.canary.interval > 0:
             loops.append((self._canary, "canary"))
         for target, name in loops:
@@ -154,6 +167,7 @@ class Region:
     def stop(self) -> None:
         self._stop.set()
         self.replication.stop()
+        self.uploads.close()
         for t in self._threads:
             t.join(timeout=10)
         self.executor.close()

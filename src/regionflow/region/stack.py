@@ -56,7 +56,9 @@ def _region_status(api: ApiClient, entry: dict[str, Any], replication: list[dict
         for j in api.jobs(limit=JOBS_LIMIT):
             counts[j["status"]] = counts.get(j["status"], 0) + 1
         entry["jobs"] = counts
-        replication.extend(api.replication())
+        report = api.replication_report()
+        replication.extend(report["directions"])
+        entry["uploads"] = report.get("uploads")
         evaluation = api.evaluation()
         entry["plan_evaluation"] = {k: evaluation.get(k) for k in ("status", "evaluated_at")}
     except (ApiError, ValueError, KeyError):

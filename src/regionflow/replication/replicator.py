@@ -8,18 +8,22 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import tempfile
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import IO, BinaryIO, cast
 
 from regionflow.replication.source import FeedSource, SourceUnavailable
 from regionflow.state.base import Change, StateStore
+from regionflow.state.schema import OBJECTS_FEED
 from regionflow.storage.base import ObjectStore
 
 log = logging.getLogger("regionflow.replication")
 
+_SPOOL_BYTES = 8 << 20
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 KINDS = ("objects", "state")
 FETCHERS = 4
@@ -31,6 +35,25 @@ def version_millis(version_id: str) -> int:
     for ch in version_id[:10]:
         value = value * 32 + _CROCKFORD.index(ch)
     return value
+
+
+class ReplicationPaused(Exception):
+    """The direction an upload would be applied through is paused."""
+
+
+class _HashingSink:
+    """A write-only file that hashes what passes through it."""
+
+    def __init__(self, inner: IO[bytes]):
+        self.inner = inner
+        self._sha = hashlib.sha256()
+
+    def write(self, block: bytes) -> int:
+        self._sha.update(block)
+        return self.inner.write(block)
+
+    def hexdigest(self) -> str:
+        return self._sha.hexdigest()
 
 
 @dataclass
@@ -152,16 +175,35 @@ class Replicator:
         wanted = change.row["version_id"]
         if local is not None and local.version_id >= wanted:
             return
-        fetched = self.source.fetch_object(change.key)
-        if fetched is None:
-            return  # deleted at the source since; its delete is further down the feed
-        info, data = fetched
-        if info.version_id != wanted:
-            return  # overwritten at the source since; the newer put is further down the feed
-        if hashlib.sha256(data).hexdigest() != info.etag:
-            raise SourceUnavailable(f"{self.source.name}: object {change.key} arrived damaged")
-        self.objects.put(change.key, data, content_type=info.content_type, metadata=info.metadata,
-                         version_id=info.version_id)
+        # Small objects stay in memory, large ones spill to disk: memory is bounded whatever the size.
+        with tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES) as spool:
+            sink = _HashingSink(spool)
+            info = self.source.fetch_object(change.key, cast(BinaryIO, sink))
+            if info is None:
+                return  # deleted at the source since; its delete is further down the feed
+            if info.version_id != wanted:
+                return  # overwritten at the source since; the newer put is further down the feed
+            if sink.hexdigest() != info.etag:
+                raise SourceUnavailable(f"{self.source.name}: object {change.key} arrived damaged")
+            spool.seek(0)
+            self.objects.put(change.key, spool, content_type=info.content_type, metadata=info.metadata,
+                             version_id=info.version_id)
+
+    # -- an upload pushed by its region (sync mode) ------------------------------------------------
+    def apply_upload(self, changes: list[Change]) -> dict[str, int]:
+        """Store one upload now, ahead of the feed: fetch its objects, apply its state rows. The feed brings
+        the same changes later; both applies are idempotent (version ids, row versions). Refused (Paused)
+        while a kind it needs is paused: a paused direction must not move."""
+        objects = [c for c in changes if c.table == OBJECTS_FEED]
+        rows = [c for c in changes if c.table != OBJECTS_FEED]
+        paused = [k for k, wanted in (("objects", objects), ("state", rows))
+                  if wanted and self.state.is_paused(self.cursor(k))]
+        if paused:
+            raise ReplicationPaused(f"replication of {', '.join(paused)} from {self.source.name} is paused")
+        for change in objects:
+            self._apply_object(change)
+        applied = self.state.apply_changes(rows) if rows else 0
+        return {"objects": len(objects), "rows": len(rows), "rows_applied": applied}
 
     # -- background loop ---------------------------------------------------------------------------
     def start(self) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any, BinaryIO, Protocol
 
 from regionflow.api.client import ApiClient, ApiError
 from regionflow.state.base import Change
@@ -25,8 +25,9 @@ class FeedSource(Protocol):
         """Backlog after since: {"head", "objects": {"count", "oldest"}, "state": {...}}."""
         ...
 
-    def fetch_object(self, key: str) -> tuple[ObjectInfo, bytes] | None:
-        """The source's current version of key with its bytes, or None when absent."""
+    def fetch_object(self, key: str, sink: BinaryIO) -> ObjectInfo | None:
+        """Write the source's current version of key into sink (streamed: objects may be larger than
+        memory) and return its info, or None when absent (sink untouched)."""
         ...
 
 
@@ -51,8 +52,8 @@ class HttpFeedSource:
     def stats(self, since: int) -> dict[str, Any]:
         return self._call(self._client.feed_stats, since)
 
-    def fetch_object(self, key: str) -> tuple[ObjectInfo, bytes] | None:
-        return self._call(self._client.internal_object, key)
+    def fetch_object(self, key: str, sink: BinaryIO) -> ObjectInfo | None:
+        return self._call(self._client.internal_object, key, sink)
 
     def close(self) -> None:
         self._client.close()

@@ -77,7 +77,8 @@ function buildRegions(overview) {
       el("header", {}, el("h2", { text: n }),
         el("span", { class: "badge", "data-testid": `health-${n}` }),
         el("span", { class: "badge", "data-testid": `role-${n}` }),
-        el("span", { class: "badge", "data-testid": `deep-${n}` })),
+        el("span", { class: "badge", "data-testid": `deep-${n}` }),
+        el("span", { class: "badge", "data-testid": `uploads-${n}` })),
       el("p", { class: "note", "data-testid": `note-${n}` }), stats, el("div", { class: "charts" }, ...charts),
       el("h3", { text: "Replication into " + n }), repl));
   }
@@ -148,6 +149,14 @@ function showRegion(r) {
   deep.textContent = r.up ? `deep: ${deepStatus}` : "deep: –";
   deep.className = deepStatus === "ok" ? "badge ok" : "badge warn";
   deep.title = r.deep ? Object.entries(r.deep.checks || {}).map(([k, v]) => `${k}: ${v}`).join("\n") : "";
+  // Sync uploads fall back to async for a peer that stopped confirming: say so where people look.
+  const uploads = q(`uploads-${n}`);
+  const lagging = (r.uploads && r.uploads.lagging) || [];
+  uploads.textContent = !r.up || !r.uploads ? "uploads: –"
+    : r.uploads.mode !== "sync" ? "uploads: async" : lagging.length ? `uploads: lagging (${lagging.join(", ")})`
+    : "uploads: sync";
+  uploads.className = r.up && r.uploads && r.uploads.mode === "sync" && !lagging.length ? "badge ok" : "badge warn";
+  uploads.title = lagging.map((p) => `${p}: ${(r.uploads.peers[p] || {}).reason || ""}`).join("\n");
   const epoch = r.control ? ` · epoch ${r.control.epoch} (${r.control.active_region} active)` : "";
   q(`note-${n}`).textContent = r.up ? `answering at ${r.url}${epoch}`
     : `did not answer (${r.error || "down"}); ${state.history[n].seen ? "figures below are the last seen"

@@ -3,11 +3,16 @@ internal read other regions' replicators use."""
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from fastapi.responses import StreamingResponse
+from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
 
 from regionflow.api import routes
 from regionflow.api.wire import object_headers
@@ -15,11 +20,59 @@ from regionflow.errors import InvalidKey, InvalidSignature, ObjectNotFound
 from regionflow.ids import job_id_for
 from regionflow.region.auth import TokenCheck
 from regionflow.region.runtime import Region
+from regionflow.replication.replicator import ReplicationPaused
+from regionflow.replication.source import SourceUnavailable
+from regionflow.state.base import Change
 from regionflow.storage.base import validate_key
 from regionflow.storage.presign import verify
 from regionflow.workloads.batch.orchestrator import INPUT_PREFIX
 
 _STREAM_BLOCK = 1 << 20
+
+
+class UploadChanges(BaseModel):
+    source: str
+    changes: list[dict[str, Any]]
+
+
+async def receive_upload(request: Request, directory: Path, limit: int) -> Path:
+    """Stream the request body into a new file in directory (memory stays bounded: the body is written as
+    it arrives, in blocks, off the event loop); 413 and nothing kept once it passes limit bytes."""
+    directory.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=directory, prefix="upload-")
+    path = Path(name)
+    size, pending = 0, bytearray()
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            async for block in request.stream():
+                size += len(block)
+                if size > limit:
+                    raise HTTPException(413, f"the upload is larger than {limit} bytes, the most this region "
+                                             "accepts")
+                pending += block
+                if len(pending) >= _STREAM_BLOCK:
+                    await run_in_threadpool(fh.write, bytes(pending))
+                    pending.clear()
+            if pending:
+                await run_in_threadpool(fh.write, bytes(pending))
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def store_upload(region: Region, key: str, spool: Path, content_type: str) -> dict[str, Any]:
+    """Store a received upload, start its job (active region), and wait for the other regions as the
+    replication mode says; the answer for the client. Runs in a worker thread: it blocks."""
+    since = region.state.feed_head()
+    with spool.open("rb") as fh:
+        info = region.objects.put(key, fh, content_type=content_type)
+    started = region.batch.object_created(key)
+    # The job id is derived from (key, version), so it is known even when another region runs it.
+    job_id = job_id_for(key, info.version_id) if key.startswith(INPUT_PREFIX) else None
+    replicated = region.uploads.acknowledge(key, info.version_id, job_id, since)
+    return {"region": region.name, "key": key, "version_id": info.version_id, "etag": info.etag,
+            "size": info.size, "job_id": job_id, "started_here": started is not None, "replication": replicated}
 
 
 def checked_key(key: str) -> str:
@@ -53,13 +106,16 @@ def router(region: Region, tokens: TokenCheck) -> APIRouter:
     @r.put(routes.OBJECTS, dependencies=api)
     async def put_object(key: str, request: Request) -> dict[str, Any]:
         key = checked_key(key)
-        data = await request.body()
-        info = region.objects.put(key, data, content_type=request.headers.get("content-type", "text/csv"))
-        started = region.batch.object_created(key)
-        # The job id is derived from (key, version), so it is known even when another region runs it.
-        job_id = job_id_for(key, info.version_id) if key.startswith(INPUT_PREFIX) else None
-        return {"region": region.name, "key": key, "version_id": info.version_id, "etag": info.etag,
-                "size": info.size, "job_id": job_id, "started_here": started is not None}
+        limit = region.config.max_upload_bytes
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise HTTPException(413, f"the upload is {int(declared)} bytes; this region accepts at most {limit}")
+        spool = await receive_upload(request, region.upload_dir, limit)
+        try:
+            return await run_in_threadpool(store_upload, region, key, spool,
+                                           request.headers.get("content-type", "text/csv"))
+        finally:
+            spool.unlink(missing_ok=True)
 
     @r.get(routes.OBJECTS, dependencies=api)
     def get_object(key: str) -> StreamingResponse:
@@ -83,5 +139,23 @@ def router(region: Region, tokens: TokenCheck) -> APIRouter:
     @r.get(routes.INTERNAL_OBJECT, dependencies=api)
     def internal_object(key: str) -> StreamingResponse:
         return _stream(region, checked_key(key))
+
+    @r.post(routes.INTERNAL_REPLICA, dependencies=api)
+    def replica(body: UploadChanges) -> dict[str, Any]:
+        try:
+            rep = region.replication.replicator(body.source)
+        except KeyError:
+            raise HTTPException(404, f"{region.name} does not replicate from {body.source!r}") from None
+        try:
+            changes = [Change(**c) for c in body.changes]
+        except TypeError as exc:
+            raise HTTPException(400, f"not a feed change: {exc}") from None
+        try:
+            applied = rep.apply_upload(changes)
+        except ReplicationPaused as exc:
+            raise HTTPException(409, str(exc)) from None
+        except SourceUnavailable as exc:
+            raise HTTPException(502, str(exc)) from None
+        return {"region": region.name, **applied}
 
     return r

@@ -36,7 +36,7 @@ def router(region: Region, tokens: TokenCheck) -> APIRouter:
 
     @r.get(routes.REPLICATION, dependencies=api)
     def replication() -> dict[str, Any]:
-        return {"region": region.name, "directions": region.replication_status()}
+        return {"region": region.name, "directions": region.replication_status(), "uploads": region.uploads.status()}
 
     @r.post(routes.REPLICATION_ACTION, dependencies=admin)
     def replication_control(source: str, action: str, kind: str = "all") -> dict[str, Any]:
