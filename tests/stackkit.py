@@ -7,6 +7,7 @@ import os
 import re
 import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -84,6 +85,32 @@ class Stack:
             return poll_until(predicate, timeout=timeout, interval=interval, what=what)
         except PollTimeout as exc:
             raise AssertionError(str(exc)) from None
+
+    def settled(self, region: str, timeout: float = 30.0) -> None:
+        """Wait until region has seen the routing control's current epoch and has no job in hand (a
+        region that lost the control stops at its next step; after this it writes nothing more)."""
+        epoch = self.rf_json("control", "show")["epoch"]
+
+        def quiet() -> bool:
+            with self.http(region) as h:
+                seen = h.get("/health").json()
+            return (seen.get("epoch_seen") or 0) >= epoch and not seen["busy"]
+
+        self.eventually(quiet, timeout=timeout, what=f"{region} to see epoch {epoch} and go quiet")
+
+    def replicated_both_ways(self, timeout: float = 30.0) -> None:
+        """Wait until every replication direction finished a pass that started after this call and found
+        nothing left to apply."""
+        since = time.time()
+
+        def drained() -> bool:
+            for region in (EAST, WEST):
+                for d in self.replication(region).values():
+                    if d["updated_at"] <= since or any(d["backlog"].values()):
+                        return False
+            return True
+
+        self.eventually(drained, timeout=timeout, what="replication to drain both ways")
 
     def replication(self, region: str) -> dict[str, dict]:
         with self.http(region) as h:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import signal
-import time
 
 import httpx
 import pytest
@@ -97,9 +96,9 @@ def test_pausing_a_direction_grows_backlog_and_lag_resuming_drains_them(stack, d
     stack.rf("replication", "pause", "--from", EAST, "--to", WEST)
     job_id = _submit(stack, data / "orders.csv")
     stack.rf_json("wait", job_id, "--timeout", "60")
-    time.sleep(1.0)
-    paused = stack.eventually(lambda: (d := stack.replication(WEST)[EAST])["backlog"]["state"] > 0 and d,
-                              timeout=10, what="backlog")
+    paused = stack.eventually(
+        lambda: (d := stack.replication(WEST)[EAST])["backlog"]["state"] > 0 and min(d["lag_seconds"].values()) >= 1.0
+        and d, timeout=30, what="backlog and lag to grow")
     assert paused["paused"] is True
     assert paused["backlog"]["objects"] > 0
     assert paused["lag_seconds"]["state"] >= 1.0 and paused["lag_seconds"]["objects"] >= 1.0
@@ -159,13 +158,13 @@ def test_a_region_paused_while_the_epoch_moved_changes_nothing_the_new_owner_wro
     finally:
         stack.signal(EAST, signal.SIGCONT)
     # the stale region wakes up, re-reads the control and stops at its next step
-    time.sleep(4.0)
+    stack.settled(EAST, timeout=60)
     east_view = stack.job(stale_job, EAST)
     assert east_view["status"] not in ("COMPLETED", "NOTIFIED")
     with stack.http(EAST) as e:
         assert all(n["job_id"] != stale_job for n in e.get("/outbox").json()["notifications"])
         assert e.head("/objects/output/completed/stale.csv").status_code == 404
-    time.sleep(2.0)  # let replication run both ways
+    stack.replicated_both_ways()
     with stack.http(WEST) as w:
         after = {"job": w.get(f"/jobs/{new_id}").json(), "outbox": w.get("/outbox").json()["notifications"],
                  "output": w.get(f"/objects/{done['output_key']}").content}

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -82,7 +81,7 @@ def test_failover_under_load_then_failback(stack, data):
     assert stack.rf_json("control", "show")["active_region"] == WEST
     failover_rto = result["rto_seconds"]
 
-    views = stack.rf_json("wait", *jobs, "--region", WEST, "--timeout", "180")
+    views = stack.rf_json("wait", *jobs, "--region", WEST, "--timeout", "180", timeout=240)
     single = (data / "single.csv").read_bytes()
     with stack.http(WEST) as w:
         for v in views:
@@ -104,7 +103,7 @@ def test_failover_under_load_then_failback(stack, data):
 
     # (b) the killed region comes back: it must not resume work it no longer owns
     stack.rf("up", "--detach", timeout=90)
-    time.sleep(3.0)
+    stack.settled(EAST)
     assert _emls(stack) == {j: 1 for j in jobs}
     back = stack.rf_json("failback", "--yes", timeout=180)
     assert back["status"] == "SUCCEEDED", back
@@ -148,7 +147,9 @@ def test_an_object_that_never_replicated_is_reported_and_completes_when_its_regi
     assert job_id in missing and "input/lost.csv" in missing[job_id]["missing"]
     shown = stack.rf_json("plan", "show", result["execution_id"])
     assert job_id in {m["job_id"] for m in shown["missing"]}
-    time.sleep(2.0)
+    log = stack.root / ".regionflow" / "logs" / f"{WEST}.log"
+    stack.eventually(lambda: f"waiting for input of {job_id}" in log.read_text(), timeout=30,
+                     what="us-west-2 to try the job and find its input missing")
     assert stack.job(job_id, WEST)["status"] != "COMPLETED"  # it waits for its object
 
     stack.rf("up", "--detach", timeout=90)  # the failed region returns...
@@ -206,7 +207,6 @@ def test_manual_approval_blocks_until_approved_and_practice_changes_nothing(stac
             return next((r for r in rows if r["plan"] == "gated" and r["status"] == "WAITING_APPROVAL"), None)
 
         pending = stack.eventually(waiting, timeout=30, what="the execution to wait for approval")
-        time.sleep(1.5)
         assert proc.poll() is None  # still blocked
         assert stack.rf_json("control", "show")["active_region"] == EAST
         stack.rf("plan", "approve", pending["execution_id"])

@@ -166,4 +166,18 @@ def test_rpo_files_counts_what_the_standby_lacked_at_the_switch():
     failover = {"started_at": 20.0, "missing": [{"job_id": "jc"}]}
     rpo = rpo_files(failover, uploads, ["ja", "jc", "jd"])
     assert rpo == {"files": 2, "jobs": ["jb", "jc"], "unknown_to_standby": 1, "missing_objects": 1,
-                   "submitted_before_switch": 3}
+                   "submitted_before_switch": 3, "upload_mode": None, "unconfirmed_uploads": 3,
+                   "at_risk_but_confirmed": []}
+
+
+def test_rpo_files_tells_sync_uploads_the_standby_confirmed_from_those_it_did_not():
+    sync = {"mode": "sync", "confirmed_by": ["us-west-2"]}
+    fallback = {"mode": "sync", "confirmed_by": [], "not_confirmed_by": ["us-west-2"]}
+    uploads = [Upload(0, "input/a.csv", submitted_at=10.0, job_id="ja", region="us-east-1", replication=sync),
+               Upload(1, "input/b.csv", submitted_at=11.0, job_id="jb", region="us-east-1", replication=fallback),
+               Upload(2, "input/c.csv", submitted_at=12.0, job_id="jc", region="us-west-2",
+                      replication={"mode": "sync", "confirmed_by": ["us-east-1"]})]
+    rpo = rpo_files({"started_at": 20.0, "missing": []}, uploads, ["ja", "jc"], "us-west-2")
+    assert rpo["files"] == 1 and rpo["jobs"] == ["jb"]
+    assert rpo["upload_mode"] == "sync" and rpo["unconfirmed_uploads"] == 1
+    assert rpo["at_risk_but_confirmed"] == []  # the one lost was acknowledged without the standby

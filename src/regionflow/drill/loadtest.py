@@ -52,6 +52,7 @@ class Upload:
     errors: list[str] = field(default_factory=list)
     found_after_error: bool = False  # an attempt's answer was lost but the object had arrived
     failed: str | None = None  # why it was given up
+    replication: dict | None = None  # how the region acknowledged it (sync: which regions confirmed)
 
     @property
     def submitted(self) -> bool:
@@ -94,6 +95,7 @@ def _upload_one(api: ApiClient, up: Upload, data: bytes, etag: str, deadline: fl
         try:
             body = api.upload(up.key, data)
             up.job_id, up.version_id, up.region = body.get("job_id"), body.get("version_id"), body.get("region")
+            up.replication = body.get("replication")
             up.submitted_at = time.time()
             return
         except ApiError as exc:

@@ -174,17 +174,37 @@ def logged_chunk_starts(config: Config) -> Counter[str]:
 # ---------------------------------------------------------------------------------------------------
 
 
-def rpo_files(failover: dict[str, Any], submitted: list[Upload], standby_jobs: Iterable[str]) -> dict[str, Any]:
+def rpo_files(failover: dict[str, Any], submitted: list[Upload], standby_jobs: Iterable[str],
+              standby: str | None = None) -> dict[str, Any]:
     """Which files submitted before the switch the standby could not process after it: unknown to it after
-    reconcile (never replicated), or listed by reconcile as missing their objects. Pure."""
+    reconcile (never replicated), or listed by reconcile as missing their objects; and how many of those
+    uploads were acknowledged without the standby's confirmation (sync mode: only those may be at risk).
+    Pure."""
     switch_at = float(failover["started_at"])
     before = [u for u in submitted if u.submitted_at is not None and u.submitted_at <= switch_at]
+    unconfirmed = sorted(u.job_id or u.key for u in before if not _confirmed_by(u, standby))
     known = set(standby_jobs)
     missing = {m["job_id"] for m in failover.get("missing") or []}
     unknown = {u.job_id for u in before if u.job_id and u.job_id not in known}
     at_risk = sorted(unknown | (missing & {u.job_id for u in before}))
     return {"files": len(at_risk), "jobs": at_risk, "unknown_to_standby": len(unknown),
-            "missing_objects": len(missing), "submitted_before_switch": len(before)}
+            "missing_objects": len(missing), "submitted_before_switch": len(before),
+            "upload_mode": _mode(before), "unconfirmed_uploads": len(unconfirmed),
+            "at_risk_but_confirmed": sorted(set(at_risk) - set(unconfirmed))}
+
+
+def _confirmed_by(up: Upload, standby: str | None) -> bool:
+    """Whether the standby confirmed storing this upload before it was acknowledged (sync mode); an
+    upload acknowledged by the standby itself needs no confirmation."""
+    if standby is not None and up.region == standby:
+        return True
+    confirmed = (up.replication or {}).get("confirmed_by") or []
+    return standby in confirmed if standby is not None else bool(confirmed)
+
+
+def _mode(uploads: list[Upload]) -> str | None:
+    modes = {(u.replication or {}).get("mode") for u in uploads} - {None}
+    return modes.pop() if len(modes) == 1 else ("mixed" if modes else None)
 
 
 def _wait_step(failover: dict[str, Any], primary: str) -> dict[str, Any]:

@@ -125,7 +125,9 @@ def _rpo_detail(rpo: dict[str, Any], standby: str | None) -> str:
             f"({rpo.get('unknown_to_standby')} never replicated, {rpo.get('missing_objects')} "
             f"listed as missing objects); the oldest change it had not applied was "
             f"{_fmt(rpo.get('seconds'), ' s')} old (method: {rpo.get('method', '-')}). "
-            f"Replication confirmed at the switch: {rpo.get('confirmed')}.")
+            f"Replication confirmed at the switch: {rpo.get('confirmed')}. "
+            f"Uploads were acknowledged in {rpo.get('upload_mode') or '-'} mode; "
+            f"{rpo.get('unconfirmed_uploads', '-')} of them without {standby}'s confirmation.")
 
 
 def build_report(o: Outcome) -> dict[str, Any]:

@@ -302,7 +302,7 @@ class _Drill:
     def measure_rpo_files(self, failover: dict[str, Any]) -> dict[str, Any]:
         """Which files submitted before the switch the standby could not process after it."""
         jobs = self.view.jobs(self.standby) or []
-        return observe.rpo_files(failover, self.submitted, (j["job_id"] for j in jobs))
+        return observe.rpo_files(failover, self.submitted, (j["job_id"] for j in jobs), self.standby)
 
     def bring_back(self) -> None:
         if self.scenario == "storage-outage":
