@@ -106,10 +106,11 @@ def test_a_region_that_stops_answering_is_marked_lagging_and_uploads_go_on(tmp_p
 
 
 def test_a_large_upload_streams_with_bounded_memory_while_the_region_keeps_answering(tmp_path):
+    # through the access point, which streams it on to the active region, and back down again
     size = 2 << 30
     block = bytes(range(256)) * 4096  # 1 MiB
     with running_stack(tmp_path / "stack", settings={"max_upload_bytes": '"3GiB"'}) as stack:
-        pid = stack.pid(EAST)
+        pids = {name: stack.pid(name) for name in (EAST, "access-point")}
         latencies: list[float] = []
         failures: list[str] = []
         done = threading.Event()
@@ -131,20 +132,28 @@ def test_a_large_upload_streams_with_bounded_memory_while_the_region_keeps_answe
 
         prober = threading.Thread(target=probe, daemon=True)
         prober.start()
-        with stack.http(EAST, timeout=600) as h:
+        with stack.http(timeout=600) as h:
             resp = h.put("/objects/big/blob.bin", content=body(),
                          headers={"content-length": str(size), "content-type": "application/octet-stream"})
         done.set()
         prober.join(15)
         assert resp.status_code == 200, resp.text
-        assert resp.json()["size"] == size
-        peak_mib = _vm_kib(pid, "VmHWM") / 1024
-        assert peak_mib < 300, f"the region's peak RSS was {peak_mib:.0f} MiB"
+        assert resp.json()["size"] == size and resp.json()["region"] == EAST
         assert not failures, failures[:3]
         assert len(latencies) >= 5 and max(latencies) < 5, (len(latencies), max(latencies or [0]))
-        with stack.http(EAST) as h:
+        with stack.http(timeout=600) as h:
             head = h.head("/objects/big/blob.bin")
-            assert head.status_code == 200 and int(head.headers["content-length"]) == size
+            assert head.status_code == 200
+            got = 0
+            with h.stream("GET", "/objects/big/blob.bin") as down:
+                assert down.status_code == 200 and int(down.headers["content-length"]) == size
+                for chunk in down.iter_bytes(1 << 20):
+                    got += len(chunk)
+            assert got == size
+        for name, pid in pids.items():
+            peak_mib = _vm_kib(pid, "VmHWM") / 1024
+            print(f"peak RSS of {name}: {peak_mib:.0f} MiB")
+            assert peak_mib < 300, f"the peak RSS of {name} was {peak_mib:.0f} MiB"
 
 
 def test_an_upload_over_the_limit_is_refused_and_nothing_is_stored(tmp_path):

@@ -15,12 +15,14 @@ import contextlib
 import logging
 import sys
 import time
+from collections.abc import AsyncIterator
 from urllib.parse import quote
 
 import httpx
 import uvicorn
 from fastapi import FastAPI, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.background import BackgroundTask
 
 from regionflow.api import routes
 from regionflow.config import Config, load_config, load_secrets
@@ -36,6 +38,10 @@ HEALTH_TIMEOUT = 0.5
 FORWARD_TIMEOUT = httpx.Timeout(30.0, connect=1.0)
 # A read (download) that gets no byte for this long goes to the next region holding the object.
 READ_TIMEOUT = httpx.Timeout(5.0, connect=1.0)
+# Uploads up to this size are held in memory so a failed forward can be retried on the next region.
+UPLOAD_BUFFER_BYTES = 16 << 20
+# A large upload's answer comes once the region has stored (hashed, synced, replicated) all of it.
+STREAMED_UPLOAD_TIMEOUT = httpx.Timeout(30.0, connect=1.0, read=600.0)
 _HOP_HEADERS = {"connection", "keep-alive", "transfer-encoding", "te", "upgrade", "host", "content-length"}
 
 
@@ -91,6 +97,22 @@ def _response(resp: httpx.Response, region: str) -> Response:
     return Response(resp.content, status_code=resp.status_code, headers=headers)
 
 
+def _streamed(resp: httpx.Response, region: str) -> StreamingResponse:
+    """Pass an object's body through as it arrives (objects may be larger than memory)."""
+    skip = _HOP_HEADERS - {"content-length"}  # the bytes pass through unchanged, so their length holds
+    headers = {k: v for k, v in resp.headers.items() if k.lower() not in skip}
+    headers["x-regionflow-region"] = region
+    return StreamingResponse(resp.aiter_raw(), status_code=resp.status_code, headers=headers,
+                             background=BackgroundTask(resp.aclose))
+
+
+def _buffered_upload(request: Request) -> bool:
+    """Whether an upload is small enough to hold in memory, so that it can be retried on the next region
+    when the first fails; larger (or unsized) uploads are streamed to one region."""
+    size = request.headers.get("content-length", "")
+    return size.isdigit() and int(size) <= UPLOAD_BUFFER_BYTES
+
+
 def create_app(config: Config) -> FastAPI:
     regions = Regions(config)
     closers = [regions.client.aclose]
@@ -110,14 +132,19 @@ def create_app(config: Config) -> FastAPI:
     # The console's routes come before the catch-all below, which would otherwise forward them.
     closers.append(mount_console(app, config, load_secrets(config)).aclose)
 
-    async def _send(name: str, request: Request, body: bytes | None) -> httpx.Response:
+    async def _send(name: str, request: Request, body: bytes | AsyncIterator[bytes] | None,
+                    stream: bool = False, timeout: httpx.Timeout | None = None) -> httpx.Response:
         raw = request.scope.get("raw_path")
         path = raw.decode("latin-1") if raw else quote(request.url.path, safe="/")
         url = f"{regions.urls[name]}{path}"
-        timeout = READ_TIMEOUT if request.method in ("GET", "HEAD") else FORWARD_TIMEOUT
+        timeout = timeout or (READ_TIMEOUT if request.method in ("GET", "HEAD") else FORWARD_TIMEOUT)
+        headers = _forward_headers(request)
+        if not isinstance(body, bytes | None) and "content-length" in request.headers:
+            headers["content-length"] = request.headers["content-length"]  # a streamed body keeps its size
         try:
-            return await regions.client.request(request.method, url, params=request.query_params,
-                                                headers=_forward_headers(request), content=body, timeout=timeout)
+            sent = regions.client.build_request(request.method, url, params=request.query_params, headers=headers,
+                                                content=body, timeout=timeout)
+            return await regions.client.send(sent, stream=stream)
         except httpx.HTTPError:
             regions.mark_down(name)
             raise
@@ -130,13 +157,17 @@ def create_app(config: Config) -> FastAPI:
         last: Response | None = None
         for name in await regions.ordered_healthy():
             try:
-                resp = await _send(name, request, None)
+                resp = await _send(name, request, None, stream=True)
             except httpx.HTTPError:
                 continue
             if resp.status_code == 404:
+                await resp.aread()
                 last = _response(resp, name)
                 continue
-            return _response(resp, name)
+            if request.method == "HEAD" or resp.status_code >= 400:
+                await resp.aread()
+                return _response(resp, name)
+            return _streamed(resp, name)
         return last if last is not None else _unavailable("no region answered")
 
     @app.api_route(routes.PRESIGNED, methods=["GET", "HEAD"])
@@ -147,8 +178,18 @@ def create_app(config: Config) -> FastAPI:
     async def objects(key: str, request: Request) -> Response:
         if request.method != "PUT":
             return await _first_holder(request)
+        candidates = await regions.ordered_healthy()
+        if not _buffered_upload(request):
+            if not candidates:
+                return _unavailable("every region is down")
+            try:
+                resp = await _send(candidates[0], request, request.stream(), timeout=STREAMED_UPLOAD_TIMEOUT)
+                return _response(resp, candidates[0])
+            except httpx.HTTPError as exc:
+                return _unavailable(f"the upload to {candidates[0]} was interrupted ({type(exc).__name__}); "
+                                    "send it again")
         body = await request.body()
-        for name in await regions.ordered_healthy():
+        for name in candidates:
             try:
                 return _response(await _send(name, request, body), name)
             except httpx.HTTPError as exc:
