@@ -10,6 +10,7 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from regionflow.api import routes
 from regionflow.api.wire import auth_header, info_from_headers
@@ -113,3 +114,32 @@ def test_a_plan_must_run_in_the_region_it_activates(region):
                  json={"plan_path": region.config.plan_path, "activate": "us-west-2"})
     assert resp.status_code == 400 and "send it to us-west-2" in resp.json()["detail"]
     assert _call(region, "GET", routes.EXECUTIONS).json()["executions"] == []
+
+
+def test_a_fresh_region_exposes_every_labelled_series_at_zero(region):
+    # Prometheus knows a labelled series only once it exists: a region that has run nothing (a standby)
+    # must still expose each of them, at 0, for dashboards and rate().
+    text = _call(region, "GET", routes.METRICS).text
+    samples = {(s.name, frozenset(s.labels.items())): s.value
+               for family in text_string_to_metric_families(text) for s in family.samples}
+
+    def value(name: str, **labels: str) -> float:
+        assert (name, frozenset(labels.items())) in samples, f"no series {name}{labels}"
+        return samples[(name, frozenset(labels.items()))]
+
+    zero = [("regionflow_orchestrator_executions_total", "status", ("started", "succeeded", "failed", "interrupted")),
+            ("regionflow_chunk_executions_total", "status", ("started", "succeeded", "failed")),
+            ("regionflow_rows_total", "outcome", ("ok", "rejected")),
+            ("regionflow_notifications_total", "status", ("sent", "duplicate")),
+            ("regionflow_plan_executions_total", "status", ("succeeded", "failed")),
+            ("regionflow_canary_total", "status", ("succeeded", "failed"))]
+    for name, label, values in zero:
+        for v in values:
+            assert value(name, **{label: v}) == 0, (name, v)
+    for kind in ("objects", "state"):
+        for gauge in ("regionflow_replication_backlog", "regionflow_replication_lag_seconds"):
+            assert value(gauge, source="us-west-2", target=EAST, kind=kind) == 0
+    assert value("regionflow_active", region=EAST) == 1 and value("regionflow_active", region="us-west-2") == 0
+    # every route's latency series, before any request reached it
+    assert value("regionflow_request_seconds_count", method="PUT", route=routes.OBJECTS) == 0
+    assert value("regionflow_request_seconds_count", method="POST", route=routes.PLANS_RUN) == 0

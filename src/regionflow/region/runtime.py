@@ -45,7 +45,7 @@ class Region:
         self.name = name
         rc = config.region(name)
         self.secrets = load_secrets(config)
-        self.metrics = RegionMetrics()
+        self.metrics = RegionMetrics(name, config.region_names)
         data_dir = Path(config.data_dir) / name
         self.faults = FaultRegistry(data_dir / "faults.json")
         self.faults.clear_faults()  # faults do not outlive the process they were injected into
