@@ -114,11 +114,11 @@ def approve_anywhere(config: Config, execution_id: str, by: str, region: str | N
 
 
 def all_notifications(config: Config) -> tuple[list[dict[str, Any]], list[str]]:
-    """Every notification of every region, each with stored_in (the region that holds it), and the regions
-    that did not answer.
+    """Every notification record of every region, each with stored_in (the region that holds it), and the
+    regions that did not answer.
 
-    Notifications are replicated, so one message shows once per region; a duplicate send would show as
-    two messages for one job."""
+    Notification records are replicated, so one message has one record per region (merge_notifications
+    makes messages of them)."""
     rows: list[dict[str, Any]] = []
     unreachable: list[str] = []
     for name in config.region_names:
@@ -128,6 +128,28 @@ def all_notifications(config: Config) -> tuple[list[dict[str, Any]], list[str]]:
             except ApiError:
                 unreachable.append(name)
     return rows, unreachable
+
+
+def merge_notifications(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One message per job id from the per-region records (as all_notifications returns them), oldest first.
+
+    A message is the record of the region that sent it (its own copy is the freshest: a replica may still
+    say "sending"), or the first record when that region did not answer, without stored_in, plus regions
+    (the regions that recorded it, in the order given) and differences: {field: {region: value}} for every
+    field the records disagree on (a lagging replica, or two regions that each sent one: a duplicate).
+    """
+    by_job: dict[str, list[dict[str, Any]]] = {}
+    for record in records:
+        by_job.setdefault(record["job_id"], []).append(record)
+    messages = []
+    for copies in by_job.values():
+        own = next((c for c in copies if c["stored_in"] == c.get("region")), copies[0])
+        fields = sorted({k for c in copies for k in c} - {"stored_in"})
+        differences = {f: {c["stored_in"]: c.get(f) for c in copies} for f in fields
+                       if len({repr(c.get(f)) for c in copies}) > 1}
+        message = {k: v for k, v in own.items() if k != "stored_in"}
+        messages.append({**message, "regions": [c["stored_in"] for c in copies], "differences": differences})
+    return sorted(messages, key=lambda m: (m.get("created_at") or 0.0, m["job_id"]))
 
 
 def all_faults(config: Config) -> list[dict[str, Any]]:
