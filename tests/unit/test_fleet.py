@@ -4,6 +4,8 @@ against fake region clients: no servers."""
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -231,13 +233,26 @@ def test_the_outbox_command_shows_messages_and_keeps_the_records_behind_a_flag(c
     assert _cli(*args, "--records").stdout.count("job-1") == 2
 
 
-def _cli(*args: str) -> Any:
+def test_plan_run_and_failover_refuse_a_plan_outside_the_plans_directory_before_sending(config, regions, tmp_path):
+    outside = tmp_path / "outside.yaml"
+    outside.write_text(Path(config.plan_path).read_text())
+    for args in (["plan", "run", str(outside), "--activate", WEST], ["failover", "--to", WEST, "--plan", str(outside),
+                                                                     "--practice"]):
+        result = _cli(*args, "--config", str(config.source), code=1)
+        assert result.stdout == "" and "Traceback" not in result.output
+        assert result.stderr == (f"error: {outside}: plans run only from the plans directory {tmp_path / 'plans'} "
+                                 "(or the configured plan, or a built-in plan); put the plan there, or set "
+                                 "plans_dir in regionflow.toml\n")
+    assert regions.opened == []
+
+
+def _cli(*args: str, code: int = 0) -> Any:
     from typer.testing import CliRunner
 
     from regionflow.cli import app
 
     result = CliRunner().invoke(app, list(args))
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == code, result.output
     return result
 
 
@@ -277,8 +292,14 @@ def test_run_plan_gives_up_after_timeout_naming_the_execution(config, regions):
 def test_run_plan_refuses_an_unknown_region_or_plan_before_posting(config, regions, tmp_path):
     with pytest.raises(RegionflowError, match="unknown region"):
         fleet.run_plan_and_wait(config, config.plan_path, "eu-west-1", practice=True, timeout=1)
-    bad = tmp_path / "bad.yaml"
+    bad = tmp_path / "plans" / "bad.yaml"
     bad.write_text("name: [\n")
-    with pytest.raises(RegionflowError):
+    with pytest.raises(RegionflowError, match="not valid YAML"):
         fleet.run_plan_and_wait(config, str(bad), WEST, practice=True, timeout=1)
+    # a plan outside the plans directory: the region would refuse it, so it is not sent
+    outside = tmp_path / "outside.yaml"
+    outside.write_text(Path(config.plan_path).read_text())
+    refused = re.escape(f"plans run only from the plans directory {tmp_path / 'plans'} ")
+    with pytest.raises(RegionflowError, match=refused):
+        fleet.run_plan_and_wait(config, str(outside), WEST, practice=True, timeout=1)
     assert regions.opened == []

@@ -6,6 +6,7 @@ The region is real (embedded stores, routing control) but its background loops a
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Iterator
 
 import httpx
@@ -143,3 +144,45 @@ def test_a_fresh_region_exposes_every_labelled_series_at_zero(region):
     # every route's latency series, before any request reached it
     assert value("regionflow_request_seconds_count", method="PUT", route=routes.OBJECTS) == 0
     assert value("regionflow_request_seconds_count", method="POST", route=routes.PLANS_RUN) == 0
+
+
+def _touch_plan(path, marker) -> str:
+    """A plan whose us-east-1 workflow runs a shell command (what makes running any file dangerous)."""
+    path.write_text(f"name: touch\nregions: [us-east-1, us-west-2]\nworkflows:\n  us-east-1:\n"
+                    f"    - kind: custom\n      command: touch {marker}\n")
+    return str(path)
+
+
+def test_plans_run_only_from_the_plans_directory(region, tmp_path):
+    plans = tmp_path / "plans"  # the default plans_dir, next to regionflow.toml
+    assert region.config.plans_dir == str(plans)
+    marker = tmp_path / "ran"
+    outside = _touch_plan(tmp_path / "outside.yaml", marker)
+    (plans / "link.yaml").symlink_to(outside)
+    for path in (outside, f"{plans}/../outside.yaml", str(plans / "link.yaml")):
+        resp = _call(region, "POST", routes.PLANS_RUN, token="admin",
+                     json={"plan_path": path, "activate": EAST, "wait": True})
+        assert resp.status_code == 400, (path, resp.text)
+        assert f"plans run only from the plans directory {plans}" in resp.json()["detail"], path
+    assert not marker.exists() and _call(region, "GET", routes.EXECUTIONS).json()["executions"] == []
+
+    inside = _touch_plan(plans / "touch.yaml", marker)
+    ran = _call(region, "POST", routes.PLANS_RUN, token="admin",
+                json={"plan_path": inside, "activate": EAST, "wait": True})
+    assert ran.status_code == 200 and ran.json()["status"] == "SUCCEEDED" and marker.exists()
+
+
+def test_the_configured_plan_runs_wherever_it_is(tmp_path):
+    marker = tmp_path / "ran"
+    elsewhere = tmp_path / "ops"
+    elsewhere.mkdir()
+    configured = _touch_plan(elsewhere / "failover.yaml", marker)
+    toml = init_project(tmp_path / "project")
+    toml.write_text(f"plan = {json.dumps(configured)}\n" + toml.read_text())
+    r = Region(load_config(toml), EAST)
+    try:
+        ran = _call(r, "POST", routes.PLANS_RUN, token="admin",
+                    json={"plan_path": configured, "activate": EAST, "wait": True})
+        assert ran.status_code == 200 and marker.exists()
+    finally:
+        r.stop()

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from regionflow.api.client import ApiClient, ApiError
+from regionflow.config.plans import allowed_plan
 from regionflow.errors import RegionflowError
 from regionflow.polling import PollTimeout, poll_until
 from regionflow.switch.records import TERMINAL_EXECUTION_STATUSES, ExecutionStatus, merge_executions
@@ -39,9 +40,10 @@ def run_plan_and_wait(config: Config, plan_file: str, target: str, *, practice: 
                       started_by: str | None = None) -> dict[str, Any]:
     """Run plan_file's workflow for target, in target, and return the execution record once it finished.
 
-    The plan is checked here first (target is a known region, the file parses, every region it names is
-    known, it has a workflow for target), then posted to target itself with the admin token: a plan runs
-    in the region it activates, so it needs nothing from the failed one. The execution is polled until
+    The plan is checked here first (target is a known region, the file is one the regions may run, see
+    config.plans, it parses, every region it names is known, it has a workflow for target), then posted
+    to target itself with the admin token: a plan runs in the region it activates, so it needs nothing
+    from the failed one. The execution is polled until
     its status is terminal; on_waiting(execution_id) is called once when it is seen waiting for approval.
     The record gets command_seconds (from before the post to the end). ExecutionTimeout after timeout
     seconds; any other RegionflowError (invalid plan, region unreachable or refusing) propagates.
@@ -50,7 +52,8 @@ def run_plan_and_wait(config: Config, plan_file: str, target: str, *, practice: 
     from regionflow.workloads.registry import step_registry
 
     config.region(target)
-    plan = load_plan(plan_file, step_registry())
+    # the region would refuse a plan outside its plans directory: say so before sending anything
+    plan = load_plan(allowed_plan(config, plan_file), step_registry())
     plan_regions_known(plan, config.region_names)
     plan.workflow(target)
     started = time.monotonic()
