@@ -98,7 +98,8 @@ def test_replication_pause_and_resume_print_valid_json_and_a_line_for_people(sta
     # the other fan-out commands keep their JSON shapes
     assert stack.rf_json("fault", "clear", EAST) == {"region": EAST, "cleared": []}
     assert stack.rf_json("fault", "list") == []
-    assert stack.rf_json("outbox") == {"notifications": [], "unreachable": []}
+    assert stack.rf_json("outbox") == {"messages": [], "unreachable": []}
+    assert stack.rf_json("outbox", "--records") == {"notifications": [], "unreachable": []}
     assert stack.rf_json("plan", "executions") == []
     missing = stack.rf("plan", "approve", "nope", check=False)
     assert missing.returncode == 1

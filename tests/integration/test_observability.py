@@ -20,6 +20,14 @@ REQUIRED = [
     "regionflow_request_seconds_bucket", "regionflow_canary_total",
 ]
 
+STANDBY_ZERO = [
+    ("regionflow_orchestrator_executions_total", "status", ("started", "succeeded", "failed", "interrupted")),
+    ("regionflow_chunk_executions_total", "status", ("started", "succeeded", "failed")),
+    ("regionflow_rows_total", "outcome", ("ok", "rejected")),
+    ("regionflow_notifications_total", "status", ("sent", "duplicate")),
+    ("regionflow_plan_executions_total", "status", ("succeeded", "failed")),
+]
+
 
 def metric(text: str, name: str, **labels: str) -> float:
     want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
@@ -38,6 +46,14 @@ def stack_config() -> str:
 
 
 def test_metrics_logs_and_canary(stack, tmp_path):
+    # the standby region runs no job, yet exposes every labelled batch series (at 0) from the start
+    with stack.http(WEST) as w:
+        standby = w.get("/metrics").text
+    for name, label, values in STANDBY_ZERO:
+        for value in values:
+            assert metric(standby, name, **{label: value}) == 0, (name, value)
+    assert metric(standby, "regionflow_replication_backlog", source=EAST, target=WEST, kind="state") >= 0
+
     data = tmp_path / "data"
     generate(3000, data, invalid_ratio=0.1, seed=2)
     stack.rf("reference", "load", str(data / "financial_data.csv"))

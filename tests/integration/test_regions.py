@@ -55,9 +55,15 @@ def test_a_file_is_processed_once_by_the_active_region_and_replicated(stack, dat
         metrics = w.get("/metrics").text
     assert "regionflow_files_skipped_total 1.0" in metrics
     assert "regionflow_files_processed_total 0.0" in metrics
-    notes = stack.rf_json("outbox")["notifications"]
+    notes = stack.rf_json("outbox", "--records")["notifications"]
     assert {(n["job_id"], n["region"]) for n in notes} == {(job_id, EAST)}
     assert sorted(n["stored_in"] for n in notes) == [EAST, WEST]  # one notification, replicated
+    # ... which the outbox shows as one message, recorded by both regions, whose records agree
+    [message] = stack.rf_json("outbox")["messages"]
+    assert (message["job_id"], message["region"], message["status"]) == (job_id, EAST, "sent")
+    assert message["regions"] == [EAST, WEST] and message["differences"] == {}
+    human = stack.rf("outbox").stdout
+    assert human.count(job_id) == 1 and EAST in human and WEST in human and "disagree" not in human
     emls = list((stack.root / ".regionflow" / "outbox").glob("*.eml"))
     assert [p.stem for p in emls] == [job_id]
     assert f"X-Regionflow-Region: {EAST}" in emls[0].read_text()
@@ -214,8 +220,8 @@ def test_a_killed_region_restarted_with_up_resumes_its_unfinished_work(stack, tm
     assert done["status"] == "COMPLETED" and done["completing_region"] == EAST
     assert done["rows_in"] == done["rows_ok"] + done["rows_rejected"] == 40000
     assert done["chunk_attempts"] >= done["chunks_total"]
-    notes = [n for n in stack.rf_json("outbox")["notifications"] if n["stored_in"] == EAST]
-    assert [n["job_id"] for n in notes] == [job_id]
+    messages = stack.rf_json("outbox")["messages"]
+    assert [m["job_id"] for m in messages] == [job_id] and EAST in messages[0]["regions"]
     assert [p.stem for p in (stack.root / ".regionflow" / "outbox").glob("*.eml")] == [job_id]
 
 

@@ -172,7 +172,7 @@ workflows:
     return path
 
 
-def test_manual_approval_blocks_until_approved_and_practice_changes_nothing(stack, data, tmp_path):
+def test_manual_approval_blocks_until_approved_and_practice_changes_nothing(stack, data):
     stack.rf("reference", "load", str(data / "financial_data.csv"))
     job_id = stack.rf_json("submit", str(data / "orders.csv"))["job_id"]
     stack.rf_json("wait", job_id, "--timeout", "60")
@@ -192,7 +192,7 @@ def test_manual_approval_blocks_until_approved_and_practice_changes_nothing(stac
     assert practice["rto_seconds"] is None
     assert snapshot() == before  # control, state, objects unchanged
 
-    plan = _write_plan(tmp_path / "gated.yaml", """    - kind: manual_approval
+    plan = _write_plan(stack.root / "plans" / "gated.yaml", """    - kind: manual_approval
       prompt: ok to fail over?
       timeout: 120
     - kind: routing_control
@@ -250,16 +250,23 @@ def test_a_workflow_for_a_missing_region_and_a_cycle_of_child_plans_are_refused(
     assert "b.yaml:7: child plans form a cycle: a.yaml -> b.yaml -> a.yaml" in result.stderr, result.stderr
 
 
-def test_plan_validate_checks_the_live_stack(stack, tmp_path):
+def test_plan_validate_checks_the_live_stack(stack):
     # each region evaluates the failover plan by itself and status shows it
     stack.eventually(lambda: (stack.rf_json("status")["regions"][EAST].get("plan_evaluation") or {}).get("status")
                      == "ok", timeout=30, what="the continuous plan evaluation")
-    ok = stack.rf_json("plan", "validate", str(Path(__file__).parents[2] / "examples" / "plans" / "batch.yaml"))
+    plan = Path(__file__).parents[2] / "examples" / "plans" / "batch.yaml"  # a link to the built-in plan
+    ok = stack.rf_json("plan", "validate", str(plan))
     assert ok["status"] == "ok" and all(c["ok"] for c in ok["checks"])
+    # a copy outside the plans directory is a valid plan, but not one the regions would run
+    copy = stack.root.parent / "copy.yaml"
+    copy.write_text(plan.read_text())
+    elsewhere = stack.rf("plan", "validate", str(copy), check=False)
+    assert elsewhere.returncode == 1 and "ok   plan is valid" in elsewhere.stdout
+    assert f"plans run only from the plans directory {stack.root / 'plans'}" in elsewhere.stderr
+    assert "Traceback" not in elsewhere.stderr
     stack.signal(WEST, signal.SIGSTOP)
     try:
-        bad = stack.rf("plan", "validate", str(Path(__file__).parents[2] / "examples" / "plans" / "batch.yaml"),
-                       check=False)
+        bad = stack.rf("plan", "validate", str(plan), check=False)
         assert bad.returncode == 1 and "us-west-2 reachable" in bad.stdout
     finally:
         stack.signal(WEST, signal.SIGCONT)

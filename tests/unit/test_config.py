@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import stat
 import tomllib
 from pathlib import Path
@@ -275,3 +276,42 @@ def test_invalid_secrets_name_the_key(tmp_path: Path) -> None:
                  f'signing_key = "{"zz" * 32}"\n')
     with pytest.raises(ConfigError, match="signing_key: must be hexadecimal"):
         load_secrets(config)
+
+
+# ---------------------------------------------------------------------------------------------------
+# plans_dir: which plan files the regions may run
+# ---------------------------------------------------------------------------------------------------
+
+
+def test_plans_dir_defaults_to_plans_next_to_the_config_and_init_creates_it(tmp_path):
+    config = load_config(init_project(tmp_path))
+    assert config.plans_dir == str(tmp_path / "plans") and (tmp_path / "plans").is_dir()
+    moved = tmp_path / "elsewhere.toml"
+    moved.write_text('plans_dir = "ops/plans"\n' + (tmp_path / "regionflow.toml").read_text())
+    assert load_config(moved).plans_dir == str(tmp_path / "ops" / "plans")
+
+
+def test_allowed_plans_are_inside_plans_dir_the_configured_plan_or_built_in(tmp_path):
+    from regionflow.config.plans import PlanNotAllowed, allowed_plan, builtin_plans_dir
+
+    config = load_config(init_project(tmp_path))
+    plans = tmp_path / "plans"
+    (plans / "team").mkdir()
+    (plans / "team" / "a.yaml").write_text("")
+    outside = tmp_path / "outside.yaml"
+    outside.write_text("")
+    assert allowed_plan(config, plans / "team" / "a.yaml") == plans / "team" / "a.yaml"
+    assert allowed_plan(config, config.plan_path) == builtin_plans_dir() / "batch.yaml"  # the default plan
+    (plans / "out.yaml").symlink_to(outside)
+    (plans / "up").symlink_to(tmp_path, target_is_directory=True)
+    for path in (outside, plans / ".." / "outside.yaml", plans / "out.yaml", plans / "up" / "outside.yaml",
+                 "/etc/passwd"):
+        with pytest.raises(PlanNotAllowed, match=re.escape(f"plans run only from the plans directory {plans} ")):
+            allowed_plan(config, path)
+    with pytest.raises(PlanNotAllowed, match=r"out\.yaml \(resolves to .*outside\.yaml\)"):
+        allowed_plan(config, plans / "out.yaml")
+    # the configured plan is allowed wherever it is (and only that file of its directory)
+    pinned = config.model_copy(update={"plan": str(outside)})
+    assert allowed_plan(pinned, outside) == outside
+    with pytest.raises(PlanNotAllowed):
+        allowed_plan(pinned, tmp_path / "other.yaml")

@@ -3,6 +3,9 @@ against fake region clients: no servers."""
 
 from __future__ import annotations
 
+import json
+import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -169,6 +172,90 @@ def test_notifications_are_tagged_with_where_they_are_stored_and_unreachable_reg
     assert rows == [{**note, "stored_in": EAST}] and unreachable == [WEST]
 
 
+# ---------------------------------------------------------------------------------------------------
+# notifications: one message per job from the regions' replicated records
+# ---------------------------------------------------------------------------------------------------
+
+
+def _note(job_id: str, sender: str, status: str = "sent", created_at: float = 1.0, **extra: Any) -> dict[str, Any]:
+    return {"job_id": job_id, "region": sender, "status": status, "rows_ok": 9, "rows_rejected": 1,
+            "created_at": created_at, "sent_at": created_at + 1 if status == "sent" else None, **extra}
+
+
+def _stored(region: str, note: dict[str, Any]) -> dict[str, Any]:
+    return {**note, "stored_in": region}
+
+
+def test_one_message_recorded_by_both_regions_is_one_message():
+    note = _note("j1", EAST)
+    [message] = fleet.merge_notifications([_stored(EAST, note), _stored(WEST, note)])
+    assert message == {**note, "regions": [EAST, WEST], "differences": {}}
+
+
+@pytest.mark.parametrize("order", [(EAST, WEST), (WEST, EAST)])
+def test_the_senders_record_wins_and_a_lagging_replica_shows_as_a_difference(order):
+    records = {EAST: _note("j1", EAST, "sent"), WEST: _note("j1", EAST, "sending")}
+    [message] = fleet.merge_notifications([_stored(r, records[r]) for r in order])
+    assert message["status"] == "sent" and message["regions"] == list(order)
+    assert message["differences"] == {"sent_at": {r: records[r]["sent_at"] for r in order},
+                                      "status": {r: records[r]["status"] for r in order}}
+
+
+def test_two_regions_that_each_sent_one_show_as_disagreeing_on_the_sender():
+    [message] = fleet.merge_notifications([_stored(EAST, _note("j1", EAST)), _stored(WEST, _note("j1", WEST))])
+    assert message["regions"] == [EAST, WEST] and message["differences"]["region"] == {EAST: EAST, WEST: WEST}
+
+
+def test_messages_are_oldest_first_and_a_replica_alone_is_kept():
+    merged = fleet.merge_notifications([_stored(EAST, _note("new", EAST, created_at=5.0)),
+                                        _stored(WEST, _note("old", EAST, "sending", created_at=2.0)),
+                                        _stored(WEST, _note("new", EAST, created_at=5.0))])
+    assert [(m["job_id"], m["regions"], m["status"]) for m in merged] == [
+        ("old", [WEST], "sending"), ("new", [EAST, WEST], "sent")]
+    assert all("stored_in" not in m for m in merged)
+
+
+def test_the_outbox_command_shows_messages_and_keeps_the_records_behind_a_flag(config, regions):
+    regions[EAST] = FakeRegion(EAST, outbox=[_note("job-1", EAST)])
+    regions[WEST] = FakeRegion(WEST, outbox=[_note("job-1", EAST, "sending")])
+    args = ["outbox", "--config", str(config.source)]
+    answer = json.loads(_cli(*args, "--json").stdout)
+    assert [(m["job_id"], m["regions"]) for m in answer["messages"]] == [("job-1", [EAST, WEST])]
+    assert answer["unreachable"] == [] and set(answer["messages"][0]["differences"]) == {"status", "sent_at"}
+    human = _cli(*args).stdout.splitlines()
+    [row] = [line for line in human if "job-1" in line and "│" in line]
+    assert EAST in row and any(WEST in line for line in human)
+    assert [line for line in human if line.startswith("job-1: ")] == [
+        f"job-1: the regions' records disagree on sent_at: {EAST}=2.0, {WEST}=None; "
+        f"status: {EAST}=sent, {WEST}=sending"]
+    records = json.loads(_cli(*args, "--records", "--json").stdout)
+    assert [(n["job_id"], n["stored_in"]) for n in records["notifications"]] == [("job-1", EAST), ("job-1", WEST)]
+    assert _cli(*args, "--records").stdout.count("job-1") == 2
+
+
+def test_plan_run_and_failover_refuse_a_plan_outside_the_plans_directory_before_sending(config, regions, tmp_path):
+    outside = tmp_path / "outside.yaml"
+    outside.write_text(Path(config.plan_path).read_text())
+    for args in (["plan", "run", str(outside), "--activate", WEST], ["failover", "--to", WEST, "--plan", str(outside),
+                                                                     "--practice"]):
+        result = _cli(*args, "--config", str(config.source), code=1)
+        assert result.stdout == "" and "Traceback" not in result.output
+        assert result.stderr == (f"error: {outside}: plans run only from the plans directory {tmp_path / 'plans'} "
+                                 "(or the configured plan, or a built-in plan); put the plan there, or set "
+                                 "plans_dir in regionflow.toml\n")
+    assert regions.opened == []
+
+
+def _cli(*args: str, code: int = 0) -> Any:
+    from typer.testing import CliRunner
+
+    from regionflow.cli import app
+
+    result = CliRunner().invoke(app, list(args))
+    assert result.exit_code == code, result.output
+    return result
+
+
 def test_faults_of_every_answering_region_with_the_admin_token(config, regions):
     regions[EAST] = FakeRegion(EAST, faults=[{"id": "f1", "kind": "crash"}])
     regions[WEST] = FakeRegion(WEST, faults=[{"id": "f2", "kind": "state_slow"}])
@@ -205,8 +292,14 @@ def test_run_plan_gives_up_after_timeout_naming_the_execution(config, regions):
 def test_run_plan_refuses_an_unknown_region_or_plan_before_posting(config, regions, tmp_path):
     with pytest.raises(RegionflowError, match="unknown region"):
         fleet.run_plan_and_wait(config, config.plan_path, "eu-west-1", practice=True, timeout=1)
-    bad = tmp_path / "bad.yaml"
+    bad = tmp_path / "plans" / "bad.yaml"
     bad.write_text("name: [\n")
-    with pytest.raises(RegionflowError):
+    with pytest.raises(RegionflowError, match="not valid YAML"):
         fleet.run_plan_and_wait(config, str(bad), WEST, practice=True, timeout=1)
+    # a plan outside the plans directory: the region would refuse it, so it is not sent
+    outside = tmp_path / "outside.yaml"
+    outside.write_text(Path(config.plan_path).read_text())
+    refused = re.escape(f"plans run only from the plans directory {tmp_path / 'plans'} ")
+    with pytest.raises(RegionflowError, match=refused):
+        fleet.run_plan_and_wait(config, str(outside), WEST, practice=True, timeout=1)
     assert regions.opened == []

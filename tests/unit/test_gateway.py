@@ -6,10 +6,12 @@ The region is real (embedded stores, routing control) but its background loops a
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Iterator
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from regionflow.api import routes
 from regionflow.api.wire import auth_header, info_from_headers
@@ -113,3 +115,74 @@ def test_a_plan_must_run_in_the_region_it_activates(region):
                  json={"plan_path": region.config.plan_path, "activate": "us-west-2"})
     assert resp.status_code == 400 and "send it to us-west-2" in resp.json()["detail"]
     assert _call(region, "GET", routes.EXECUTIONS).json()["executions"] == []
+
+
+def test_a_fresh_region_exposes_every_labelled_series_at_zero(region):
+    # Prometheus knows a labelled series only once it exists: a region that has run nothing (a standby)
+    # must still expose each of them, at 0, for dashboards and rate().
+    text = _call(region, "GET", routes.METRICS).text
+    samples = {(s.name, frozenset(s.labels.items())): s.value
+               for family in text_string_to_metric_families(text) for s in family.samples}
+
+    def value(name: str, **labels: str) -> float:
+        assert (name, frozenset(labels.items())) in samples, f"no series {name}{labels}"
+        return samples[(name, frozenset(labels.items()))]
+
+    zero = [("regionflow_orchestrator_executions_total", "status", ("started", "succeeded", "failed", "interrupted")),
+            ("regionflow_chunk_executions_total", "status", ("started", "succeeded", "failed")),
+            ("regionflow_rows_total", "outcome", ("ok", "rejected")),
+            ("regionflow_notifications_total", "status", ("sent", "duplicate")),
+            ("regionflow_plan_executions_total", "status", ("succeeded", "failed")),
+            ("regionflow_canary_total", "status", ("succeeded", "failed"))]
+    for name, label, values in zero:
+        for v in values:
+            assert value(name, **{label: v}) == 0, (name, v)
+    for kind in ("objects", "state"):
+        for gauge in ("regionflow_replication_backlog", "regionflow_replication_lag_seconds"):
+            assert value(gauge, source="us-west-2", target=EAST, kind=kind) == 0
+    assert value("regionflow_active", region=EAST) == 1 and value("regionflow_active", region="us-west-2") == 0
+    # every route's latency series, before any request reached it
+    assert value("regionflow_request_seconds_count", method="PUT", route=routes.OBJECTS) == 0
+    assert value("regionflow_request_seconds_count", method="POST", route=routes.PLANS_RUN) == 0
+
+
+def _touch_plan(path, marker) -> str:
+    """A plan whose us-east-1 workflow runs a shell command (what makes running any file dangerous)."""
+    path.write_text(f"name: touch\nregions: [us-east-1, us-west-2]\nworkflows:\n  us-east-1:\n"
+                    f"    - kind: custom\n      command: touch {marker}\n")
+    return str(path)
+
+
+def test_plans_run_only_from_the_plans_directory(region, tmp_path):
+    plans = tmp_path / "plans"  # the default plans_dir, next to regionflow.toml
+    assert region.config.plans_dir == str(plans)
+    marker = tmp_path / "ran"
+    outside = _touch_plan(tmp_path / "outside.yaml", marker)
+    (plans / "link.yaml").symlink_to(outside)
+    for path in (outside, f"{plans}/../outside.yaml", str(plans / "link.yaml")):
+        resp = _call(region, "POST", routes.PLANS_RUN, token="admin",
+                     json={"plan_path": path, "activate": EAST, "wait": True})
+        assert resp.status_code == 400, (path, resp.text)
+        assert f"plans run only from the plans directory {plans}" in resp.json()["detail"], path
+    assert not marker.exists() and _call(region, "GET", routes.EXECUTIONS).json()["executions"] == []
+
+    inside = _touch_plan(plans / "touch.yaml", marker)
+    ran = _call(region, "POST", routes.PLANS_RUN, token="admin",
+                json={"plan_path": inside, "activate": EAST, "wait": True})
+    assert ran.status_code == 200 and ran.json()["status"] == "SUCCEEDED" and marker.exists()
+
+
+def test_the_configured_plan_runs_wherever_it_is(tmp_path):
+    marker = tmp_path / "ran"
+    elsewhere = tmp_path / "ops"
+    elsewhere.mkdir()
+    configured = _touch_plan(elsewhere / "failover.yaml", marker)
+    toml = init_project(tmp_path / "project")
+    toml.write_text(f"plan = {json.dumps(configured)}\n" + toml.read_text())
+    r = Region(load_config(toml), EAST)
+    try:
+        ran = _call(r, "POST", routes.PLANS_RUN, token="admin",
+                    json={"plan_path": configured, "activate": EAST, "wait": True})
+        assert ran.status_code == 200 and marker.exists()
+    finally:
+        r.stop()

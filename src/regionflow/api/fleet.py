@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from regionflow.api.client import ApiClient, ApiError
+from regionflow.config.plans import allowed_plan
 from regionflow.errors import RegionflowError
 from regionflow.polling import PollTimeout, poll_until
 from regionflow.switch.records import TERMINAL_EXECUTION_STATUSES, ExecutionStatus, merge_executions
@@ -39,9 +40,10 @@ def run_plan_and_wait(config: Config, plan_file: str, target: str, *, practice: 
                       started_by: str | None = None) -> dict[str, Any]:
     """Run plan_file's workflow for target, in target, and return the execution record once it finished.
 
-    The plan is checked here first (target is a known region, the file parses, every region it names is
-    known, it has a workflow for target), then posted to target itself with the admin token: a plan runs
-    in the region it activates, so it needs nothing from the failed one. The execution is polled until
+    The plan is checked here first (target is a known region, the file is one the regions may run, see
+    config.plans, it parses, every region it names is known, it has a workflow for target), then posted
+    to target itself with the admin token: a plan runs in the region it activates, so it needs nothing
+    from the failed one. The execution is polled until
     its status is terminal; on_waiting(execution_id) is called once when it is seen waiting for approval.
     The record gets command_seconds (from before the post to the end). ExecutionTimeout after timeout
     seconds; any other RegionflowError (invalid plan, region unreachable or refusing) propagates.
@@ -50,7 +52,8 @@ def run_plan_and_wait(config: Config, plan_file: str, target: str, *, practice: 
     from regionflow.workloads.registry import step_registry
 
     config.region(target)
-    plan = load_plan(plan_file, step_registry())
+    # the region would refuse a plan outside its plans directory: say so before sending anything
+    plan = load_plan(allowed_plan(config, plan_file), step_registry())
     plan_regions_known(plan, config.region_names)
     plan.workflow(target)
     started = time.monotonic()
@@ -114,11 +117,11 @@ def approve_anywhere(config: Config, execution_id: str, by: str, region: str | N
 
 
 def all_notifications(config: Config) -> tuple[list[dict[str, Any]], list[str]]:
-    """Every notification of every region, each with stored_in (the region that holds it), and the regions
-    that did not answer.
+    """Every notification record of every region, each with stored_in (the region that holds it), and the
+    regions that did not answer.
 
-    Notifications are replicated, so one message shows once per region; a duplicate send would show as
-    two messages for one job."""
+    Notification records are replicated, so one message has one record per region (merge_notifications
+    makes messages of them)."""
     rows: list[dict[str, Any]] = []
     unreachable: list[str] = []
     for name in config.region_names:
@@ -128,6 +131,28 @@ def all_notifications(config: Config) -> tuple[list[dict[str, Any]], list[str]]:
             except ApiError:
                 unreachable.append(name)
     return rows, unreachable
+
+
+def merge_notifications(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One message per job id from the per-region records (as all_notifications returns them), oldest first.
+
+    A message is the record of the region that sent it (its own copy is the freshest: a replica may still
+    say "sending"), or the first record when that region did not answer, without stored_in, plus regions
+    (the regions that recorded it, in the order given) and differences: {field: {region: value}} for every
+    field the records disagree on (a lagging replica, or two regions that each sent one: a duplicate).
+    """
+    by_job: dict[str, list[dict[str, Any]]] = {}
+    for record in records:
+        by_job.setdefault(record["job_id"], []).append(record)
+    messages = []
+    for copies in by_job.values():
+        own = next((c for c in copies if c["stored_in"] == c.get("region")), copies[0])
+        fields = sorted({k for c in copies for k in c} - {"stored_in"})
+        differences = {f: {c["stored_in"]: c.get(f) for c in copies} for f in fields
+                       if len({repr(c.get(f)) for c in copies}) > 1}
+        message = {k: v for k, v in own.items() if k != "stored_in"}
+        messages.append({**message, "regions": [c["stored_in"] for c in copies], "differences": differences})
+    return sorted(messages, key=lambda m: (m.get("created_at") or 0.0, m["job_id"]))
 
 
 def all_faults(config: Config) -> list[dict[str, Any]]:

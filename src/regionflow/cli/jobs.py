@@ -142,22 +142,55 @@ def download(job_id: Annotated[str, typer.Argument()],
     out.print(f"wrote {len(data)} bytes to {output}")
 
 
-def outbox(config: ConfigOpt = DEFAULT_CONFIG, as_json: JsonOpt = False) -> None:
-    """Every notification of every region (so a duplicate would show)."""
+def _differences(message: dict[str, Any]) -> str:
+    """"status: us-east-1=sent, us-west-2=sending; ..." for the fields the regions' records disagree on."""
+    return "; ".join(f"{field}: " + ", ".join(f"{region}={value}" for region, value in values.items())
+                     for field, values in message["differences"].items())
+
+
+def outbox(
+    records: Annotated[bool, typer.Option(
+        "--records", help="Every region's own record instead of one line per message.")] = False,
+    config: ConfigOpt = DEFAULT_CONFIG, as_json: JsonOpt = False,
+) -> None:
+    """Notifications: one per job, with the regions that recorded it (records are replicated); a duplicate
+    send or a lagging replica shows as the records disagreeing."""
     rows, unreachable = fleet.all_notifications(fleet_config(config))
+    if records:
+        def render_records(_: object) -> None:
+            table = Table(title="notification records")
+            table.add_column("stored in")
+            table.add_column("job", no_wrap=True)
+            for col in ("sent by", "status", "ok", "rejected"):
+                table.add_column(col)
+            for n in rows:
+                table.add_row(n["stored_in"], n["job_id"], n["region"], n["status"], str(n["rows_ok"]),
+                              str(n["rows_rejected"]))
+            out.print(table)
+            if unreachable:
+                err.print(f"unreachable: {', '.join(unreachable)}")
+
+        emit({"notifications": rows, "unreachable": unreachable}, as_json, render_records)
+        return
+    messages = fleet.merge_notifications(rows)
 
     def render(_: object) -> None:
         table = Table(title="notifications")
-        for col in ("stored in", "job", "sent by", "status", "ok", "rejected"):
+        table.add_column("job", no_wrap=True)  # ids are copied from here: never split across lines
+        for col in ("sent by", "status", "ok/rejected", "recorded in"):
             table.add_column(col)
-        for n in rows:
-            table.add_row(n["stored_in"], n["job_id"], n["region"], n["status"], str(n["rows_ok"]),
-                          str(n["rows_rejected"]))
+        for m in messages:
+            table.add_row(m["job_id"], m["region"], m["status"], f"{m['rows_ok']}/{m['rows_rejected']}",
+                          "\n".join(m["regions"]))
         out.print(table)
+        # below the table rather than in a column: rarely there, and too wide for one
+        for m in messages:
+            if m["differences"]:
+                out.print(f"{m['job_id']}: the regions' records disagree on {_differences(m)}", soft_wrap=True)
         if unreachable:
             err.print(f"unreachable: {', '.join(unreachable)}")
 
-    emit({"notifications": rows, "unreachable": unreachable}, as_json, render)
+    emit({"messages": messages, "unreachable": unreachable}, as_json, render)
 
 
 def register(app: typer.Typer) -> None:

@@ -59,6 +59,10 @@ def _config_text(regions: list[tuple[str, int]], access_port: int) -> str:
         "# Pipeline spec (TOML or YAML). Unset: the built-in pipeline (the reference orders workload).",
         '# pipeline = "pipelines/orders.toml"',
         "",
+        "# Region-switch plans the regions may run (`plan run`, POST /plans/run): files in plans_dir, the",
+        "# configured `plan` and the built-in plans, nothing else (plans can run shell commands).",
+        '# plans_dir = "plans"',
+        "",
         "# Where job-done notifications go. Unset: one outbox directory of .eml files (data_dir/outbox) that",
         "# every region delivers to; the job id is the dedupe key, so a file is notified once.",
         '# notifier = "smtp://127.0.0.1:1025"',
@@ -128,6 +132,7 @@ def init_project(dir: Path, *, force: bool = False, base_port: int | None = None
         for name in DEFAULT_REGIONS:
             (data / name / "objects").mkdir(parents=True, exist_ok=True)
         (data / "logs").mkdir(parents=True, exist_ok=True)
+        (root / "plans").mkdir(exist_ok=True)  # the default plans_dir
         (data / "run").mkdir(parents=True, exist_ok=True)
         ignore = data / ".gitignore"
         if not ignore.exists():

@@ -199,6 +199,9 @@ class Config(_Model):
     plan: str | None = None  # the region-switch plan for failover/failback; None = the built-in batch plan
     # The largest object a gateway accepts (bytes, or e.g. "5GiB"); bigger uploads get 413, nothing stored.
     max_upload_bytes: int = Field(default=5 << 30, ge=1)
+    # The only directory (besides the configured plan and the built-in plans) the regions run plans from:
+    # plans can run shell commands, so POST /plans/run must not accept any file on the server.
+    plans_dir: str = "plans"
     data_dir: str = DATA_DIR
     secrets_file: str = f"{DATA_DIR}/secrets.toml"
 
@@ -296,6 +299,7 @@ class Config(_Model):
             "secrets_file": resolve_path(self.secrets_file, base),
             "pipeline": resolve_path(self.pipeline, base) if self.pipeline else None,
             "plan": resolve_path(self.plan, base) if self.plan else None,
+            "plans_dir": resolve_path(self.plans_dir, base),
             "notifier": resolve_url(self.notifier, base) if self.notifier else None,
         }
         copy = self.model_copy(update=update)

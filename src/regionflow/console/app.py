@@ -30,7 +30,8 @@ from regionflow.api import routes
 from regionflow.api.client import AsyncApiClient
 from regionflow.config import Config, Secrets
 from regionflow.state.base import JobStatus
-from regionflow.switch.records import merge_executions
+from regionflow.switch.records import ExecutionStatus, merge_executions
+from regionflow.workloads.batch.metrics import CHUNK_STATUSES, JobRun, NotifyOutcome, RowOutcome
 
 COOKIE = "rf_console"
 SESSION_TTL = 12 * 3600.0
@@ -53,13 +54,13 @@ METRICS: dict[str, tuple[str, dict[str, str]]] = {
     "files_reconciled": ("regionflow_files_reconciled_total", {}),
     "files_skipped": ("regionflow_files_skipped_total", {}),
     **{f"orchestrator_{s}": ("regionflow_orchestrator_executions_total", {"status": s})
-       for s in ("started", "succeeded", "failed")},
-    **{f"chunk_{s}": ("regionflow_chunk_executions_total", {"status": s}) for s in ("started", "succeeded", "failed")},
-    "rows_ok": ("regionflow_rows_total", {"outcome": "ok"}),
-    "rows_rejected": ("regionflow_rows_total", {"outcome": "rejected"}),
-    "plan_executions_succeeded": ("regionflow_plan_executions_total", {"status": "succeeded"}),
-    "plan_executions_failed": ("regionflow_plan_executions_total", {"status": "failed"}),
-    "notifications_sent": ("regionflow_notifications_total", {"status": "sent"}),
+       for s in (JobRun.STARTED, JobRun.SUCCEEDED, JobRun.FAILED)},
+    **{f"chunk_{s}": ("regionflow_chunk_executions_total", {"status": s}) for s in CHUNK_STATUSES},
+    "rows_ok": ("regionflow_rows_total", {"outcome": RowOutcome.OK}),
+    "rows_rejected": ("regionflow_rows_total", {"outcome": RowOutcome.REJECTED}),
+    **{f"plan_executions_{s.lower()}": ("regionflow_plan_executions_total", {"status": s.lower()})
+       for s in (ExecutionStatus.SUCCEEDED, ExecutionStatus.FAILED)},
+    "notifications_sent": ("regionflow_notifications_total", {"status": NotifyOutcome.SENT}),
     "epoch": ("regionflow_epoch", {}),
 }
 

@@ -9,7 +9,7 @@ from regionflow.api.client import ApiClient
 from regionflow.errors import RegionflowError
 from regionflow.ids import new_version_id
 from regionflow.polling import PollTimeout, poll_until
-from regionflow.region.metrics import RegionMetrics
+from regionflow.region.metrics import CanaryStatus, RegionMetrics
 from regionflow.state.base import TERMINAL_STATUSES, JobStatus
 
 log = logging.getLogger("regionflow.canary")
@@ -46,7 +46,7 @@ class Canary:
                 log.warning("canary failed: %s", exc)
             ok = False
         latency = time.monotonic() - started
-        self.metrics.canary.labels("succeeded" if ok else "failed").inc()
+        self.metrics.canary.labels(CanaryStatus.SUCCEEDED if ok else CanaryStatus.FAILED).inc()
         if ok:
             self.metrics.canary_latency.set(latency)
         return latency if ok else None

@@ -10,6 +10,7 @@ from typing import Any
 
 from regionflow.api.client import ApiClient, ApiError
 from regionflow.config import Config, Secrets
+from regionflow.config.plans import PlanNotAllowed, allowed_plan
 from regionflow.control import open_control
 from regionflow.errors import RegionflowError
 from regionflow.switch.plan import load_plan, plan_regions_known
@@ -40,6 +41,10 @@ def evaluate_plan(config: Config, secrets: Secrets, plan_path: str) -> dict[str,
         check("plan is valid", True, f"{plan.name}: workflows for {', '.join(plan.workflows)}")
     except RegionflowError as exc:
         check("plan is valid", False, str(exc))
+    try:
+        check("the regions may run it", True, f"in {allowed_plan(config, plan_path).parent}")
+    except PlanNotAllowed as exc:
+        check("the regions may run it", False, str(exc))
     try:
         c = open_control(config.control).get()
         check("routing control reachable", True, f"active {c.active_region}, epoch {c.epoch}")

@@ -48,7 +48,7 @@ class Region:
         self.name = name
         rc = config.region(name)
         self.secrets = load_secrets(config)
-        self.metrics = RegionMetrics()
+        self.metrics = RegionMetrics(name, config.region_names)
         data_dir = Path(config.data_dir) / name
         self.faults = FaultRegistry(data_dir / "faults.json")
         # Uploads are received here before they are stored; what a crash left behind is garbage.

@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 
 from regionflow.chaos.faults import FaultInjected
 from regionflow.errors import ControlUnavailable, RegionflowError, StaleEpoch
@@ -39,6 +40,12 @@ def create_app(region: Region) -> FastAPI:
             time.perf_counter() - started)
         return response
 
+    served: list[tuple[str, str]] = []
     for area in (health_routes, objects_routes, jobs_routes, replication_routes, switch_routes, faults_routes):
-        app.include_router(area.router(region, tokens))
+        area_router = area.router(region, tokens)
+        served += [(method, route.path) for route in area_router.routes if isinstance(route, APIRoute)
+                   for method in sorted(route.methods or ())]
+        app.include_router(area_router)
+    # Every route's latency series from the start; "unmatched" is left to appear when it happens.
+    region.metrics.expect_routes(served)
     return app

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query
 from pydantic import BaseModel
 
 from regionflow.api import routes
+from regionflow.config.plans import allowed_plan
 from regionflow.region.auth import TokenCheck
 from regionflow.region.runtime import Region
 from regionflow.switch.plan import load_plan, plan_regions_known
@@ -36,7 +37,7 @@ def router(region: Region, tokens: TokenCheck) -> APIRouter:
         if body.activate != region.name:
             raise HTTPException(400, f"a plan runs in the region it activates: send it to {body.activate}, "
                                      f"not {region.name}")
-        plan = load_plan(body.plan_path, region.steps)
+        plan = load_plan(allowed_plan(region.config, body.plan_path), region.steps)  # 400 outside plans_dir
         plan_regions_known(plan, region.config.region_names)
         plan.workflow(body.activate)
         try:

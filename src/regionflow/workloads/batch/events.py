@@ -7,9 +7,19 @@ run uses FixedOwner (always the owner, progress to the terminal).
 from __future__ import annotations
 
 from collections.abc import Callable
+from enum import StrEnum
 from typing import Protocol
 
 from regionflow.storage.base import ObjectInfo
+
+
+class Lifecycle(StrEnum):
+    """The lifecycle events the orchestrator emits (also the log message of each: the drill reads them)."""
+
+    SPLIT = "split"
+    CHUNK_STARTED = "chunk_started"
+    CHUNK_SUCCEEDED = "chunk_succeeded"
+    CHUNK_FAILED = "chunk_failed"
 
 
 class OrchestratorEvents(Protocol):
@@ -26,7 +36,7 @@ class OrchestratorEvents(Protocol):
         ...
 
     def lifecycle(self, name: str, job_id: str) -> None:
-        """A lifecycle event: "split", "chunk_started", "chunk_succeeded", "chunk_failed"."""
+        """A lifecycle event (a Lifecycle value)."""
         ...
 
     def progress(self, what: str, done: int, total: int) -> None:

@@ -37,7 +37,7 @@ from regionflow.storage import ObjectStore
 from regionflow.storage.presign import presign_url
 from regionflow.workloads.batch.chunk import ChunkPlan
 from regionflow.workloads.batch.enrich import ReferenceIndex
-from regionflow.workloads.batch.events import OrchestratorEvents
+from regionflow.workloads.batch.events import Lifecycle, OrchestratorEvents
 from regionflow.workloads.batch.pipeline import Pipeline
 from regionflow.workloads.batch.reference import reference_frame
 from regionflow.workloads.batch.split import read_header, split_stream
@@ -182,7 +182,7 @@ class Orchestrator:
         ]
         self.state.add_chunks(job.job_id, chunks, epoch=job.owner_epoch)
         crash_point("split:chunks_recorded")
-        self._emit("split", job.job_id)
+        self._emit(Lifecycle.SPLIT, job.job_id)
         self.state.transition_job(job.job_id, epoch=job.owner_epoch, from_status=JobStatus.INITIALIZED,
                                   to_status=JobStatus.SPLIT, rows_in=result.rows_in, chunks_total=len(chunks))
         crash_point("split:done")
@@ -258,7 +258,7 @@ class Orchestrator:
         by_idx = {c.idx: c for c in todo}
         attempts = self.state.start_chunks(job.job_id, [c.idx for c in todo], epoch=job.owner_epoch)
         for _ in todo:
-            self._emit("chunk_started", job.job_id)
+            self._emit(Lifecycle.CHUNK_STARTED, job.job_id)
         tasks = [
             ChunkTask(job_id=job.job_id, idx=c.idx, store_url=self.store_url, chunk_key=c.object_key,
                       out_key=f"{self._work(job)}out/{c.idx:06d}.csv", first_row=c.first_row, plan=plan,
@@ -269,7 +269,7 @@ class Orchestrator:
         unavailable: BaseException | None = None
         for task, result in self.executor.map_unordered(run_chunk_task, tasks):
             if isinstance(result, BaseException):
-                self._emit("chunk_failed", job.job_id)
+                self._emit(Lifecycle.CHUNK_FAILED, job.job_id)
                 log.warning("chunk %s of %s failed (attempt %s): %r", task.idx, job.job_id, attempts[task.idx],
                             result, extra={"job_id": job.job_id})
                 if _infrastructure(result):
@@ -285,7 +285,7 @@ class Orchestrator:
                 retry.append(by_idx[task.idx])
                 continue
             self._record_chunk(job, task, result)
-            self._emit("chunk_succeeded", job.job_id)
+            self._emit(Lifecycle.CHUNK_SUCCEEDED, job.job_id)
             done += 1
             self._fence(job)  # cheap (the control is cached ~1 s); a region that lost the job stops here
             self.events.progress("chunks", done, total)

@@ -17,7 +17,8 @@ from regionflow.ids import job_id_for
 from regionflow.replication.feeding import FeedingObjectStore
 from regionflow.state.base import JobStatus, StateStore
 from regionflow.storage.base import ObjectInfo
-from regionflow.workloads.batch.metrics import BatchMetrics
+from regionflow.workloads.batch.events import Lifecycle
+from regionflow.workloads.batch.metrics import CHUNK_EVENT_PREFIX, BatchMetrics, JobRun, NotifyOutcome, RowOutcome
 from regionflow.workloads.batch.orchestrator import INPUT_PREFIX, InputMissing, JobInterrupted, Orchestrator
 
 log = logging.getLogger("regionflow.region")
@@ -53,13 +54,13 @@ class BatchService:
         self.objects.record(info)
 
     def notified(self, delivered: bool) -> None:
-        self.metrics.notifications.labels("sent" if delivered else "duplicate").inc()
+        self.metrics.notifications.labels(NotifyOutcome.SENT if delivered else NotifyOutcome.DUPLICATE).inc()
 
     def lifecycle(self, name: str, job_id: str) -> None:
-        if name == "split":
+        if name == Lifecycle.SPLIT:
             self.metrics.files_split.inc()
-        elif name.startswith("chunk_"):
-            self.metrics.chunks.labels(name.removeprefix("chunk_")).inc()
+        elif name.startswith(CHUNK_EVENT_PREFIX):
+            self.metrics.chunk_event(name)
         log.info("%s", name, extra={"job_id": job_id})
 
     def progress(self, what: str, done: int, total: int) -> None:
@@ -110,7 +111,7 @@ class BatchService:
 
     def run_one(self, job_id: str) -> None:
         m = self.metrics
-        m.orchestrator.labels("started").inc()
+        m.orchestrator.labels(JobRun.STARTED).inc()
         try:
             job = self._orch.run_job(job_id)
         except FencedOut as exc:
@@ -120,21 +121,21 @@ class BatchService:
             log.info("waiting for input of %s: %s", job_id, exc, extra={"job_id": job_id})
             return
         except JobInterrupted as exc:
-            m.orchestrator.labels("interrupted").inc()
+            m.orchestrator.labels(JobRun.INTERRUPTED).inc()
             log.warning("%s; the sweep resumes it", exc, extra={"job_id": job_id})
             return
         except Exception:
-            m.orchestrator.labels("failed").inc()
+            m.orchestrator.labels(JobRun.FAILED).inc()
             log.exception("job %s stopped by an error; the sweep retries it", job_id, extra={"job_id": job_id})
             return
         log.info("job %s", job.status.lower(), extra={"job_id": job_id})
         if job.status == JobStatus.COMPLETED:
-            m.orchestrator.labels("succeeded").inc()
+            m.orchestrator.labels(JobRun.SUCCEEDED).inc()
             m.files_processed.inc()
-            m.rows.labels("ok").inc(job.rows_ok or 0)
-            m.rows.labels("rejected").inc(job.rows_rejected or 0)
+            m.rows.labels(RowOutcome.OK).inc(job.rows_ok or 0)
+            m.rows.labels(RowOutcome.REJECTED).inc(job.rows_rejected or 0)
         else:
-            m.orchestrator.labels("failed").inc()
+            m.orchestrator.labels(JobRun.FAILED).inc()
 
     def sweep_once(self) -> None:
         """Resume unfinished work this region owns and start jobs for inputs that have none."""
