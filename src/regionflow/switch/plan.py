@@ -8,49 +8,21 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import yaml
 
 from regionflow.errors import ConfigError
 from regionflow.switch.model import Group, Plan, Step
 from regionflow.switch.registry import StepRegistry
+from regionflow.switch.yamlnodes import mapping as _mapping
+from regionflow.switch.yamlnodes import node_error as _err
+from regionflow.switch.yamlnodes import number as _number
+from regionflow.switch.yamlnodes import scalar as _scalar
 
 Kinds = Mapping[str, frozenset[str]]
 
 COMMON = {"name", "kind", "timeout", "retries", "description"}
 APPROACHES = {"active/passive"}
-
-
-def _err(path: str, node: yaml.Node | None, message: str) -> ConfigError:
-    line = f":{node.start_mark.line + 1}" if node is not None else ""
-    return ConfigError(f"{path}{line}: {message}")
-
-
-def _mapping(path: str, node: yaml.Node, what: str) -> dict[str, tuple[yaml.Node, yaml.Node]]:
-    if not isinstance(node, yaml.MappingNode):
-        raise _err(path, node, f"{what} must be a mapping")
-    out: dict[str, tuple[yaml.Node, yaml.Node]] = {}
-    for k, v in node.value:
-        if not isinstance(k, yaml.ScalarNode):
-            raise _err(path, k, f"{what}: keys must be plain names")
-        if k.value in out:
-            raise _err(path, k, f"{what}: {k.value!r} appears twice")
-        out[k.value] = (k, v)
-    return out
-
-
-def _scalar(path: str, node: yaml.Node, what: str) -> Any:
-    if not isinstance(node, yaml.ScalarNode):
-        raise _err(path, node, f"{what} must be a single value")
-    return yaml.safe_load(yaml.serialize(node))
-
-
-def _number(path: str, node: yaml.Node, what: str, minimum: float = 0) -> float:
-    value = _scalar(path, node, what)
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < minimum:
-        raise _err(path, node, f"{what} must be a number >= {minimum}")
-    return float(value)
 
 
 def _step(path: str, node: yaml.Node, regions: list[str], index: int, stack: tuple[str, ...],
