@@ -67,6 +67,8 @@ def _step(path: str, node: yaml.Node, regions: list[str], index: int, stack: tup
             raise _err(path, node, "health_check needs a region")
         if params.get("expect", "ok") not in ("ok", "failing"):
             raise _err(path, fields["expect"][1], "expect must be ok or failing")
+    if kind == "manual_approval" and params.get("on_timeout", "abort") not in ("proceed", "abort"):
+        raise _err(path, fields["on_timeout"][1], "on_timeout must be proceed or abort")
     if kind == "wait_replication" and "max_wait" in params:
         _number(path, fields["max_wait"][1], "max_wait")
     if kind == "custom" and ("function" in params) == ("command" in params):
