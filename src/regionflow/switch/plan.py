@@ -1,7 +1,7 @@
 """Region-switch plans: YAML files naming, for each region that can be activated, a workflow of steps.
 
 Errors name the file and line. A plan is validated whole (unknown step kinds, unknown regions, bad
-parameters, cycles of child plans) before anything runs.
+parameters, cycles of child plans, triggers: trigger_spec.py) before anything runs.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import yaml
 from regionflow.errors import ConfigError
 from regionflow.switch.model import Group, Plan, Step
 from regionflow.switch.registry import StepRegistry
+from regionflow.switch.trigger_spec import parse_triggers
 from regionflow.switch.yamlnodes import mapping as _mapping
 from regionflow.switch.yamlnodes import node_error as _err
 from regionflow.switch.yamlnodes import number as _number
@@ -104,7 +105,8 @@ def _load(path: Path, kinds: Kinds, stack: tuple[str, ...] = ()) -> Plan:
     for required in ("name", "regions", "workflows"):
         if required not in top:
             raise _err(spath, root, f"a plan needs '{required}'")
-    unknown = set(top) - {"name", "regions", "approach", "desired_rto_seconds", "workflows", "description"}
+    unknown = set(top) - {"name", "regions", "approach", "desired_rto_seconds", "workflows", "triggers",
+                          "description"}
     if unknown:
         key = sorted(unknown)[0]
         raise _err(spath, top[key][0], f"unknown plan key {key!r}")
@@ -126,8 +128,9 @@ def _load(path: Path, kinds: Kinds, stack: tuple[str, ...] = ()) -> Plan:
         if not isinstance(wf_node, yaml.SequenceNode) or not wf_node.value:
             raise _err(spath, wf_node, f"workflow {region!r} must be a non-empty list of steps")
         workflows[region] = [_step(spath, n, regions, i, (*stack, spath), kinds) for i, n in enumerate(wf_node.value)]
+    triggers = parse_triggers(spath, top["triggers"][1], regions, list(workflows)) if "triggers" in top else []
     return Plan(name=str(_scalar(spath, top["name"][1], "name")), path=spath, regions=regions, approach=approach,
-                desired_rto_seconds=rto, workflows=workflows, text=text)
+                desired_rto_seconds=rto, workflows=workflows, text=text, triggers=triggers)
 
 
 def load_plan(path: str | Path, steps: StepRegistry) -> Plan:

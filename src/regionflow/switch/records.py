@@ -57,6 +57,8 @@ class Execution:
     missing: list[dict[str, Any]] = field(default_factory=list)
     switch_point: dict[str, int | None] = field(default_factory=dict)
     error: str | None = None
+    # Why a trigger started it (name, condition, observed value, true since, ...); None if a person did.
+    trigger: dict[str, Any] | None = None
     # While a manual_approval step waits: its name, prompt, until (epoch seconds) and on_timeout.
     waiting_for: dict[str, Any] | None = None
 

@@ -25,7 +25,7 @@ class PlanRun:
     """One execution of a plan: implements StepRun for the steps it runs."""
 
     def __init__(self, ctx: SwitchContext, steps: StepRegistry, plan: Plan, target: str, *, practice: bool,
-                 started_by: str):
+                 started_by: str, trigger: dict[str, Any] | None = None):
         self.ctx = ctx
         self.steps = steps
         self.plan = plan
@@ -45,7 +45,7 @@ class PlanRun:
         self.record = Execution(
             execution_id=self.execution_id, plan=plan.name, plan_path=plan.path, target=target, region=ctx.name,
             practice=practice, started_by=started_by, started_at=time.time(),
-            desired_rto_seconds=plan.desired_rto_seconds)
+            desired_rto_seconds=plan.desired_rto_seconds, trigger=trigger)
 
     # -- persistence ----------------------------------------------------------------------------------
     def save(self) -> None:
@@ -175,11 +175,13 @@ class SwitchRunner:
         self.runs: dict[str, PlanRun] = {}
         self._busy = threading.Lock()
 
-    def start(self, plan: Plan, target: str, *, practice: bool, started_by: str, wait: bool = False) -> Execution:
-        """Start an execution (in the background unless wait); SwitchBusy while another real one runs."""
+    def start(self, plan: Plan, target: str, *, practice: bool, started_by: str, wait: bool = False,
+              trigger: dict[str, Any] | None = None) -> Execution:
+        """Start an execution (in the background unless wait); SwitchBusy while another real one runs.
+        trigger: why a trigger started it (recorded in the execution)."""
         if not practice and not self._busy.acquire(blocking=False):
             raise SwitchBusy("another region switch is running in this region")
-        run = PlanRun(self.ctx, self.steps, plan, target, practice=practice, started_by=started_by)
+        run = PlanRun(self.ctx, self.steps, plan, target, practice=practice, started_by=started_by, trigger=trigger)
         self.runs[run.execution_id] = run
 
         def go() -> None:
