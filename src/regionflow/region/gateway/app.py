@@ -17,6 +17,7 @@ from regionflow.region.gateway import jobs as jobs_routes
 from regionflow.region.gateway import objects as objects_routes
 from regionflow.region.gateway import replication as replication_routes
 from regionflow.region.gateway import switch as switch_routes
+from regionflow.region.gateway import triggers as triggers_routes
 from regionflow.region.runtime import Region
 
 
@@ -39,6 +40,7 @@ def create_app(region: Region) -> FastAPI:
             time.perf_counter() - started)
         return response
 
-    for area in (health_routes, objects_routes, jobs_routes, replication_routes, switch_routes, faults_routes):
+    for area in (health_routes, objects_routes, jobs_routes, replication_routes, switch_routes, triggers_routes,
+                 faults_routes):
         app.include_router(area.router(region, tokens))
     return app
