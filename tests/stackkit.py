@@ -32,8 +32,8 @@ class Stack:
     def rf_json(self, *args: str, timeout: float = 120):
         return json.loads(self.rf(*args, "--json", timeout=timeout).stdout)
 
-    def start(self, extra_config: str = "") -> Stack:
-        self.rf("init", "--dir", ".")
+    def start(self, extra_config: str = "", init_args: tuple[str, ...] = ()) -> Stack:
+        self.rf("init", "--dir", ".", *init_args)
         if extra_config:
             with (self.root / "regionflow.toml").open("a") as fh:
                 fh.write("\n" + extra_config + "\n")
@@ -85,11 +85,12 @@ class Stack:
 
 
 @contextmanager
-def running_stack(root: Path, extra_config: str = "") -> Iterator[Stack]:
-    """A stack started in root (created if needed) and always stopped, whatever the test did."""
+def running_stack(root: Path, extra_config: str = "", init_args: tuple[str, ...] = ()) -> Iterator[Stack]:
+    """A stack started in root (created if needed; `regionflow init` given init_args) and always stopped,
+    whatever the test did."""
     root.mkdir(parents=True, exist_ok=True)
     s = Stack(root)
     try:
-        yield s.start(extra_config)
+        yield s.start(extra_config, init_args)
     finally:
         s.stop()
