@@ -34,10 +34,11 @@ class Stack:
     def rf_json(self, *args: str, timeout: float = 120):
         return json.loads(self.rf(*args, "--json", timeout=timeout).stdout)
 
-    def start(self, extra_config: str = "", settings: dict[str, str] | None = None) -> Stack:
-        """init, then set settings (key -> TOML value, for keys `init` writes, each once) and append
-        extra_config (new tables), then up."""
-        self.rf("init", "--dir", ".")
+    def start(self, extra_config: str = "", settings: dict[str, str] | None = None,
+              init_args: tuple[str, ...] = ()) -> Stack:
+        """init (with init_args), then set settings (key -> TOML value, for keys `init` writes, each once)
+        and append extra_config (new tables), then up."""
+        self.rf("init", "--dir", ".", *init_args)
         path = self.root / "regionflow.toml"
         text = path.read_text()
         for key, value in (settings or {}).items():
@@ -118,11 +119,13 @@ class Stack:
 
 
 @contextmanager
-def running_stack(root: Path, extra_config: str = "", settings: dict[str, str] | None = None) -> Iterator[Stack]:
-    """A stack started in root (created if needed) and always stopped, whatever the test did."""
+def running_stack(root: Path, extra_config: str = "", settings: dict[str, str] | None = None,
+                  init_args: tuple[str, ...] = ()) -> Iterator[Stack]:
+    """A stack started in root (created if needed; `regionflow init` given init_args, then settings and
+    extra_config as Stack.start) and always stopped, whatever the test did."""
     root.mkdir(parents=True, exist_ok=True)
     s = Stack(root)
     try:
-        yield s.start(extra_config, settings)
+        yield s.start(extra_config, settings, init_args)
     finally:
         s.stop()

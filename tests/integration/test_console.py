@@ -5,29 +5,20 @@ Needs /usr/bin/chromium (scripts/ensure-browser.sh installs it). Screenshots go 
 
 from __future__ import annotations
 
-import os
 import re
 import signal
-from pathlib import Path
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 from prometheus_client.parser import text_string_to_metric_families
 
+from browserkit import chromium, console_page, login, shot
 from regionflow.switch.plan import load_plan
 from regionflow.workloads.registry import step_registry
 from stackkit import EAST, WEST, Stack, running_stack
 
 pytestmark = pytest.mark.timeout(180)
-
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "console"
-WAIT_MS = 15_000
-
-expect.set_options(timeout=WAIT_MS)
 
 
 @pytest.fixture(scope="module")
@@ -44,41 +35,14 @@ def stack(tmp_path_factory) -> Stack:
 
 @pytest.fixture(scope="module")
 def browser():
-    if not os.access(CHROMIUM, os.X_OK):
-        pytest.fail(f"{CHROMIUM} is missing: run scripts/ensure-browser.sh", pytrace=False)
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS, timeout=30_000)
-        try:
-            yield b
-        finally:
-            b.close()
+    with chromium() as b:
+        yield b
 
 
 @pytest.fixture
 def page(browser: Browser):
-    context = browser.new_context(viewport={"width": 1500, "height": 1100})
-    context.set_default_timeout(WAIT_MS)
-    pg = context.new_page()
-    errors: list[str] = []
-    pg.on("pageerror", lambda exc: errors.append(str(exc)))
-    try:
+    with console_page(browser) as pg:
         yield pg
-    finally:
-        context.close()
-    assert not errors, f"JavaScript errors on the page: {errors}"
-
-
-def shot(page: Page, name: str) -> None:
-    page.evaluate("window.scrollTo(0, 0)")  # the sticky header stays on top of a full-page shot
-    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
-
-
-def login(page: Page, stack: Stack) -> None:
-    page.goto(f"{stack.url()}/console")
-    page.get_by_test_id("login-token").fill(stack.secrets.admin_token)
-    page.get_by_test_id("login-submit").click()
-    expect(page.get_by_test_id("status-line")).to_contain_text("updated")
 
 
 def metrics(stack: Stack, region: str) -> dict[tuple[str, frozenset], float]:
@@ -234,3 +198,50 @@ def test_switching_is_refused_without_the_admin_session(stack: Stack):
         assert session.get("/console/api/overview").status_code == 401
     after = stack.rf_json("control", "show")
     assert (after["active_region"], after["epoch"]) == (before["active_region"], before["epoch"])
+
+
+def test_an_execution_waiting_for_approval_is_approved_from_the_console(stack: Stack, page: Page):
+    before = stack.rf_json("control", "show")
+    target = EAST if before["active_region"] == WEST else WEST
+    plan = stack.root / "plans" / "gated.yaml"  # under the project's plans/, where plans are allowed
+    plan.parent.mkdir(exist_ok=True)
+    gated = "    - kind: manual_approval\n      prompt: ok to switch?\n      timeout: 60\n    - kind: routing_control\n"
+    plan.write_text(f"name: gated\nregions: [{EAST}, {WEST}]\nworkflows:\n  {EAST}:\n{gated}  {WEST}:\n{gated}")
+    with stack.http(target, token="admin") as h:
+        started = h.post("/plans/run", json={"plan_path": str(plan), "activate": target, "started_by": "test"})
+    assert started.status_code == 200, started.text
+    exec_id = started.json()["execution_id"]
+    with stack.http(target) as h:
+        stack.eventually(lambda: h.get(f"/plans/executions/{exec_id}").json()["status"] == "WAITING_APPROVAL",
+                         timeout=15, what="the execution to wait for approval")
+    with httpx.Client(base_url=stack.url(), timeout=10) as anon:  # no session: refused
+        r = anon.post(f"/console/api/executions/{exec_id}/approve", json={"region": target, "confirm": target})
+        assert r.status_code == 401
+
+    login(page, stack)
+    row = page.locator(f'[data-testid="execution-row"][data-execution-id="{exec_id}"]')
+    expect(row).to_contain_text("WAITING_APPROVAL")
+    button = row.get_by_test_id("approve-button")
+    expect(button).to_be_visible()
+    button.click()
+    expect(page.get_by_test_id("approve-dialog")).to_be_visible()
+    expect(page.get_by_test_id("approve-target")).to_have_text(target)
+    expect(page.get_by_test_id("approve-prompt")).to_have_text("ok to switch?")
+    expect(page.get_by_test_id("approve-deadline")).to_contain_text("then abort")
+    submit = page.get_by_test_id("approve-submit")
+    expect(submit).to_be_disabled()
+    page.get_by_test_id("approve-confirm").fill(target.upper())
+    expect(submit).to_be_disabled()
+    page.get_by_test_id("approve-confirm").fill(target)
+    expect(submit).to_be_enabled()
+    shot(page, "07-approve")
+    submit.click()
+    expect(page.get_by_test_id("approve-result")).to_contain_text(f"approved {exec_id}")
+    expect(row).to_contain_text("SUCCEEDED", timeout=30_000)
+    expect(row.get_by_test_id("approve-button")).to_have_count(0)
+    record = stack.rf_json("plan", "show", exec_id)
+    assert record["status"] == "SUCCEEDED" and record["steps"][0]["output"]["approved_by"] == "console"
+    after = stack.rf_json("control", "show")
+    assert (after["active_region"], after["epoch"]) == (target, before["epoch"] + 1)
+    page.get_by_test_id("approve-cancel").click()
+    shot(page, "08-approved")

@@ -258,6 +258,10 @@ class ApiClient:
     def evaluation(self) -> dict[str, Any]:
         return self.json("GET", routes.EVALUATION)
 
+    def triggers(self) -> dict[str, Any]:
+        """This region's plan triggers as it last evaluated them."""
+        return self.json("GET", routes.TRIGGERS)
+
     # -- fault injection (admin) -------------------------------------------------------------------
     def faults(self) -> list[dict[str, Any]]:
         return self.json("GET", routes.FAULTS)["faults"]

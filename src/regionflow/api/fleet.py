@@ -116,6 +116,19 @@ def approve_anywhere(config: Config, execution_id: str, by: str, region: str | N
     raise RegionflowError(f"no region is running execution {execution_id} waiting for approval")
 
 
+def all_triggers(config: Config) -> dict[str, dict[str, Any]]:
+    """Each region's plan triggers as it last evaluated them (GET /plans/triggers), by region name; a region
+    that does not answer maps to {"region", "error"}."""
+    states: dict[str, dict[str, Any]] = {}
+    for name in config.region_names:
+        with ApiClient.for_config(config, name, timeout=2.0) as client:
+            try:
+                states[name] = client.triggers()
+            except ApiError as exc:
+                states[name] = {"region": name, "error": str(exc)}
+    return states
+
+
 def all_notifications(config: Config) -> tuple[list[dict[str, Any]], list[str]]:
     """Every notification record of every region, each with stored_in (the region that holds it), and the
     regions that did not answer.

@@ -32,6 +32,7 @@ EXECUTIONS = "/plans/executions"
 EXECUTION = "/plans/executions/{execution_id}"
 EXECUTION_APPROVE = "/plans/executions/{execution_id}/approve"
 EVALUATION = "/plans/evaluation"
+TRIGGERS = "/plans/triggers"
 
 FAULTS = "/admin/faults"
 

@@ -49,18 +49,24 @@ def status_table(status: dict[str, Any]) -> Table:
 def init(
     directory: Annotated[Path, typer.Option("--dir", help="Where to write regionflow.toml.")] = Path("."),
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing regionflow.toml.")] = False,
+    auto_failover: Annotated[bool, typer.Option(
+        "--auto-failover", help="Also write plans/auto-failover.yaml (us-west-2 takes over once us-east-1 has "
+                                "been down for 10 s, after an approval that proceeds by itself after 120 s) and "
+                                "configure it as the plan.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Write regionflow.toml for two regions on the embedded backends, with fresh secrets (0600)."""
     from regionflow.config import init_project
 
-    path = call(lambda: init_project(directory, force=force))
+    path = call(lambda: init_project(directory, force=force, auto_failover=auto_failover))
     cfg = load_config(path)
-    info = {"config": str(path), "regions": [r.name for r in cfg.regions], "primary": cfg.primary,
-            "access_point": cfg.access_point_url, "secrets": cfg.secrets_file}
+    info: dict[str, Any] = {"config": str(path), "regions": [r.name for r in cfg.regions], "primary": cfg.primary,
+            "access_point": cfg.access_point_url, "secrets": cfg.secrets_file, "plan": cfg.plan}
+    plan_note = f", plan {cfg.plan} (automatic failover after approval)" if cfg.plan else ""
     emit(info, as_json, lambda i: out.print(
         f"wrote {path}: regions {', '.join(i['regions'])} (primary {cfg.primary}), access point "
-        f"{cfg.access_point_url}, secrets in {cfg.secrets_file} (0600). Next: regionflow up"))
+        f"{cfg.access_point_url}, secrets in {cfg.secrets_file} (0600){plan_note}. Next: regionflow up",
+        highlight=False, soft_wrap=True))
 
 
 def up(

@@ -1,9 +1,10 @@
-"""Region switch: `failover`, `failback`, `plan run|validate|approve|executions|show`."""
+"""Region switch: `failover`, `failback`, `plan run|validate|approve|executions|show|triggers`."""
 
 from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -50,6 +51,16 @@ def print_execution(record: dict[str, Any]) -> None:
         table.add_row(step["name"], step["kind"], step["status"], "-" if secs is None else f"{secs:.2f}",
                       detail[:90])
     out.print(table)
+    trigger = record.get("trigger")
+    if trigger:
+        out.print(f"started by trigger {trigger['name']}: {trigger['condition']} held {trigger['held_seconds']:g}s "
+                  f"(for {trigger['for_seconds']:g}s) in {trigger['evaluated_in']}; {trigger['detail']}",
+                  highlight=False, soft_wrap=True)
+    waiting = record.get("waiting_for")
+    if waiting and record.get("status") == "WAITING_APPROVAL":
+        left = max(0.0, waiting["until"] - time.time())
+        out.print(f"waiting for approval at {waiting['step']!r} ({left:.0f}s left, then {waiting['on_timeout']}): "
+                  f"regionflow plan approve {record['execution_id']}", highlight=False, soft_wrap=True)
     for m in record.get("missing") or []:
         err.print(f"missing objects for {m['job_id']} ({m['input_key']}): {', '.join(m['missing'][:3])}; it starts "
                   "by itself when they arrive", highlight=False)
@@ -187,6 +198,30 @@ def plan_show(execution_id: Annotated[str, typer.Argument()], config: ConfigOpt 
     if not match:
         fail(f"no execution {execution_id}", code=1)
     emit(match[0], as_json, print_execution)
+
+
+@plan_app.command("triggers")
+def plan_triggers(config: ConfigOpt = DEFAULT_CONFIG, as_json: JsonOpt = False) -> None:
+    """Each region's plan triggers: condition, whether it holds and since when, last evaluated, last fired."""
+
+    def render(states: dict[str, dict[str, Any]]) -> None:
+        table = Table(title="plan triggers (each evaluated by the region it activates)")
+        for col in ("region", "trigger", "condition", "for", "holds", "observed", "evaluated", "state"):
+            table.add_column(col)
+        for region, st in states.items():
+            if "error" in st:
+                table.add_row(region, "-", "-", "-", "-", "-", "-", f"[red]{st['error']}[/]")
+                continue
+            if st.get("problem"):
+                table.add_row(region, "-", "-", "-", "-", "-", "-", f"[yellow]{st['problem']}[/]")
+            for t in st["triggers"]:
+                held = f"yes, {t['held_seconds']:.1f}s" if t["holds"] else "no"
+                seen = "-" if t["last_evaluated"] is None else f"{max(0.0, st['now'] - t['last_evaluated']):.1f}s ago"
+                table.add_row(region, t["name"], t["condition"], f"{t['for_seconds']:g}s", held, t["detail"], seen,
+                              t["note"])
+        out.print(table)
+
+    emit(fleet.all_triggers(fleet_config(config)), as_json, render)
 
 
 def register(app: typer.Typer) -> None:

@@ -1,17 +1,21 @@
-"""``regionflow init``: a commented regionflow.toml for two regions, the data directories and secrets."""
+"""``regionflow init``: a commented regionflow.toml for two regions, the data directories and secrets
+(and, with --auto-failover, a plan that fails over by itself once a person approves, or nobody objects)."""
 
 from __future__ import annotations
 
 import os
 import socket
 from contextlib import ExitStack
+from importlib import resources
 from pathlib import Path
 
 from regionflow.config.model import CONFIG_FILE, DATA_DIR, DEFAULT_REGIONS, load_config
 from regionflow.config.secrets import write_secrets
 from regionflow.errors import ConfigError
 
-__all__ = ["init_project"]
+__all__ = ["AUTO_FAILOVER_PLAN", "init_project"]
+
+AUTO_FAILOVER_PLAN = "plans/auto-failover.yaml"  # relative to the project (next to regionflow.toml)
 
 
 def _free_ports(count: int) -> list[int]:
@@ -30,7 +34,7 @@ def _q(s: str) -> str:
     return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def _config_text(regions: list[tuple[str, int]], access_port: int) -> str:
+def _config_text(regions: list[tuple[str, int]], access_port: int, plan: str | None = None) -> str:
     """The commented regionflow.toml for regions [(name, port), ...]; the first region is the primary."""
     primary = regions[0][0]
     lines = [
@@ -70,6 +74,10 @@ def _config_text(regions: list[tuple[str, int]], access_port: int) -> str:
         "# The largest upload a region accepts (bytes, or e.g. \"512MiB\"); bigger ones get HTTP 413.",
         'max_upload_bytes = "5GiB"',
         "",
+        "# The region-switch plan of failover/failback, the console and the plan's triggers. Unset: the",
+        "# built-in batch plan (examples/plans/batch.yaml), which has no triggers.",
+        f"plan = {_q(plan)}" if plan else '# plan = "plans/my-plan.yaml"',
+        "",
         "# The global access point: routes uploads to the active region (if healthy) and downloads to a",
         "# healthy region that holds the object. Clients talk to this address.",
         "[access_point]",
@@ -106,19 +114,25 @@ def _config_text(regions: list[tuple[str, int]], access_port: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def init_project(dir: Path, *, force: bool = False, base_port: int | None = None) -> Path:
+def init_project(dir: Path, *, force: bool = False, base_port: int | None = None,
+                 auto_failover: bool = False) -> Path:
     """Write dir/regionflow.toml for regions us-east-1 (primary) and us-west-2 on the embedded backends.
 
     Data lives under dir/.regionflow/ (one objects dir and state.db per region, control.db, logs/, run/,
     secrets.toml). Ports are base_port, base_port + 1 (the regions) and base_port + 2 (the access point),
     or free loopback ports when base_port is None. Refuses to replace an existing regionflow.toml unless
     force; an existing secrets file is kept (replacing it would invalidate tokens and links in use).
+    auto_failover: also write dir/plans/auto-failover.yaml (the batch plan with a "primary region down
+    for 10 s" trigger and an approval step that proceeds after 120 s) and make it the configured plan.
     Returns the path of the config file.
     """
     root = Path(dir).expanduser().absolute()
     target = root / CONFIG_FILE
     if target.exists() and not force:
         raise ConfigError(f"{target} already exists (use --force to overwrite it)")
+    plan_file = root / AUTO_FAILOVER_PLAN
+    if auto_failover and plan_file.exists() and not force:
+        raise ConfigError(f"{plan_file} already exists (use --force to overwrite it)")
     if base_port is None:
         ports = _free_ports(3)
     else:
@@ -126,7 +140,7 @@ def init_project(dir: Path, *, force: bool = False, base_port: int | None = None
             raise ConfigError(f"base port {base_port} is out of range (1-65533: three ports from it are used)")
         ports = [base_port, base_port + 1, base_port + 2]
     regions = list(zip(DEFAULT_REGIONS, ports[:2], strict=True))
-    text = _config_text(regions, ports[2])
+    text = _config_text(regions, ports[2], AUTO_FAILOVER_PLAN if auto_failover else None)
     data = root / DATA_DIR
     try:
         for name in DEFAULT_REGIONS:
@@ -137,6 +151,10 @@ def init_project(dir: Path, *, force: bool = False, base_port: int | None = None
         ignore = data / ".gitignore"
         if not ignore.exists():
             ignore.write_text("# regionflow data and secrets: never commit\n*\n", encoding="utf-8")
+        if auto_failover:
+            plan_file.parent.mkdir(parents=True, exist_ok=True)
+            template = resources.files("regionflow.switch").joinpath("plans/auto-failover.yaml")
+            plan_file.write_text(template.read_text(encoding="utf-8"), encoding="utf-8")
         tmp = target.with_name(f".{CONFIG_FILE}.tmp")
         tmp.write_text(text, encoding="utf-8")
         os.replace(tmp, target)

@@ -1,12 +1,12 @@
-"""The operator console at the access point's /console: per-region panels, jobs, plan executions and
-failover/failback with typed confirmation.
+"""The operator console at the access point's /console: per-region panels, jobs, plan executions (with
+Approve for one waiting at a manual_approval step) and failover/failback, each with typed confirmation.
 
 Login takes the admin token once; the browser then holds only a random session id (HttpOnly,
 SameSite=Strict cookie), kept in memory, so restarting the access point logs everyone out. Every
 /console/api/* route needs that session. The console reads each region itself, server-side with the API
 token, in parallel and with a short timeout: a region that does not answer is reported as down, so the
 console keeps working while a region is stopped. Switching regions posts the configured plan to the
-region being activated, with the admin token.
+region being activated, and approving posts to the region running the execution, with the admin token.
 """
 
 from __future__ import annotations
@@ -237,6 +237,27 @@ class Console:
             return 503, {"detail": f"{target} did not answer ({type(exc).__name__}); nothing was started"}
         return resp.status_code, _json_or_none(resp) or {"detail": resp.text}
 
+    async def approve(self, region: str, execution_id: str, confirm: object) -> tuple[int, dict[str, Any]]:
+        """Approve the execution waiting in region, once confirm is its target region's name."""
+        resp = await self.get(region, routes.execution_path(execution_id))
+        if resp is None:
+            return 503, {"detail": f"{region} did not answer; nothing was approved"}
+        record = _json_or_none(resp) or {}
+        if resp.status_code != 200:
+            return resp.status_code, record or {"detail": resp.text}
+        if record.get("status") != ExecutionStatus.WAITING_APPROVAL:
+            return 409, {"detail": f"execution {execution_id} is {record.get('status')}, not waiting for approval"}
+        target = record.get("target")
+        if confirm != target:
+            return 400, {"detail": f"type the target region's name ({target}) to confirm"}
+        try:
+            answer = await self.client.post(self.urls[region], routes.execution_approve_path(execution_id),
+                                            json={"by": "console"}, token=self.secrets.admin_token,
+                                            timeout=SWITCH_TIMEOUT)
+        except httpx.HTTPError as exc:
+            return 503, {"detail": f"{region} did not answer ({type(exc).__name__}); nothing was approved"}
+        return answer.status_code, _json_or_none(answer) or {"detail": answer.text}
+
 
 def _static_dir() -> Path:
     return Path(str(resources.files("regionflow.console").joinpath("static")))
@@ -371,6 +392,24 @@ def mount_console(app: FastAPI, config: Config, secrets: Secrets) -> Console:
             return JSONResponse({"detail": f"type the target region's name ({target}) to confirm"}, status_code=400)
         status, record = await console.switch(target)
         return JSONResponse(record, status_code=status)
+
+    @app.post("/console/api/executions/{execution_id}/approve", include_in_schema=False)
+    async def approve(execution_id: str, request: Request) -> JSONResponse:
+        if not logged_in(request):  # like switching: only a console session approves
+            return refused()
+        if not _same_origin(request):
+            return JSONResponse({"detail": "cross-origin request refused"}, status_code=403)
+        try:
+            body = await request.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            return JSONResponse({"detail": "send JSON: {\"region\": ..., \"confirm\": ...}"}, status_code=400)
+        region = body.get("region")
+        if region not in console.urls:
+            return JSONResponse({"detail": f"unknown region {region!r}"}, status_code=400)
+        status, answer = await console.approve(region, execution_id, body.get("confirm"))
+        return JSONResponse(answer, status_code=status)
 
     @app.api_route("/console/{rest:path}", methods=["GET", "POST", "PUT", "DELETE"], include_in_schema=False)
     async def unknown(rest: str) -> JSONResponse:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from regionflow.api.client import ApiClient, ApiError
 from regionflow.switch.context import PeerActivity
 
@@ -24,6 +26,14 @@ class HttpPeers:
                 return f"HTTP {exc.status_code}"
             except ValueError as exc:  # an answer that is not JSON
                 return f"unreachable ({type(exc).__name__})"
+
+    def health(self, region: str) -> dict[str, Any] | None:
+        """region's shallow /health answer; None when it cannot be reached."""
+        with self._client(region, 1.0) as client:
+            try:
+                return client.health()
+            except (ApiError, ValueError):
+                return None
 
     def activity(self, region: str) -> PeerActivity | None:
         with self._client(region, 2.0) as client:

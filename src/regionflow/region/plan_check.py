@@ -38,7 +38,9 @@ def evaluate_plan(config: Config, secrets: Secrets, plan_path: str) -> dict[str,
     try:
         plan = load_plan(plan_path, step_registry())
         plan_regions_known(plan, config.region_names)
-        check("plan is valid", True, f"{plan.name}: workflows for {', '.join(plan.workflows)}")
+        triggers = "".join(f"; trigger {t.name} ({t.condition.describe()} for {t.for_seconds:g}s -> {t.activate})"
+                           for t in plan.triggers)
+        check("plan is valid", True, f"{plan.name}: workflows for {', '.join(plan.workflows)}{triggers}")
     except RegionflowError as exc:
         check("plan is valid", False, str(exc))
     try:

@@ -25,6 +25,7 @@ from regionflow.notify import OutboxNotifier, open_notifier
 from regionflow.region.fault_control import FaultControl
 from regionflow.region.metrics import RegionMetrics
 from regionflow.region.peers import HttpPeers
+from regionflow.region.triggers import RegionSignals, TriggerLoop
 from regionflow.replication.directions import ReplicationSet
 from regionflow.replication.feeding import FeedingObjectStore
 from regionflow.replication.source import HttpFeedSource
@@ -32,6 +33,7 @@ from regionflow.replication.upload_sync import UploadReplication
 from regionflow.state import open_state_store
 from regionflow.storage import open_object_store
 from regionflow.switch.runner import SwitchRunner
+from regionflow.switch.triggers import CanaryResult, TriggerEngine
 from regionflow.workloads.batch.orchestrator import Orchestrator
 from regionflow.workloads.batch.service import BatchService
 from regionflow.workloads.registry import step_registry
@@ -87,6 +89,11 @@ class Region:
         self.steps = step_registry()
         self.switch = SwitchRunner(self, self.steps)
         self.plan_evaluation: dict[str, Any] | None = None
+        self.canary_last: CanaryResult | None = None
+        signals = RegionSignals(name, self.peers, self.replication, self.metrics.registry,
+                                refresh=self.refresh_gauges, own_canary=lambda: self.canary_last)
+        self.triggers = TriggerLoop(TriggerEngine(name, self.switch), signals, self.control,
+                                    plan_path=config.plan_path, steps=self.steps, region_names=config.region_names)
         self.started_at = time.time()
         self._services: dict[type, object] = {BatchService: self.batch}
         self._stop = threading.Event()
@@ -123,7 +130,8 @@ class Region:
         loops: list[tuple[Callable[[], None], str]] = [
             (lambda: self.batch.run_jobs(self._stop), "jobs"), (self._sweep, "sweep"),
             (self._evaluate, "evaluate"), (lambda: self.fault_control.revert_expired(self._stop), "faults"),
-            (lambda: self.uploads.recover_lagging(self._stop), "upload-sync")]
+            (lambda: self.uploads.recover_lagging(self._stop), "upload-sync"),
+            (lambda: self.triggers.run(self._stop), "triggers")]
         if self.config.canary.interval > 0:
             loops.append((self._canary, "canary"))
         for target, name in loops:
@@ -150,7 +158,8 @@ class Region:
                         header=",".join(self.config.load_pipeline().fields.values()) + "\n",
                         timeout=self.config.canary.timeout, metrics=self.metrics)
         while not self._stop.wait(self.config.canary.interval):
-            canary.once()
+            ok = canary.once() is not None
+            self.canary_last = CanaryResult(ok=ok, at=time.time())
 
     def _evaluate(self) -> None:
         """Continuous plan evaluation: the failover plan could run right now (or says why not)."""
@@ -174,6 +183,11 @@ class Region:
         self.state.close()
 
     # -- views -------------------------------------------------------------------------------------
+    def refresh_gauges(self) -> None:
+        """Set the gauges that are computed when read (replication, active region), as /metrics does."""
+        self.replication_status()
+        self.is_active()
+
     def replication_status(self) -> list[dict[str, Any]]:
         """Each direction's status (pause flags read now); refreshes the replication gauges."""
         out = []

@@ -20,6 +20,10 @@ class StepFailed(Exception):
     """The step did not reach its goal; the message says why."""
 
 
+class StepAborted(StepFailed):
+    """The step decided the execution stops here, on purpose (not retried); the message says why."""
+
+
 class SwitchControl(Protocol):
     def get(self, fresh: bool = False) -> ControlState:
         """The routing control (fresh=True: not from a cache)."""
@@ -130,12 +134,17 @@ class StepRun(Protocol):
     missing: list[dict[str, Any]]
     approved_by: str
 
-    def waiting_for_approval(self, step: Step) -> None:
-        """Record that the execution waits for a person to approve."""
+    def waiting_for_approval(self, step: Step, until: float, on_timeout: str) -> None:
+        """Record that the execution waits for a person to approve (until: epoch seconds), and accept
+        approvals from now on."""
         ...
 
     def wait_approved(self, timeout: float) -> bool:
         """Block up to timeout seconds for approval; True once approved."""
+        ...
+
+    def approval_ended(self) -> None:
+        """The wait is over (approved or timed out): refuse approvals until the next wait."""
         ...
 
     def run_workflow(self, workflow: list[Step | Group], depth: int) -> list[StepRecord]:

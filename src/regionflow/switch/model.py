@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from regionflow.errors import ConfigError
+from regionflow.switch.expr import Expr
 
 
 @dataclass
@@ -27,6 +28,40 @@ class Group:
     line: int
 
 
+@dataclass(frozen=True)
+class Condition:
+    """What a trigger watches: one of CONDITION_KINDS (switch/triggers.py says how each is read)."""
+
+    kind: str
+    region: str | None = None  # region_unhealthy, canary_failing; `from` of replication_lag_above (None: any)
+    threshold: float | None = None  # replication_lag_above, in seconds
+    expr: Expr | None = None
+
+    def describe(self) -> str:
+        """The condition as written in the plan, e.g. "region_unhealthy: us-east-1"."""
+        if self.kind == "expr":
+            assert self.expr is not None
+            return f"expr: {self.expr.text}"
+        if self.kind == "replication_lag_above":
+            return f"replication_lag_above: {self.threshold:g}s" + (f" from {self.region}" if self.region else "")
+        return f"{self.kind}: {self.region}"
+
+
+CONDITION_KINDS = ("region_unhealthy", "canary_failing", "replication_lag_above", "expr")
+
+
+@dataclass(frozen=True)
+class Trigger:
+    """Start the plan's workflow for `activate` once `condition` has held for `for_seconds`."""
+
+    name: str
+    activate: str
+    condition: Condition
+    for_seconds: float
+    line: int
+    description: str = ""
+
+
 @dataclass
 class Plan:
     name: str
@@ -36,6 +71,7 @@ class Plan:
     desired_rto_seconds: float
     workflows: dict[str, list[Step | Group]]
     text: str = ""
+    triggers: list[Trigger] = field(default_factory=list)
 
     def workflow(self, region: str) -> list[Step | Group]:
         if region not in self.workflows:

@@ -1,56 +1,29 @@
 """Region-switch plans: YAML files naming, for each region that can be activated, a workflow of steps.
 
 Errors name the file and line. A plan is validated whole (unknown step kinds, unknown regions, bad
-parameters, cycles of child plans) before anything runs.
+parameters, cycles of child plans, triggers: trigger_spec.py) before anything runs.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import yaml
 
 from regionflow.errors import ConfigError
 from regionflow.switch.model import Group, Plan, Step
 from regionflow.switch.registry import StepRegistry
+from regionflow.switch.trigger_spec import parse_triggers
+from regionflow.switch.yamlnodes import mapping as _mapping
+from regionflow.switch.yamlnodes import node_error as _err
+from regionflow.switch.yamlnodes import number as _number
+from regionflow.switch.yamlnodes import scalar as _scalar
 
 Kinds = Mapping[str, frozenset[str]]
 
 COMMON = {"name", "kind", "timeout", "retries", "description"}
 APPROACHES = {"active/passive"}
-
-
-def _err(path: str, node: yaml.Node | None, message: str) -> ConfigError:
-    line = f":{node.start_mark.line + 1}" if node is not None else ""
-    return ConfigError(f"{path}{line}: {message}")
-
-
-def _mapping(path: str, node: yaml.Node, what: str) -> dict[str, tuple[yaml.Node, yaml.Node]]:
-    if not isinstance(node, yaml.MappingNode):
-        raise _err(path, node, f"{what} must be a mapping")
-    out: dict[str, tuple[yaml.Node, yaml.Node]] = {}
-    for k, v in node.value:
-        if not isinstance(k, yaml.ScalarNode):
-            raise _err(path, k, f"{what}: keys must be plain names")
-        if k.value in out:
-            raise _err(path, k, f"{what}: {k.value!r} appears twice")
-        out[k.value] = (k, v)
-    return out
-
-
-def _scalar(path: str, node: yaml.Node, what: str) -> Any:
-    if not isinstance(node, yaml.ScalarNode):
-        raise _err(path, node, f"{what} must be a single value")
-    return yaml.safe_load(yaml.serialize(node))
-
-
-def _number(path: str, node: yaml.Node, what: str, minimum: float = 0) -> float:
-    value = _scalar(path, node, what)
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < minimum:
-        raise _err(path, node, f"{what} must be a number >= {minimum}")
-    return float(value)
 
 
 def _step(path: str, node: yaml.Node, regions: list[str], index: int, stack: tuple[str, ...],
@@ -95,6 +68,8 @@ def _step(path: str, node: yaml.Node, regions: list[str], index: int, stack: tup
             raise _err(path, node, "health_check needs a region")
         if params.get("expect", "ok") not in ("ok", "failing"):
             raise _err(path, fields["expect"][1], "expect must be ok or failing")
+    if kind == "manual_approval" and params.get("on_timeout", "abort") not in ("proceed", "abort"):
+        raise _err(path, fields["on_timeout"][1], "on_timeout must be proceed or abort")
     if kind == "wait_replication" and "max_wait" in params:
         _number(path, fields["max_wait"][1], "max_wait")
     if kind == "custom" and ("function" in params) == ("command" in params):
@@ -130,7 +105,8 @@ def _load(path: Path, kinds: Kinds, stack: tuple[str, ...] = ()) -> Plan:
     for required in ("name", "regions", "workflows"):
         if required not in top:
             raise _err(spath, root, f"a plan needs '{required}'")
-    unknown = set(top) - {"name", "regions", "approach", "desired_rto_seconds", "workflows", "description"}
+    unknown = set(top) - {"name", "regions", "approach", "desired_rto_seconds", "workflows", "triggers",
+                          "description"}
     if unknown:
         key = sorted(unknown)[0]
         raise _err(spath, top[key][0], f"unknown plan key {key!r}")
@@ -152,8 +128,9 @@ def _load(path: Path, kinds: Kinds, stack: tuple[str, ...] = ()) -> Plan:
         if not isinstance(wf_node, yaml.SequenceNode) or not wf_node.value:
             raise _err(spath, wf_node, f"workflow {region!r} must be a non-empty list of steps")
         workflows[region] = [_step(spath, n, regions, i, (*stack, spath), kinds) for i, n in enumerate(wf_node.value)]
+    triggers = parse_triggers(spath, top["triggers"][1], regions, list(workflows)) if "triggers" in top else []
     return Plan(name=str(_scalar(spath, top["name"][1], "name")), path=spath, regions=regions, approach=approach,
-                desired_rto_seconds=rto, workflows=workflows, text=text)
+                desired_rto_seconds=rto, workflows=workflows, text=text, triggers=triggers)
 
 
 def load_plan(path: str | Path, steps: StepRegistry) -> Plan:

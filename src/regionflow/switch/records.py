@@ -13,6 +13,7 @@ class ExecutionStatus(StrEnum):
     WAITING_APPROVAL = "WAITING_APPROVAL"
     SUCCEEDED = "SUCCEEDED"
     FAILED = "FAILED"
+    ABORTED = "ABORTED"  # stopped on purpose (a manual approval timed out with on_timeout: abort)
 
 
 class StepStatus(StrEnum):
@@ -22,7 +23,7 @@ class StepStatus(StrEnum):
     FAILED = "FAILED"
 
 
-TERMINAL_EXECUTION_STATUSES = frozenset({ExecutionStatus.SUCCEEDED, ExecutionStatus.FAILED})
+TERMINAL_EXECUTION_STATUSES = frozenset({ExecutionStatus.SUCCEEDED, ExecutionStatus.FAILED, ExecutionStatus.ABORTED})
 
 
 @dataclass
@@ -56,6 +57,10 @@ class Execution:
     missing: list[dict[str, Any]] = field(default_factory=list)
     switch_point: dict[str, int | None] = field(default_factory=dict)
     error: str | None = None
+    # Why a trigger started it (name, condition, observed value, true since, ...); None if a person did.
+    trigger: dict[str, Any] | None = None
+    # While a manual_approval step waits: its name, prompt, until (epoch seconds) and on_timeout.
+    waiting_for: dict[str, Any] | None = None
 
     @property
     def finished(self) -> bool:

@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from regionflow.ids import new_version_id
-from regionflow.switch.context import StepFailed, SwitchContext
+from regionflow.switch.context import StepAborted, StepFailed, SwitchContext
 from regionflow.switch.model import Group, Plan, Step
 from regionflow.switch.records import Execution, ExecutionStatus, StepRecord, StepStatus
 from regionflow.switch.registry import StepRegistry
@@ -25,7 +25,7 @@ class PlanRun:
     """One execution of a plan: implements StepRun for the steps it runs."""
 
     def __init__(self, ctx: SwitchContext, steps: StepRegistry, plan: Plan, target: str, *, practice: bool,
-                 started_by: str):
+                 started_by: str, trigger: dict[str, Any] | None = None):
         self.ctx = ctx
         self.steps = steps
         self.plan = plan
@@ -37,12 +37,15 @@ class PlanRun:
         self.approved_by = ""
         self.snapshot: dict[str, int | None] = {}
         self._approved = threading.Event()
+        self._accepting_approval = False
+        self._approval_lock = threading.Lock()
+        self.aborted: str | None = None
         self._t0 = time.monotonic()
         self._lock = threading.Lock()
         self.record = Execution(
             execution_id=self.execution_id, plan=plan.name, plan_path=plan.path, target=target, region=ctx.name,
             practice=practice, started_by=started_by, started_at=time.time(),
-            desired_rto_seconds=plan.desired_rto_seconds)
+            desired_rto_seconds=plan.desired_rto_seconds, trigger=trigger)
 
     # -- persistence ----------------------------------------------------------------------------------
     def save(self) -> None:
@@ -50,13 +53,31 @@ class PlanRun:
             self.record.missing = self.missing
             self.ctx.save_execution(self.record.to_dict())
 
-    def waiting_for_approval(self, step: Step) -> None:
+    def waiting_for_approval(self, step: Step, until: float, on_timeout: str) -> None:
+        with self._approval_lock:
+            # an approval counts for the step that waits now, not for a later one
+            self._approved.clear()
+            self.approved_by = ""
+            self._accepting_approval = True
         self.record.status = ExecutionStatus.WAITING_APPROVAL
+        self.record.waiting_for = {"step": step.name, "prompt": step.params.get("prompt", ""), "until": until,
+                                   "on_timeout": on_timeout}
         self.save()
 
-    def approve(self, by: str) -> None:
-        self.approved_by = by
-        self._approved.set()
+    def approve(self, by: str) -> bool:
+        """Approve the step waiting now; False when none is waiting."""
+        with self._approval_lock:
+            if not self._accepting_approval:
+                return False
+            self._accepting_approval = False
+            self.approved_by = by
+            self._approved.set()
+            return True
+
+    def approval_ended(self) -> None:
+        with self._approval_lock:
+            self._accepting_approval = False
+        self.record.waiting_for = None
 
     def wait_approved(self, timeout: float) -> bool:
         return self._approved.wait(timeout)
@@ -78,6 +99,9 @@ class PlanRun:
             records = self.run_workflow(self.plan.workflow(self.target), depth=0)
             ok = all(r.status == StepStatus.SUCCEEDED for r in records)
             self.record.status = ExecutionStatus.SUCCEEDED if ok else ExecutionStatus.FAILED
+            if self.aborted is not None:
+                self.record.status = ExecutionStatus.ABORTED
+                self.record.error = self.aborted
         except Exception as exc:
             log.exception("plan %s failed", self.plan.name)
             self.record.status = ExecutionStatus.FAILED
@@ -123,6 +147,10 @@ class PlanRun:
                 rec.output = kind.run(self, step, deadline)
                 rec.status, rec.error = StepStatus.SUCCEEDED, None
                 break
+            except StepAborted as exc:  # on purpose: no retry, and the execution ends ABORTED
+                rec.status, rec.error = StepStatus.FAILED, str(exc)
+                self.aborted = f"step {step.name!r}: {exc}"
+                break
             except StepFailed as exc:
                 rec.status, rec.error = StepStatus.FAILED, str(exc)
             except Exception as exc:
@@ -147,11 +175,13 @@ class SwitchRunner:
         self.runs: dict[str, PlanRun] = {}
         self._busy = threading.Lock()
 
-    def start(self, plan: Plan, target: str, *, practice: bool, started_by: str, wait: bool = False) -> Execution:
-        """Start an execution (in the background unless wait); SwitchBusy while another real one runs."""
+    def start(self, plan: Plan, target: str, *, practice: bool, started_by: str, wait: bool = False,
+              trigger: dict[str, Any] | None = None) -> Execution:
+        """Start an execution (in the background unless wait); SwitchBusy while another real one runs.
+        trigger: why a trigger started it (recorded in the execution)."""
         if not practice and not self._busy.acquire(blocking=False):
             raise SwitchBusy("another region switch is running in this region")
-        run = PlanRun(self.ctx, self.steps, plan, target, practice=practice, started_by=started_by)
+        run = PlanRun(self.ctx, self.steps, plan, target, practice=practice, started_by=started_by, trigger=trigger)
         self.runs[run.execution_id] = run
 
         def go() -> None:
@@ -169,9 +199,9 @@ class SwitchRunner:
         return run.record
 
     def approve(self, execution_id: str, by: str) -> bool:
-        """Approve a running execution's manual_approval step; False if none is running under that id."""
+        """Approve the manual_approval step an execution waits at; False if it is not waiting (unknown here,
+        finished, or not at an approval step)."""
         run = self.runs.get(execution_id)
         if run is None or run.record.finished:
             return False
-        run.approve(by)
-        return True
+        return run.approve(by)

@@ -13,7 +13,7 @@ from dataclasses import asdict
 from typing import Any
 
 from regionflow.polling import PollTimeout, poll_until
-from regionflow.switch.context import StepFailed, StepRun
+from regionflow.switch.context import StepAborted, StepFailed, StepRun
 from regionflow.switch.model import Step
 from regionflow.switch.records import StepStatus
 from regionflow.switch.registry import StepKind, StepRegistry
@@ -119,13 +119,30 @@ def health_check(run: StepRun, step: Step, deadline: float) -> dict:
 
 
 def manual_approval(run: StepRun, step: Step, deadline: float) -> dict:
+    """Wait for `plan approve` until the step's timeout; then on_timeout: abort (the default: the execution
+    ends ABORTED, nothing after this step runs) or proceed (recorded as proceeded without approval)."""
+    on_timeout = str(step.params.get("on_timeout", "abort"))
+    prompt = step.params.get("prompt", "")
     if run.practice:
-        return {"would_wait_for_approval": True}
-    run.waiting_for_approval(step)
-    while not run.wait_approved(0.1):
-        if time.monotonic() > deadline:
-            raise StepFailed("not approved before the step timeout")
-    return {"approved_by": run.approved_by, "prompt": step.params.get("prompt", "")}
+        return {"would_wait_for_approval": True, "on_timeout": on_timeout}
+    started = time.monotonic()
+    run.waiting_for_approval(step, time.time() + max(0.0, deadline - started), on_timeout)
+    try:
+        while not run.wait_approved(0.1):
+            if time.monotonic() > deadline:
+                run.approval_ended()
+                if run.wait_approved(0):  # approved in the last instant: it counts
+                    break
+                waited = round(time.monotonic() - started, 1)
+                if on_timeout == "proceed":
+                    return {"approved_by": None, "proceeded_without_approval": True, "waited_seconds": waited,
+                            "on_timeout": on_timeout, "prompt": prompt}
+                raise StepAborted(f"not approved within {step.timeout:g}s (on_timeout: abort); the execution "
+                                  "stopped here and changed nothing further")
+    finally:
+        run.approval_ended()
+    return {"approved_by": run.approved_by, "prompt": prompt,
+            "waited_seconds": round(time.monotonic() - started, 1)}
 
 
 def custom(run: StepRun, step: Step, deadline: float) -> dict:
@@ -183,7 +200,7 @@ def generic_steps() -> StepRegistry:
         StepKind("routing_control", routing_control, frozenset({"region"})),
         StepKind("wait_replication", wait_replication, frozenset({"max_wait", "poll", "settle"})),
         StepKind("health_check", health_check, frozenset({"region", "expect"})),
-        StepKind("manual_approval", manual_approval, frozenset({"prompt"})),
+        StepKind("manual_approval", manual_approval, frozenset({"prompt", "on_timeout"})),
         StepKind("custom", custom, frozenset({"function", "command"})),
         StepKind("child_plan", child_plan, frozenset({"plan"})),
     ])

@@ -5,7 +5,7 @@ const POLL_MS = 2000;
 const JOBS_MS = 4000;
 const HISTORY = 150; // points kept per region (5 minutes at 2 s)
 const WINDOW_MS = 60000; // narrowest time axis shown
-const TERMINAL = ["SUCCEEDED", "FAILED"];
+const TERMINAL = ["SUCCEEDED", "FAILED", "ABORTED"];
 
 const PANELS = [
   { id: "files", title: "Input files",
@@ -26,7 +26,7 @@ const STATS = [
   ["rows_rejected", "rows rejected"], ["files_skipped", "skipped (standby)"],
 ];
 
-const state = { overview: null, history: {}, built: false, job: null, exec: null, switching: null };
+const state = { overview: null, history: {}, built: false, job: null, exec: null, switching: null, approving: null };
 
 // ---------------------------------------------------------------------------------------------- helpers
 const $ = (id) => document.getElementById(id);
@@ -299,7 +299,11 @@ async function refreshExecutions() {
     el("td", {}, el("code", { text: x.execution_id })), el("td", { text: x.plan }), el("td", { text: x.target }),
     el("td", {}, el("span", { class: badgeClass(x.status), text: x.status + (x.practice ? " (practice)" : "") })),
     el("td", { text: x.started_by }), el("td", { text: clock(x.started_at) }),
-    el("td", { text: x.rto_seconds === null ? "–" : `${x.rto_seconds.toFixed(2)}s` })));
+    el("td", { text: x.rto_seconds === null ? "–" : `${x.rto_seconds.toFixed(2)}s` }),
+    el("td", {}, x.status === "WAITING_APPROVAL"
+      ? el("button", { class: "danger small-btn", "data-testid": "approve-button", "data-execution-id": x.execution_id,
+                       onclick: (event) => { event.stopPropagation(); openApprove(x); }, text: "Approve…" })
+      : null)));
   $("executions-table").querySelector("tbody").replaceChildren(...rows);
   $("executions-empty").hidden = rows.length > 0;
   if (state.exec) {
@@ -308,13 +312,73 @@ async function refreshExecutions() {
   }
 }
 
+function triggerReason(rec) {
+  const t = rec.trigger;
+  if (!t) return "";
+  return `started by trigger ${t.name}: ${t.condition} held ${fmt(t.held_seconds)}s (for ${fmt(t.for_seconds)}s) ` +
+    `in ${t.evaluated_in}; ${t.detail}`;
+}
+
+function waitingNote(rec) {
+  const w = rec.waiting_for;
+  if (!w || rec.status !== "WAITING_APPROVAL") return "";
+  const left = Math.max(0, Math.round(w.until - Date.now() / 1000));
+  return `waiting for approval at “${w.step}”: ${left}s left, then ${w.on_timeout}`;
+}
+
 function showExecution(rec) {
   state.exec = rec.execution_id;
   $("exec-detail").hidden = false;
   $("exec-id").textContent = rec.execution_id;
   $("exec-status").textContent = rec.status;
   $("exec-status").className = badgeClass(rec.status);
+  $("exec-reason").textContent = triggerReason(rec);
+  $("exec-reason").hidden = !rec.trigger;
+  $("exec-waiting").textContent = waitingNote(rec);
+  $("exec-waiting").hidden = !waitingNote(rec);
   renderSteps($("exec-steps"), rec);
+}
+
+// ---------------------------------------------------------------------------------------------- approve
+function openApprove(rec) {
+  state.approving = rec;
+  $("approve-exec-id").textContent = rec.execution_id;
+  $("approve-plan").textContent = rec.plan;
+  $("approve-target").textContent = rec.target;
+  $("approve-by").textContent = rec.started_by;
+  $("approve-reason").textContent = triggerReason(rec);
+  $("approve-prompt").textContent = (rec.waiting_for && rec.waiting_for.prompt) || "";
+  $("approve-deadline").textContent = waitingNote(rec);
+  $("approve-confirm").value = "";
+  $("approve-submit").disabled = true;
+  $("approve-form").hidden = false;
+  $("approve-result").hidden = true;
+  $("approve-error").hidden = true;
+  $("approve-dialog").showModal();
+  $("approve-confirm").focus();
+}
+
+async function submitApprove(event) {
+  event.preventDefault();
+  const rec = state.approving;
+  const confirm = $("approve-confirm").value;
+  if (!rec || confirm !== rec.target) return;
+  $("approve-submit").disabled = true;
+  $("approve-error").hidden = true;
+  try {
+    await api(`/console/api/executions/${encodeURIComponent(rec.execution_id)}/approve`, {
+      method: "POST", headers: { "content-type": "application/json" },
+      body: JSON.stringify({ region: rec.region, confirm }) });
+  } catch (e) {
+    $("approve-error").textContent = `not approved: ${e.message}`;
+    $("approve-error").hidden = false;
+    $("approve-submit").disabled = false;
+    return;
+  }
+  $("approve-form").hidden = true;
+  $("approve-result").textContent = `approved ${rec.execution_id}; it continues in ${rec.region}`;
+  $("approve-result").hidden = false;
+  refreshExecutions();
 }
 
 // ---------------------------------------------------------------------------------------------- switch
@@ -397,6 +461,11 @@ document.addEventListener("DOMContentLoaded", () => {
   $("switch-target").addEventListener("change", () => { $("switch-confirm").value = ""; confirmMatches(); });
   $("switch-form").addEventListener("submit", submitSwitch);
   $("switch-cancel").addEventListener("click", () => $("switch-dialog").close());
+  $("approve-confirm").addEventListener("input", () => {
+    $("approve-submit").disabled = !state.approving || $("approve-confirm").value !== state.approving.target;
+  });
+  $("approve-form").addEventListener("submit", submitApprove);
+  $("approve-cancel").addEventListener("click", () => $("approve-dialog").close());
   $("job-close").addEventListener("click", () => { state.job = null; $("job-detail").hidden = true; });
   every(POLL_MS, refreshOverview);
   every(JOBS_MS, refreshJobs);

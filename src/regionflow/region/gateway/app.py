@@ -18,6 +18,7 @@ from regionflow.region.gateway import jobs as jobs_routes
 from regionflow.region.gateway import objects as objects_routes
 from regionflow.region.gateway import replication as replication_routes
 from regionflow.region.gateway import switch as switch_routes
+from regionflow.region.gateway import triggers as triggers_routes
 from regionflow.region.runtime import Region
 
 
@@ -41,7 +42,8 @@ def create_app(region: Region) -> FastAPI:
         return response
 
     served: list[tuple[str, str]] = []
-    for area in (health_routes, objects_routes, jobs_routes, replication_routes, switch_routes, faults_routes):
+    for area in (health_routes, objects_routes, jobs_routes, replication_routes, switch_routes, triggers_routes,
+                 faults_routes):
         area_router = area.router(region, tokens)
         served += [(method, route.path) for route in area_router.routes if isinstance(route, APIRoute)
                    for method in sorted(route.methods or ())]

@@ -24,8 +24,10 @@ def router(region: Region, tokens: TokenCheck) -> APIRouter:
             epoch_seen: int | None = region.control.get().epoch
         except RegionflowError:
             epoch_seen = None
+        canary = region.canary_last
         return {"region": region.name, "status": "ok", "uptime": round(time.time() - region.started_at, 1),
-                "epoch_seen": epoch_seen, "busy": region.batch.busy()}
+                "epoch_seen": epoch_seen, "busy": region.batch.busy(),
+                "canary": None if canary is None else {"ok": canary.ok, "at": canary.at}}
 
     @r.get(routes.HEALTH_DEEP)
     def health_deep() -> JSONResponse:
@@ -44,8 +46,7 @@ def router(region: Region, tokens: TokenCheck) -> APIRouter:
 
     @r.get(routes.METRICS, dependencies=[Depends(tokens.require_api)])
     def metrics() -> Response:
-        region.replication_status()  # refresh the replication gauges
-        region.is_active()
+        region.refresh_gauges()
         return Response(generate_latest(region.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     return r
