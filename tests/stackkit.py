@@ -61,11 +61,11 @@ class Stack:
         return self.config.region_url(region) if region else self.config.access_point_url
 
     def http(self, region: str | None = None, token: str | None = "api", timeout: float = 10) -> httpx.Client:
-        headers = {}
-        if token == "api":
-            headers["Authorization"] = f"Bearer {self.secrets.api_token}"
-        elif token == "admin":
-            headers["Authorization"] = f"Bearer {self.secrets.admin_token}"
+        """A client of region (the access point when None) with the "api", "admin" or "replication" token,
+        any other string as the token itself, or none."""
+        named = {"api": self.secrets.api_token, "admin": self.secrets.admin_token,
+                 "replication": self.secrets.replication_token}
+        headers = {"Authorization": f"Bearer {named.get(token, token)}"} if token else {}
         return httpx.Client(base_url=self.url(region), headers=headers, timeout=timeout)
 
     def job(self, job_id: str, region: str | None = None) -> dict | None:

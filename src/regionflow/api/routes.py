@@ -22,6 +22,9 @@ CONTROL_ACTIVE = "/control/active"
 REPLICATION = "/replication"
 REPLICATION_ACTION = "/replication/{source}/{action}"
 
+# Region-to-region routes: every path under INTERNAL_PREFIX takes only the replication (or admin) token,
+# through the gateway's TokenCheck.require_replication (a test checks every route here refuses the API token).
+INTERNAL_PREFIX = "/internal/"
 FEED = "/internal/feed"
 FEED_STATS = "/internal/feed/stats"
 INTERNAL_OBJECT = "/internal/objects/{key:path}"

@@ -42,11 +42,17 @@ def status_table(status: dict[str, Any]) -> Table:
 def init(
     directory: Annotated[Path, typer.Option("--dir", help="Where to write regionflow.toml.")] = Path("."),
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing regionflow.toml.")] = False,
+    upgrade_secrets: Annotated[bool, typer.Option(
+        "--upgrade-secrets", help="Only add the secrets an older secrets file lacks (e.g. replication_token), "
+                                  "keeping the others; regionflow.toml is not touched.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Write regionflow.toml for two regions on the embedded backends, with fresh secrets (0600)."""
     from regionflow.config import init_project
 
+    if upgrade_secrets:
+        _upgrade_secrets(directory, as_json)
+        return
     path = call(lambda: init_project(directory, force=force))
     cfg = load_config(path)
     info = {"config": str(path), "regions": [r.name for r in cfg.regions], "primary": cfg.primary,
@@ -54,6 +60,17 @@ def init(
     emit(info, as_json, lambda i: out.print(
         f"wrote {path}: regions {', '.join(i['regions'])} (primary {cfg.primary}), access point "
         f"{cfg.access_point_url}, secrets in {cfg.secrets_file} (0600). Next: regionflow up"))
+
+
+def _upgrade_secrets(directory: Path, as_json: bool) -> None:
+    from regionflow.config import upgrade_secrets
+
+    cfg = load_config(directory)
+    added = call(lambda: upgrade_secrets(cfg.secrets_file), code=2)
+    info = {"secrets": cfg.secrets_file, "added": added}
+    emit(info, as_json, lambda i: out.print(
+        f"added {', '.join(added)} to {cfg.secrets_file}; restart the regions (`regionflow down`, `regionflow up`)"
+        if added else f"{cfg.secrets_file} already has every secret; nothing changed", highlight=False))
 
 
 def up(

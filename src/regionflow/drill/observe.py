@@ -209,7 +209,7 @@ def rpo_seconds(view: StackView, primary: str, failover: dict[str, Any],
         for kind in ("objects", "state"):
             if kind not in applied:
                 raise DrillError("no checkpoint")
-            stats = view.ask(primary, partial(ApiClient.feed_stats, since=int(applied[kind])))[kind]
+            stats = view.ask(primary, partial(ApiClient.feed_stats, since=int(applied[kind])), admin=True)[kind]
             if stats["oldest"] is not None and stats["oldest"] <= switch_at:
                 oldest.append(float(stats["oldest"]))
                 pending += int(stats["count"])

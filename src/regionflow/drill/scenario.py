@@ -167,7 +167,7 @@ class _Drill:
         if enrichment is not None:
             load_reference(config.access_point_url, self.view.secrets.api_token, sample.financial,
                            enrichment.table, enrichment.reference_key)
-            head = self.view.ask(self.primary, lambda api: api.feed_stats(0))["head"]
+            head = self.view.ask(self.primary, lambda api: api.feed_stats(0), admin=True)["head"]
             self.eventually(lambda: self._caught_up(head), 60, "the reference table to replicate")
             self.say(f"reference table {enrichment.table!r} loaded and replicated to {self.standby}")
 

@@ -67,10 +67,12 @@ class Region:
         ))
         others = [r.name for r in config.regions if r.name != name]
         self.replication = ReplicationSet(
-            name, [HttpFeedSource(o, config.region_url(o), self.secrets.api_token) for o in others],
+            name, [HttpFeedSource(o, config.region_url(o), self.secrets.replication_token) for o in others],
             self.state, self.plain_objects, on_object=self.batch.replicated_object,
             interval=config.replication.interval, batch=config.replication.batch)
-        self.peers = HttpPeers({r: config.region_url(r) for r in config.region_names}, self.secrets.api_token)
+        # Peers read only /health and the feed's stats: the replication token is enough.
+        self.peers = HttpPeers({r: config.region_url(r) for r in config.region_names},
+                               self.secrets.replication_token)
         self.fault_control = FaultControl(name, self.faults, self.replication)
         self.steps = step_registry()
         self.switch = SwitchRunner(self, self.steps)

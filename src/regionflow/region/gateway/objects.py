@@ -80,7 +80,7 @@ def router(region: Region, tokens: TokenCheck) -> APIRouter:
             raise HTTPException(403, str(exc)) from None
         return _stream(region, checked_key(key))
 
-    @r.get(routes.INTERNAL_OBJECT, dependencies=api)
+    @r.get(routes.INTERNAL_OBJECT, dependencies=[Depends(tokens.require_replication)])
     def internal_object(key: str) -> StreamingResponse:
         return _stream(region, checked_key(key))
 
