@@ -57,6 +57,11 @@ def _config_text(regions: list[tuple[str, int]], access_port: int) -> str:
         "# key. Mode 0600; keep it out of version control.",
         f"secrets_file = {_q(f'{DATA_DIR}/secrets.toml')}",
         "",
+        "# TLS, for regions on different machines. A listener (the access point, a region) serves https://",
+        "# when its table sets tls_cert and tls_key (PEM files, both or neither); clients verify it against",
+        "# tls_ca, a PEM file of CA certificates (unset: the default trust store).",
+        '# tls_ca = "certs/ca.pem"',
+        "",
         "# Pipeline spec (TOML or YAML). Unset: the built-in pipeline (the reference orders workload).",
         '# pipeline = "pipelines/orders.toml"',
         "",
@@ -69,6 +74,8 @@ def _config_text(regions: list[tuple[str, int]], access_port: int) -> str:
         "[access_point]",
         'host = "127.0.0.1"',
         f"port = {access_port}",
+        '# tls_cert = "certs/access-point.pem"',
+        '# tls_key = "certs/access-point.key"',
         "",
         "# Replication between regions (each region pulls the other's change feed).",
         "[replication]",
@@ -80,6 +87,7 @@ def _config_text(regions: list[tuple[str, int]], access_port: int) -> str:
         "#   objects     object store: file://DIR here, or s3://bucket",
         "#   state       state store: sqlite:///FILE here, or postgresql://user@host:port/db",
         "#   workers     processes that run chunk work",
+        "#   tls_cert, tls_key  PEM certificate and key: the gateway serves https:// (see tls_ca above)",
     ]
     for name, port in regions:
         lines += [
