@@ -52,8 +52,9 @@ def evaluate_plan(config: Config, secrets: Secrets, plan_path: str) -> dict[str,
         except RegionflowError as exc:
             check(f"{name} reachable", False, str(exc))
             continue
-        with ApiClient(url, secrets.api_token, target=name, timeout=1.5) as api, \
-                ApiClient(url, secrets.admin_token, target=name, timeout=1.5) as admin:
+        verify = config.tls_verify()
+        with ApiClient(url, secrets.api_token, target=name, timeout=1.5, verify=verify) as api, \
+                ApiClient(url, secrets.admin_token, target=name, timeout=1.5, verify=verify) as admin:
             try:
                 api.health()
                 check(f"{name} reachable", True, "HTTP 200")
