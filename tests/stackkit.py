@@ -6,7 +6,7 @@ import json
 import os
 import signal
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -32,11 +32,15 @@ class Stack:
     def rf_json(self, *args: str, timeout: float = 120):
         return json.loads(self.rf(*args, "--json", timeout=timeout).stdout)
 
-    def start(self, extra_config: str = "") -> Stack:
+    def start(self, extra_config: str = "", edit: Callable[[str], str] | None = None) -> Stack:
+        """init, then append extra_config to regionflow.toml and/or rewrite its text with edit, then up."""
         self.rf("init", "--dir", ".")
+        toml = self.root / "regionflow.toml"
         if extra_config:
-            with (self.root / "regionflow.toml").open("a") as fh:
+            with toml.open("a") as fh:
                 fh.write("\n" + extra_config + "\n")
+        if edit is not None:
+            toml.write_text(edit(toml.read_text()))
         self.config = load_config(self.root / "regionflow.toml")
         self.secrets = load_secrets(self.config)
         self.rf("up", "--detach", timeout=90)
@@ -66,7 +70,8 @@ class Stack:
         named = {"api": self.secrets.api_token, "admin": self.secrets.admin_token,
                  "replication": self.secrets.replication_token}
         headers = {"Authorization": f"Bearer {named.get(token, token)}"} if token else {}
-        return httpx.Client(base_url=self.url(region), headers=headers, timeout=timeout)
+        return httpx.Client(base_url=self.url(region), headers=headers, timeout=timeout,
+                            verify=self.config.tls_verify())
 
     def job(self, job_id: str, region: str | None = None) -> dict | None:
         with self.http(region) as h:
@@ -85,11 +90,11 @@ class Stack:
 
 
 @contextmanager
-def running_stack(root: Path, extra_config: str = "") -> Iterator[Stack]:
+def running_stack(root: Path, extra_config: str = "", edit: Callable[[str], str] | None = None) -> Iterator[Stack]:
     """A stack started in root (created if needed) and always stopped, whatever the test did."""
     root.mkdir(parents=True, exist_ok=True)
     s = Stack(root)
     try:
-        yield s.start(extra_config)
+        yield s.start(extra_config, edit)
     finally:
         s.stop()
