@@ -158,7 +158,8 @@ async def measure(cfg: Config, data: bytes, args: argparse.Namespace, deadline: 
     token = load_secrets(cfg).api_token
     east, west = cfg.region_url(SOURCE), cfg.region_url(TARGET)
     limits = httpx.Limits(max_connections=64)
-    async with httpx.AsyncClient(headers=auth_header(token), timeout=30, limits=limits) as http:
+    async with httpx.AsyncClient(headers=auth_header(token), timeout=30, limits=limits,
+                                 verify=cfg.tls_verify()) as http:
         await settle(http, west, deadline)
         run = Run(started=time.monotonic())
         tasks = [upload(http, cfg.access_point_url, data, args.files, args.interval, run),

@@ -8,7 +8,7 @@ import re
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -35,16 +35,17 @@ class Stack:
         return json.loads(self.rf(*args, "--json", timeout=timeout).stdout)
 
     def start(self, extra_config: str = "", settings: dict[str, str] | None = None,
-              init_args: tuple[str, ...] = ()) -> Stack:
-        """init (with init_args), then set settings (key -> TOML value, for keys `init` writes, each once)
-        and append extra_config (new tables), then up."""
+              init_args: tuple[str, ...] = (), edit: Callable[[str], str] | None = None) -> Stack:
+        """init (with init_args), then set settings (key -> TOML value, for keys `init` writes, each once),
+        append extra_config (new tables) and rewrite the text with edit, then up."""
         self.rf("init", "--dir", ".", *init_args)
         path = self.root / "regionflow.toml"
         text = path.read_text()
         for key, value in (settings or {}).items():
             text, found = re.subn(rf"^{re.escape(key)} = .*$", f"{key} = {value}", text, flags=re.MULTILINE)
             assert found == 1, f"regionflow.toml has {found} lines setting {key}"
-        path.write_text(text + ("\n" + extra_config + "\n" if extra_config else ""))
+        text += "\n" + extra_config + "\n" if extra_config else ""
+        path.write_text(edit(text) if edit is not None else text)
         self.config = load_config(self.root / "regionflow.toml")
         self.secrets = load_secrets(self.config)
         self.rf("up", "--detach", timeout=90)
@@ -69,12 +70,13 @@ class Stack:
         return self.config.region_url(region) if region else self.config.access_point_url
 
     def http(self, region: str | None = None, token: str | None = "api", timeout: float = 10) -> httpx.Client:
-        headers = {}
-        if token == "api":
-            headers["Authorization"] = f"Bearer {self.secrets.api_token}"
-        elif token == "admin":
-            headers["Authorization"] = f"Bearer {self.secrets.admin_token}"
-        return httpx.Client(base_url=self.url(region), headers=headers, timeout=timeout)
+        """A client of region (the access point when None) with the "api", "admin" or "replication" token,
+        any other string as the token itself, or none."""
+        named = {"api": self.secrets.api_token, "admin": self.secrets.admin_token,
+                 "replication": self.secrets.replication_token}
+        headers = {"Authorization": f"Bearer {named.get(token, token)}"} if token else {}
+        return httpx.Client(base_url=self.url(region), headers=headers, timeout=timeout,
+                            verify=self.config.tls_verify())
 
     def job(self, job_id: str, region: str | None = None) -> dict | None:
         with self.http(region) as h:
@@ -120,12 +122,12 @@ class Stack:
 
 @contextmanager
 def running_stack(root: Path, extra_config: str = "", settings: dict[str, str] | None = None,
-                  init_args: tuple[str, ...] = ()) -> Iterator[Stack]:
-    """A stack started in root (created if needed; `regionflow init` given init_args, then settings and
-    extra_config as Stack.start) and always stopped, whatever the test did."""
+                  init_args: tuple[str, ...] = (), edit: Callable[[str], str] | None = None) -> Iterator[Stack]:
+    """A stack started in root (created if needed; `regionflow init` given init_args, then settings,
+    extra_config and edit as Stack.start) and always stopped, whatever the test did."""
     root.mkdir(parents=True, exist_ok=True)
     s = Stack(root)
     try:
-        yield s.start(extra_config, settings, init_args)
+        yield s.start(extra_config, settings, init_args, edit)
     finally:
         s.stop()

@@ -82,6 +82,27 @@ def test_fault_param_must_be_key_value(tmp_path):
     assert result.exit_code == 2 and "expected key=value" in result.stderr
 
 
+def test_an_old_secrets_file_names_the_upgrade_and_init_upgrade_secrets_adds_only_what_is_missing(tmp_path):
+    from regionflow.config import init_project, load_config, load_secrets
+
+    config = load_config(init_project(tmp_path))
+    secrets_file = tmp_path / ".regionflow" / "secrets.toml"
+    old = "\n".join(line for line in secrets_file.read_text().splitlines()
+                    if not line.startswith("replication_token")) + "\n"
+    secrets_file.write_text(old)
+    toml_before = (tmp_path / "regionflow.toml").read_text()
+    refused = runner.invoke(app, ["outbox", "--json", "--config", str(tmp_path / "regionflow.toml")])
+    assert refused.exit_code == 2 and refused.stdout == "" and "Traceback" not in refused.output
+    assert "no replication_token" in refused.stderr and "regionflow init --upgrade-secrets" in refused.stderr
+    upgraded = runner.invoke(app, ["init", "--upgrade-secrets", "--dir", str(tmp_path), "--json"])
+    assert upgraded.exit_code == 0, upgraded.output
+    assert json.loads(upgraded.stdout)["added"] == ["replication_token"]
+    assert secrets_file.read_text().startswith(old) and load_secrets(config).replication_token
+    assert (tmp_path / "regionflow.toml").read_text() == toml_before
+    again = runner.invoke(app, ["init", "--upgrade-secrets", "--dir", str(tmp_path)])
+    assert again.exit_code == 0 and "nothing changed" in again.stdout
+
+
 @pytest.mark.timeout(240)
 def test_replication_pause_and_resume_print_valid_json_and_a_line_for_people(stack):
     paused = stack.rf_json("replication", "pause", "--from", EAST, "--to", WEST, "--kind", "objects")

@@ -202,6 +202,16 @@ def test_tokens_and_keys_are_checked(stack):
         assert before == after
         assert not list(stack.root.parent.glob("escape.csv"))
         assert h.get("/openapi.json").status_code == 200
+        # the change feed and raw objects are for regions: the clients' token is refused, here and through
+        # the access point, with a message naming the token they need
+        for path in ("/internal/feed", "/internal/feed/stats", "/internal/objects/input/x.csv"):
+            refused = h.get(path)
+            assert refused.status_code == 403 and "replication token" in refused.json()["detail"], path
+    with stack.http() as via_access_point:
+        assert via_access_point.get("/internal/feed").status_code == 403
+    with stack.http(EAST, token="replication") as peer:
+        assert peer.get("/internal/feed/stats").status_code == 200
+        assert peer.get("/jobs").status_code == 403  # and it opens nothing else
 
 
 def test_a_killed_region_restarted_with_up_resumes_its_unfinished_work(stack, tmp_path):

@@ -17,6 +17,7 @@ from regionflow.config import (
     load_secrets,
     resolve_path,
     resolve_url,
+    upgrade_secrets,
     write_secrets,
 )
 from regionflow.errors import ConfigError
@@ -83,7 +84,7 @@ def test_init_writes_loadable_config(tmp_path: Path) -> None:
         assert (data / sub).is_dir()
     secrets = load_secrets(config)
     assert len(bytes.fromhex(secrets.signing_key)) == 32
-    assert secrets.api_token != secrets.admin_token
+    assert len({secrets.api_token, secrets.admin_token, secrets.replication_token}) == 3
     assert config.load_pipeline().name  # the built-in pipeline
     assert config.source == path
 
@@ -273,7 +274,7 @@ def test_invalid_secrets_name_the_key(tmp_path: Path) -> None:
     config = load_config(init_project(tmp_path, base_port=18600))
     p = Path(config.secrets_file)
     p.write_text('api_token = "a-long-enough-token-123"\nadmin_token = "another-long-token-456"\n'
-                 f'signing_key = "{"zz" * 32}"\n')
+                 f'replication_token = "a-third-long-token-789"\nsigning_key = "{"zz" * 32}"\n')
     with pytest.raises(ConfigError, match="signing_key: must be hexadecimal"):
         load_secrets(config)
 
@@ -315,3 +316,55 @@ def test_allowed_plans_are_inside_plans_dir_the_configured_plan_or_built_in(tmp_
     assert allowed_plan(pinned, outside) == outside
     with pytest.raises(PlanNotAllowed):
         allowed_plan(pinned, tmp_path / "other.yaml")
+
+
+@posix_only
+def test_init_generates_a_private_replication_token(tmp_path: Path) -> None:
+    config = load_config(init_project(tmp_path, base_port=18700))
+    p = Path(config.secrets_file)
+    assert stat.S_IMODE(p.stat().st_mode) == 0o600
+    token = tomllib.loads(p.read_text())["replication_token"]
+    assert len(token) >= 32 and load_secrets(config).replication_token == token
+    assert token not in repr(load_secrets(config))
+
+
+_OLD_SECRETS = ('# written before the replication token existed\napi_token = "a-long-enough-token-123"\n'
+                'admin_token = "another-long-token-456"\nsigning_key = "' + "ab" * 32 + '"\n')
+
+
+@posix_only
+def test_a_secrets_file_without_the_replication_token_says_how_to_upgrade_and_upgrading_keeps_the_rest(
+        tmp_path: Path) -> None:
+    config = load_config(init_project(tmp_path, base_port=18800))
+    p = Path(config.secrets_file)
+    p.write_text(_OLD_SECRETS)
+    with pytest.raises(ConfigError, match=r"no replication_token .*regionflow init --upgrade-secrets"):
+        load_secrets(config)
+    assert upgrade_secrets(p) == ["replication_token"]
+    assert stat.S_IMODE(p.stat().st_mode) == 0o600
+    assert p.read_text().startswith(_OLD_SECRETS)  # tokens, key and comments kept as they were
+    upgraded = load_secrets(config)
+    assert (upgraded.api_token, upgraded.admin_token) == ("a-long-enough-token-123", "another-long-token-456")
+    assert upgraded.replication_token not in (upgraded.api_token, upgraded.admin_token)
+    assert upgrade_secrets(p) == []  # idempotent
+    assert load_secrets(config) == upgraded
+    assert [q.name for q in p.parent.iterdir() if q.name.startswith(".secrets")] == []
+
+
+@posix_only
+def test_upgrading_refuses_a_secrets_file_others_can_read_and_writes_nothing(tmp_path: Path) -> None:
+    p = tmp_path / "secrets.toml"
+    p.write_text(_OLD_SECRETS)
+    p.chmod(0o644)
+    with pytest.raises(ConfigError, match="mode 0644"):
+        upgrade_secrets(p)
+    assert p.read_text() == _OLD_SECRETS
+
+
+@posix_only
+def test_tokens_must_differ(tmp_path: Path) -> None:
+    config = load_config(init_project(tmp_path, base_port=18900))
+    p = Path(config.secrets_file)
+    p.write_text(_OLD_SECRETS + 'replication_token = "a-long-enough-token-123"\n')
+    with pytest.raises(ConfigError, match="must all differ"):
+        load_secrets(config)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import Iterator
 
 import httpx
@@ -34,7 +35,9 @@ def region(tmp_path) -> Iterator[Region]:
 def _call(region: Region, method: str, path: str, token: str | None = "api", **kwargs) -> httpx.Response:
     headers = {}
     if token is not None:
-        headers = auth_header(region.secrets.admin_token if token == "admin" else region.secrets.api_token)
+        tokens = {"api": region.secrets.api_token, "admin": region.secrets.admin_token,
+                  "replication": region.secrets.replication_token}
+        headers = auth_header(tokens.get(token, token))
 
     async def go() -> httpx.Response:
         transport = httpx.ASGITransport(app=create_app(region))
@@ -63,8 +66,8 @@ def test_an_upload_creates_its_job_and_the_object_reads_back_with_its_metadata(r
     assert got.content == b"x,y\n1,2\n"
     info = info_from_headers("input/a.csv", _call(region, "HEAD", routes.object_path("input/a.csv")).headers)
     assert (info.version_id, info.etag, info.size) == (body["version_id"], body["etag"], 8)
-    # the put is in the change feed other regions pull
-    feed = _call(region, "GET", routes.FEED, params={"since": 0, "kind": "objects"}).json()
+    # the put is in the change feed other regions pull (with the replication token)
+    feed = _call(region, "GET", routes.FEED, token="replication", params={"since": 0, "kind": "objects"}).json()
     assert [c["key"] for c in feed["changes"]] == ["input/a.csv"]
 
 
@@ -186,3 +189,48 @@ def test_the_configured_plan_runs_wherever_it_is(tmp_path):
         assert ran.status_code == 200 and marker.exists()
     finally:
         r.stop()
+
+
+def _internal_routes(region: Region) -> list[tuple[str, str]]:
+    """(method, path with every parameter filled in) of each region-to-region route the gateway serves,
+    read from its OpenAPI schema (so a route added later is found too)."""
+    found = []
+    for path, operations in create_app(region).openapi()["paths"].items():
+        if path.startswith(routes.INTERNAL_PREFIX):
+            concrete = re.sub(r"\{[^}]+\}", "a", path)  # one segment fits any path parameter
+            found += [(m.upper(), concrete) for m in sorted(operations) if m != "head"]
+    return found
+
+
+def test_region_to_region_routes_refuse_the_api_token_and_take_the_replication_token(region):
+    assert _call(region, "PUT", routes.object_path("input/a.csv"), content=b"x,y\n1,2\n").status_code == 200
+    internal = _internal_routes(region)
+    # every route under /internal/ is covered, including any added later (e.g. a catch-up call)
+    assert {("GET", routes.FEED), ("GET", routes.FEED_STATS),
+            ("GET", routes.internal_object_path("a"))} <= set(internal)
+    for method, path in internal:
+        refused = _call(region, method, path)  # the API token
+        assert refused.status_code == 403, (method, path, refused.status_code)
+        assert "needs the replication token" in refused.json()["detail"]
+        assert _call(region, method, path, token=None).status_code == 401, (method, path)
+        assert _call(region, method, path, token="not-a-token-at-all").status_code == 401, (method, path)
+    feed = _call(region, "GET", routes.FEED, token="replication", params={"since": 0, "kind": "objects"})
+    assert feed.status_code == 200 and [c["key"] for c in feed.json()["changes"]] == ["input/a.csv"]
+    stats = _call(region, "GET", routes.FEED_STATS, token="replication")
+    assert stats.status_code == 200 and stats.json()["head"] == feed.json()["head"]
+    raw = _call(region, "GET", routes.internal_object_path("input/a.csv"), token="replication")
+    assert raw.status_code == 200 and raw.content == b"x,y\n1,2\n"
+    # the admin token may read them too (debugging replication with a peer's view)
+    assert _call(region, "GET", routes.FEED_STATS, token="admin").status_code == 200
+
+
+def test_the_replication_token_opens_nothing_but_the_region_to_region_routes(region):
+    for method, path in (("GET", routes.JOBS), ("PUT", routes.reference_path("financial_data")),
+                         ("PUT", routes.object_path("input/b.csv")), ("GET", routes.object_path("input/b.csv")),
+                         ("GET", routes.METRICS), ("GET", routes.REPLICATION)):
+        resp = _call(region, method, path, token="replication", content=b"uuid\nx\n" if method == "PUT" else None)
+        assert resp.status_code == 403 and "region-to-region" in resp.json()["detail"], (method, path)
+    body = {"region": "us-west-2", "epoch": 1}
+    assert _call(region, "POST", routes.CONTROL_ACTIVE, token="replication", json=body).status_code == 403
+    assert _call(region, "GET", routes.FAULTS, token="replication").status_code == 403
+    assert region.objects.head("input/b.csv") is None

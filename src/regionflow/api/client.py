@@ -2,11 +2,14 @@
 
 `ApiClient` is synchronous (CLI, drill, switch steps, replication); `AsyncApiClient` serves the console
 and anything else inside an event loop. Both raise ApiError with the server's one-line detail, or say
-the target was unreachable. `poll_until` (regionflow.polling) is the one "wait for a condition" loop callers use.
+the target was unreachable (a certificate it could not verify named as such). Both take `verify`: what
+https:// servers are checked against (Config.tls_verify(): the topology's tls_ca, else the default store).
+`poll_until` (regionflow.polling) is the one "wait for a condition" loop callers use.
 """
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
@@ -15,6 +18,7 @@ import httpx
 
 from regionflow.api import routes
 from regionflow.api.wire import auth_header, info_from_headers
+from regionflow.config.tls import Verify
 from regionflow.errors import RegionflowError
 from regionflow.polling import PollTimeout, poll_until
 from regionflow.state.base import TERMINAL_STATUSES
@@ -58,6 +62,27 @@ def _detail(resp: httpx.Response) -> str:
     return str(body.get("detail", resp.text)) if isinstance(body, dict) else resp.text
 
 
+def _tls_failure(exc: BaseException) -> ssl.SSLError | None:
+    """The TLS error behind an httpx error, if there is one (httpx wraps it in ConnectError)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def unreachable_message(target: str, base_url: str, exc: httpx.HTTPError) -> str:
+    """Why target did not answer, in one line; a TLS failure says what to check."""
+    tls = _tls_failure(exc)
+    if isinstance(tls, ssl.SSLCertVerificationError):
+        return (f"{target} ({base_url}): TLS certificate verification failed: {tls.verify_message}; set tls_ca "
+                f"in regionflow.toml to the CA file that signed the server's certificate")
+    if tls is not None:
+        return f"{target} ({base_url}): TLS handshake failed: {tls.reason or tls}"
+    return f"{target} ({base_url}) is not reachable: {type(exc).__name__}"
+
+
 def _base_and_token(config: Config, region: str | None, admin: bool) -> tuple[str, str, str]:
     from regionflow.config import load_secrets
 
@@ -70,18 +95,19 @@ class ApiClient:
     """One region's API (or the access point's), with one token."""
 
     def __init__(self, base_url: str, token: str, *, target: str = "", timeout: float | httpx.Timeout = 30.0,
-                 transport: httpx.BaseTransport | None = None):
+                 transport: httpx.BaseTransport | None = None, verify: Verify = True):
         self.base_url = base_url
         self.target = target or base_url
         self._http = httpx.Client(base_url=base_url, headers=auth_header(token), timeout=timeout,
-                                  transport=transport)
+                                  transport=transport, verify=verify)
 
     @classmethod
     def for_config(cls, config: Config, region: str | None = None, *, admin: bool = False,
                    timeout: float | httpx.Timeout = 30.0) -> ApiClient:
-        """A client for region (or the access point when None) with the api or admin token from secrets."""
+        """A client for region (or the access point when None) with the api or admin token from secrets,
+        verifying TLS as the topology says."""
         base, token, target = _base_and_token(config, region, admin)
-        return cls(base, token, target=target, timeout=timeout)
+        return cls(base, token, target=target, timeout=timeout, verify=config.tls_verify())
 
     def close(self) -> None:
         self._http.close()
@@ -98,7 +124,7 @@ class ApiClient:
         try:
             resp = self._http.request(method, path, **kwargs)
         except httpx.HTTPError as exc:
-            raise ApiError(f"{self.target} ({self.base_url}) is not reachable: {type(exc).__name__}") from None
+            raise ApiError(unreachable_message(self.target, self.base_url, exc)) from None
         if resp.status_code >= 400 and resp.status_code not in allow:
             raise ApiError(f"{self.target}: HTTP {resp.status_code}: {_detail(resp)}", resp.status_code)
         return resp
@@ -234,6 +260,10 @@ class ApiClient:
         except httpx.HTTPError as exc:
             raise ApiError(f"{self.target} ({self.base_url}) is not reachable: {type(exc).__name__}") from None
 
+    def applied_from(self, source: str) -> dict[str, Any]:
+        """This region's replication from source as of its last pass (reachable, paused, checkpoint)."""
+        return self.json("GET", routes.internal_applied_path(source))
+
     def replica_apply(self, source: str, changes: list[dict[str, Any]]) -> dict[str, Any]:
         """Ask this region to store an upload of source now: the object changes are fetched from source,
         the state changes applied (what an upload acknowledged in sync mode waits for)."""
@@ -279,9 +309,9 @@ class AsyncApiClient:
     """The async counterpart for callers inside an event loop; get() answers None when the region did not
     answer in time, so a page can show a region as down instead of failing."""
 
-    def __init__(self, token: str, *, timeout: float | httpx.Timeout = 1.0):
+    def __init__(self, token: str, *, timeout: float | httpx.Timeout = 1.0, verify: Verify = True):
         self._token = token
-        self._http = httpx.AsyncClient(timeout=timeout, headers=auth_header(token))
+        self._http = httpx.AsyncClient(timeout=timeout, headers=auth_header(token), verify=verify)
 
     async def aclose(self) -> None:
         await self._http.aclose()

@@ -22,10 +22,14 @@ CONTROL_ACTIVE = "/control/active"
 REPLICATION = "/replication"
 REPLICATION_ACTION = "/replication/{source}/{action}"
 
+# Region-to-region routes: every path under INTERNAL_PREFIX takes only the replication (or admin) token,
+# through the gateway's TokenCheck.require_replication (a test checks every route here refuses the API token).
+INTERNAL_PREFIX = "/internal/"
 FEED = "/internal/feed"
 FEED_STATS = "/internal/feed/stats"
 INTERNAL_OBJECT = "/internal/objects/{key:path}"
 INTERNAL_REPLICA = "/internal/replica"
+INTERNAL_APPLIED = "/internal/replication/{source}"
 
 PLANS_RUN = "/plans/run"
 EXECUTIONS = "/plans/executions"
@@ -67,6 +71,10 @@ def reference_path(table: str) -> str:
 
 def replication_action_path(source: str, action: str) -> str:
     return f"/replication/{quote(source, safe='')}/{quote(action, safe='')}"
+
+
+def internal_applied_path(source: str) -> str:
+    return f"/internal/replication/{quote(source, safe='')}"
 
 
 def execution_path(execution_id: str) -> str:

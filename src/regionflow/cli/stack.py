@@ -53,11 +53,17 @@ def init(
         "--auto-failover", help="Also write plans/auto-failover.yaml (us-west-2 takes over once us-east-1 has "
                                 "been down for 10 s, after an approval that proceeds by itself after 120 s) and "
                                 "configure it as the plan.")] = False,
+    upgrade_secrets: Annotated[bool, typer.Option(
+        "--upgrade-secrets", help="Only add the secrets an older secrets file lacks (e.g. replication_token), "
+                                  "keeping the others; regionflow.toml is not touched.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Write regionflow.toml for two regions on the embedded backends, with fresh secrets (0600)."""
     from regionflow.config import init_project
 
+    if upgrade_secrets:
+        _upgrade_secrets(directory, as_json)
+        return
     path = call(lambda: init_project(directory, force=force, auto_failover=auto_failover))
     cfg = load_config(path)
     info: dict[str, Any] = {"config": str(path), "regions": [r.name for r in cfg.regions], "primary": cfg.primary,
@@ -67,6 +73,17 @@ def init(
         f"wrote {path}: regions {', '.join(i['regions'])} (primary {cfg.primary}), access point "
         f"{cfg.access_point_url}, secrets in {cfg.secrets_file} (0600){plan_note}. Next: regionflow up",
         highlight=False, soft_wrap=True))
+
+
+def _upgrade_secrets(directory: Path, as_json: bool) -> None:
+    from regionflow.config import upgrade_secrets
+
+    cfg = load_config(directory)
+    added = call(lambda: upgrade_secrets(cfg.secrets_file), code=2)
+    info = {"secrets": cfg.secrets_file, "added": added}
+    emit(info, as_json, lambda i: out.print(
+        f"added {', '.join(added)} to {cfg.secrets_file}; restart the regions (`regionflow down`, `regionflow up`)"
+        if added else f"{cfg.secrets_file} already has every secret; nothing changed", highlight=False))
 
 
 def up(

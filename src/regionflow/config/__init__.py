@@ -22,7 +22,7 @@ from regionflow.config.model import (
     resolve_path,
     resolve_url,
 )
-from regionflow.config.secrets import Secrets, load_secrets, write_secrets
+from regionflow.config.secrets import Secrets, load_secrets, upgrade_secrets, write_secrets
 
 __all__ = [
     "CONFIG_FILE",
@@ -39,5 +39,6 @@ __all__ = [
     "load_secrets",
     "resolve_path",
     "resolve_url",
+    "upgrade_secrets",
     "write_secrets",
 ]

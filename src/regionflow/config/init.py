@@ -57,8 +57,14 @@ def _config_text(regions: list[tuple[str, int]], access_port: int, plan: str | N
         "# Working files of the regions (outboxes, caches), logs/ and run/ (pid files).",
         f"data_dir = {_q(DATA_DIR)}",
         "",
-        "# API tokens and the link-signing key. Mode 0600; keep it out of version control.",
+        "# Bearer tokens (api: clients, admin: operators, replication: region to region) and the link-signing",
+        "# key. Mode 0600; keep it out of version control.",
         f"secrets_file = {_q(f'{DATA_DIR}/secrets.toml')}",
+        "",
+        "# TLS, for regions on different machines. A listener (the access point, a region) serves https://",
+        "# when its table sets tls_cert and tls_key (PEM files, both or neither); clients verify it against",
+        "# tls_ca, a PEM file of CA certificates (unset: the default trust store).",
+        '# tls_ca = "certs/ca.pem"',
         "",
         "# Pipeline spec (TOML or YAML). Unset: the built-in pipeline (the reference orders workload).",
         '# pipeline = "pipelines/orders.toml"',
@@ -83,6 +89,8 @@ def _config_text(regions: list[tuple[str, int]], access_port: int, plan: str | N
         "[access_point]",
         'host = "127.0.0.1"',
         f"port = {access_port}",
+        '# tls_cert = "certs/access-point.pem"',
+        '# tls_key = "certs/access-point.key"',
         "",
         "# Replication between regions (each region pulls the other's change feed).",
         "[replication]",
@@ -99,6 +107,7 @@ def _config_text(regions: list[tuple[str, int]], access_port: int, plan: str | N
         "#   objects     object store: file://DIR here, or s3://bucket",
         "#   state       state store: sqlite:///FILE here, or postgresql://user@host:port/db",
         "#   workers     processes that run chunk work",
+        "#   tls_cert, tls_key  PEM certificate and key: the gateway serves https:// (see tls_ca above)",
     ]
     for name, port in regions:
         lines += [

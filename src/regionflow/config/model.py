@@ -10,6 +10,7 @@ against the directory that holds the file, so a project works from any working d
 - ``sqlite:///PATH`` (also ``sqlite+driver:///``): SQLAlchemy's rule, ``sqlite:///rel/state.db`` is
   relative and ``sqlite:////abs/state.db`` absolute; a query string is kept.
 - other URLs (``s3://``, ``postgresql://``, ``etcd://``, ``smtp://``) are used as written.
+- TLS files (``tls_ca``, each listener's ``tls_cert`` and ``tls_key``) are plain paths.
 
 After load_config every path is absolute: ``file:///abs/...``, ``sqlite:////abs/...``.
 """
@@ -23,6 +24,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
+from regionflow.config.tls import Verify, check_ca_file, client_verify, server_files
 from regionflow.errors import ConfigError
 from regionflow.workloads.batch.pipeline import Pipeline, default_pipeline
 from regionflow.workloads.batch.pipeline import load_pipeline as _load_pipeline_file
@@ -117,16 +119,40 @@ def _port() -> Any:
     return Field(strict=True, ge=1, le=65535)
 
 
-def _http_url(host: str, port: int) -> str:
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+def _http_url(host: str, port: int, tls: bool = False) -> str:
+    scheme = "https" if tls else "http"
+    return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
 
 
-class RegionConfig(_Model):
-    """One region: its gateway address, object store, state store and worker count."""
+class _Listener(_Model):
+    """An HTTP listener: its address and, for TLS, the PEM certificate (chain) and key it serves."""
 
-    name: str
     host: str = "127.0.0.1"
     port: int = _port()
+    tls_cert: str | None = Field(default=None, min_length=1)
+    tls_key: str | None = Field(default=None, min_length=1)
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> _Listener:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            given, absent = ("tls_cert", "tls_key") if self.tls_cert is not None else ("tls_key", "tls_cert")
+            raise ValueError(f"{given} is set without {absent}: set both (TLS) or neither (plain HTTP)")
+        return self
+
+    @property
+    def tls(self) -> bool:
+        """Whether this listener serves TLS (https://)."""
+        return self.tls_cert is not None
+
+    def _resolved(self, base: Path) -> dict[str, Any]:
+        return {"tls_cert": resolve_path(self.tls_cert, base) if self.tls_cert else None,
+                "tls_key": resolve_path(self.tls_key, base) if self.tls_key else None}
+
+
+class RegionConfig(_Listener):
+    """One region: its gateway address (and TLS files), object store, state store and worker count."""
+
+    name: str
     objects: str  # file:///abs/dir or s3://bucket
     state: str  # sqlite:////abs/state.db or postgresql://...
     workers: int = Field(default=2, strict=True, ge=1)
@@ -150,20 +176,29 @@ class RegionConfig(_Model):
 
     @property
     def url(self) -> str:
-        """The region gateway's base URL, e.g. http://127.0.0.1:8700 (IPv6 hosts in brackets)."""
-        return _http_url(self.host, self.port)
+        """The region gateway's base URL, e.g. http://127.0.0.1:8700 (https:// with TLS; IPv6 hosts in
+        brackets)."""
+        return _http_url(self.host, self.port, self.tls)
+
+    def server_tls(self) -> tuple[str | None, str | None]:
+        """(ssl_certfile, ssl_keyfile) for uvicorn ((None, None) for plain HTTP); ConfigError when the
+        files cannot be read or do not match."""
+        return server_files(self.tls_cert, self.tls_key, f"regions.{self.name}")
 
 
-class AccessPointConfig(_Model):
-    """The global access point's listening address."""
-
-    host: str = "127.0.0.1"
-    port: int = _port()
+class AccessPointConfig(_Listener):
+    """The global access point's listening address (and TLS files)."""
 
     @property
     def url(self) -> str:
-        """The access point's base URL, e.g. http://127.0.0.1:8702 (IPv6 hosts in brackets)."""
-        return _http_url(self.host, self.port)
+        """The access point's base URL, e.g. http://127.0.0.1:8702 (https:// with TLS; IPv6 hosts in
+        brackets)."""
+        return _http_url(self.host, self.port, self.tls)
+
+    def server_tls(self) -> tuple[str | None, str | None]:
+        """(ssl_certfile, ssl_keyfile) for uvicorn ((None, None) for plain HTTP); ConfigError when the
+        files cannot be read or do not match."""
+        return server_files(self.tls_cert, self.tls_key, "access_point")
 
 
 class ReplicationConfig(_Model):
@@ -204,6 +239,7 @@ class Config(_Model):
     plans_dir: str = "plans"
     data_dir: str = DATA_DIR
     secrets_file: str = f"{DATA_DIR}/secrets.toml"
+    tls_ca: str | None = Field(default=None, min_length=1)  # PEM CA file clients verify servers with
 
     _source: Path | None = PrivateAttr(default=None)
 
@@ -284,16 +320,24 @@ class Config(_Model):
 
         return str(resources.files("regionflow.switch").joinpath("plans/batch.yaml"))
 
+    def tls_verify(self) -> Verify:
+        """What every client of this topology verifies the listeners' certificates with: a context trusting
+        tls_ca when set, else True (httpx's default trust store)."""
+        return client_verify(self.tls_ca)
+
     def load_pipeline(self) -> Pipeline:
         """The configured pipeline file, or the built-in pipeline when none is set."""
         return _load_pipeline_file(self.pipeline) if self.pipeline else default_pipeline()
 
     def resolved(self, base: Path) -> Config:
         """A copy with every relative path and file/sqlite/outbox URL made absolute against base."""
-        regions = [r.model_copy(update={"objects": resolve_url(r.objects, base), "state": resolve_url(r.state, base)})
+        regions = [r.model_copy(update={"objects": resolve_url(r.objects, base), "state": resolve_url(r.state, base),
+                                        **r._resolved(base)})
                    for r in self.regions]
         update: dict[str, Any] = {
             "regions": regions,
+            "access_point": self.access_point.model_copy(update=self.access_point._resolved(base)),
+            "tls_ca": resolve_path(self.tls_ca, base) if self.tls_ca else None,
             "control": resolve_url(self.control, base),
             "data_dir": resolve_path(self.data_dir, base),
             "secrets_file": resolve_path(self.secrets_file, base),
@@ -341,5 +385,11 @@ def load_config(path: str | Path) -> Config:
     except ValidationError as exc:
         raise ConfigError(_format_errors(str(p), exc)) from None
     config._source = p.absolute()
-    return config.resolved(p.absolute().parent)
+    resolved = config.resolved(p.absolute().parent)
+    if resolved.tls_ca is not None:
+        try:
+            check_ca_file(resolved.tls_ca)
+        except ConfigError as exc:
+            raise ConfigError(f"{p}: {exc}") from None
+    return resolved
 

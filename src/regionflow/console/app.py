@@ -116,7 +116,7 @@ class Console:
         self.config = config
         self.secrets = secrets
         self.urls = {r.name: config.region_url(r.name) for r in config.regions}
-        self.client = AsyncApiClient(secrets.api_token, timeout=FETCH_TIMEOUT)
+        self.client = AsyncApiClient(secrets.api_token, timeout=FETCH_TIMEOUT, verify=config.tls_verify())
         self.sessions = Sessions()
         self.last_active = config.primary
 
@@ -319,7 +319,7 @@ def mount_console(app: FastAPI, config: Config, secrets: Secrets) -> Console:
             return HTMLResponse(login_page("That is not the admin token."), status_code=401, headers=_HTML_HEADERS)
         resp = RedirectResponse("/console", status_code=303)
         resp.set_cookie(COOKIE, console.sessions.new(), max_age=int(SESSION_TTL), path="/console", httponly=True,
-                        samesite="strict")
+                        samesite="strict", secure=config.access_point.tls)  # never sent over plain HTTP
         return resp
 
     @app.post("/console/logout", include_in_schema=False)

@@ -24,6 +24,7 @@ import httpx
 from regionflow.api import routes
 from regionflow.api.client import ApiClient, ApiError
 from regionflow.config import Config, load_secrets
+from regionflow.config.tls import Verify
 from regionflow.errors import RegionflowError
 from regionflow.ids import job_id_for
 from regionflow.polling import PollTimeout, poll_until
@@ -71,9 +72,10 @@ def percentile(values: Sequence[float], p: float) -> float | None:
     return ordered[min(rank, len(ordered)) - 1]
 
 
-def _client(base_url: str, token: str, timeout: float) -> ApiClient:
+def _client(base_url: str, token: str, timeout: float, verify: Verify) -> ApiClient:
     # connecting is bounded at 2 s: a region switching should cost a retry, not a long hang
-    return ApiClient(base_url, token, target="access point", timeout=httpx.Timeout(timeout, connect=2.0))
+    return ApiClient(base_url, token, target="access point", timeout=httpx.Timeout(timeout, connect=2.0),
+                     verify=verify)
 
 
 def _stored(api: ApiClient, key: str, etag: str) -> httpx.Headers | None:
@@ -122,9 +124,11 @@ def _upload_one(api: ApiClient, up: Upload, data: bytes, etag: str, deadline: fl
 
 def upload_files(base_url: str, token: str, data: bytes, keys: Iterable[str], *, concurrency: int = 4,
                  interval: float = 0.0, deadline: float | None = None, on_submitted: Callable[[Upload], None]
-                 | None = None, stop: threading.Event | None = None, timeout: float = 30.0) -> list[Upload]:
+                 | None = None, stop: threading.Event | None = None, timeout: float = 30.0,
+                 verify: Verify = True) -> list[Upload]:
     """Upload data under every key through base_url (the access point): C threads, the i-th upload starting
-    no earlier than i * interval seconds after the first; failed uploads retried until deadline (monotonic)."""
+    no earlier than i * interval seconds after the first; failed uploads retried until deadline (monotonic).
+    verify: how an https:// base_url's certificate is checked (Config.tls_verify())."""
     uploads = [Upload(i, k) for i, k in enumerate(keys)]
     etag = hashlib.sha256(data).hexdigest()
     stop = stop or threading.Event()
@@ -136,7 +140,7 @@ def upload_files(base_url: str, token: str, data: bytes, keys: Iterable[str], *,
 
     def worker() -> None:
         try:
-            with _client(base_url, token, timeout) as api:
+            with _client(base_url, token, timeout, verify) as api:
                 while not stop.is_set():
                     with lock:
                         up = next(pending, None)
@@ -166,7 +170,8 @@ def upload_files(base_url: str, token: str, data: bytes, keys: Iterable[str], *,
 
 
 def follow_jobs(base_url: str, token: str, job_ids: Iterable[str], *, deadline: float, poll: float = 0.25,
-                on_progress: Callable[[int, int], None] | None = None, stall: float | None = None) -> dict[str, dict]:
+                on_progress: Callable[[int, int], None] | None = None, stall: float | None = None,
+                verify: Verify = True) -> dict[str, dict]:
     """Poll base_url's GET /jobs (one request per round, whatever the number of jobs) until every job is
     COMPLETED or FAILED or the deadline (monotonic) passes, or (with stall) no job has finished for stall
     seconds; returns the finished jobs' records by id (unfinished ones are absent)."""
@@ -192,7 +197,7 @@ def follow_jobs(base_url: str, token: str, job_ids: Iterable[str], *, deadline: 
 
     if wanted:
         # at the deadline, return what finished: the caller reports the rest as unfinished
-        with _client(base_url, token, 10.0) as api, contextlib.suppress(PollTimeout):
+        with _client(base_url, token, 10.0, verify) as api, contextlib.suppress(PollTimeout):
             poll_until(lambda: round_done(api), timeout=max(0.0, deadline - time.monotonic()), interval=poll,
                        what="the jobs to finish")
     return done
@@ -203,14 +208,14 @@ def _reference_table(config: Config) -> tuple[str, str] | None:
     return (enrichment.table, enrichment.reference_key) if enrichment is not None else None
 
 
-def load_reference(base_url: str, token: str, path: Path, table: str, key: str) -> dict:
+def load_reference(base_url: str, token: str, path: Path, table: str, key: str, *, verify: Verify = True) -> dict:
     """Load the reference (enrichment) table from path through base_url; the region's answer."""
-    with ApiClient(base_url, token, target=base_url, timeout=60.0) as api:
+    with ApiClient(base_url, token, target=base_url, timeout=60.0, verify=verify) as api:
         try:
             return api.load_reference(table, path, key)
         except ApiError as exc:
             if exc.unreachable:
-                raise RegionflowError(f"{base_url} is not reachable") from None
+                raise RegionflowError(str(exc)) from None
             raise RegionflowError(f"loading reference table {table!r}: {exc}") from None
 
 
@@ -273,12 +278,13 @@ def run_loadtest(config: Config, files: int, rows: int = 1000, interval: float =
         raise RegionflowError("concurrency must be at least 1")
     token = load_secrets(config).api_token
     url = config.access_point_url
+    verify = config.tls_verify()
     deadline = time.monotonic() + timeout
     with tempfile.TemporaryDirectory(prefix="regionflow-loadtest-") as tmp:
         sample = generate(rows, Path(tmp), invalid_ratio=invalid_ratio, seed=seed)
         table = _reference_table(config)
         if reference and table is not None:
-            load_reference(url, token, sample.financial, *table)
+            load_reference(url, token, sample.financial, *table, verify=verify)
         data = sample.orders.read_bytes()
     run_id = time.strftime("%Y%m%d%H%M%S") + "-" + secrets.token_hex(3)
     keys = [f"input/loadtest-{run_id}-{i:05d}.csv" for i in range(files)]
@@ -294,9 +300,9 @@ def run_loadtest(config: Config, files: int, rows: int = 1000, interval: float =
             progress("uploaded", n, files)
 
     uploads = upload_files(url, token, data, keys, concurrency=concurrency, interval=interval, deadline=deadline,
-                           on_submitted=uploaded)
+                           on_submitted=uploaded, verify=verify)
     job_ids = [u.job_id for u in uploads if u.job_id]
-    finished = follow_jobs(url, token, job_ids, deadline=deadline,
+    finished = follow_jobs(url, token, job_ids, deadline=deadline, verify=verify,
                            on_progress=(lambda d, t: progress("completed", d, t)) if progress else None)
     result = summarize(uploads, finished, rows)
     result.update({"run_id": run_id, "concurrency": concurrency, "interval": interval,

@@ -41,6 +41,7 @@ class StackView:
     def __init__(self, config: Config):
         self.config = config
         self.secrets = load_secrets(config)
+        self.verify = config.tls_verify()
 
     def client(self, region: str | None = None, *, admin: bool = False, timeout: float = 10.0) -> ApiClient:
         """A client for region (the access point when None); connecting is bounded at 2 s so a dead region
@@ -48,7 +49,7 @@ class StackView:
         base = self.config.region_url(region) if region else self.config.access_point_url
         token = self.secrets.admin_token if admin else self.secrets.api_token
         return ApiClient(base, token, target=region or "access point",
-                         timeout=httpx.Timeout(timeout, connect=2.0))
+                         timeout=httpx.Timeout(timeout, connect=2.0), verify=self.verify)
 
     def ask(self, region: str | None, question: Callable[[ApiClient], T], *, admin: bool = False,
             timeout: float = 10.0, doing: str = "") -> T:
@@ -229,7 +230,7 @@ def rpo_seconds(view: StackView, primary: str, failover: dict[str, Any],
         for kind in ("objects", "state"):
             if kind not in applied:
                 raise DrillError("no checkpoint")
-            stats = view.ask(primary, partial(ApiClient.feed_stats, since=int(applied[kind])))[kind]
+            stats = view.ask(primary, partial(ApiClient.feed_stats, since=int(applied[kind])), admin=True)[kind]
             if stats["oldest"] is not None and stats["oldest"] <= switch_at:
                 oldest.append(float(stats["oldest"]))
                 pending += int(stats["count"])

@@ -166,8 +166,8 @@ class _Drill:
         enrichment = pipeline.enrichment
         if enrichment is not None:
             load_reference(config.access_point_url, self.view.secrets.api_token, sample.financial,
-                           enrichment.table, enrichment.reference_key)
-            head = self.view.ask(self.primary, lambda api: api.feed_stats(0))["head"]
+                           enrichment.table, enrichment.reference_key, verify=self.view.verify)
+            head = self.view.ask(self.primary, lambda api: api.feed_stats(0), admin=True)["head"]
             self.eventually(lambda: self._caught_up(head), 60, "the reference table to replicate")
             self.say(f"reference table {enrichment.table!r} loaded and replicated to {self.standby}")
 
@@ -190,7 +190,7 @@ class _Drill:
             try:
                 self.uploads = upload_files(url, token, data, keys, concurrency=self.concurrency,
                                             interval=self.interval, deadline=self.deadline, on_submitted=submitted,
-                                            stop=self.stop)
+                                            stop=self.stop, verify=self.view.verify)
             except BaseException as exc:  # reported by finish_load
                 self.loader_error = exc
             finally:
@@ -353,7 +353,7 @@ class _Drill:
         ids = [u.job_id for u in self.uploads if u.job_id]
         finished = follow_jobs(self.config.access_point_url, self.view.secrets.api_token, ids,
                                deadline=time.monotonic() + self.remaining(60 + 2 * self.files),
-                               stall=STALL_SECONDS)
+                               stall=STALL_SECONDS, verify=self.view.verify)
         pending = sorted(set(ids) - finished.keys())
         failed = sorted(j for j, v in finished.items() if v["status"] == "FAILED")
         self.say(f"{len(finished)} of {len(ids)} jobs finished ({len(failed)} failed"

@@ -50,7 +50,7 @@ class Regions:
         self.config = config
         self.urls = {r.name: config.region_url(r.name) for r in config.regions}
         self.control = CachedControl(open_control(config.control), ttl=HEALTH_TTL)
-        self.client = httpx.AsyncClient(timeout=FORWARD_TIMEOUT)
+        self.client = httpx.AsyncClient(timeout=FORWARD_TIMEOUT, verify=config.tls_verify())
         self._health: dict[str, tuple[float, bool]] = {}
 
     async def healthy(self, name: str) -> bool:
@@ -216,12 +216,14 @@ def main(argv: list[str] | None = None) -> int:
     configure("access-point")
     try:
         config = load_config(args.config)
+        cert, key = config.access_point.server_tls()
         app = create_app(config)  # reads the secrets file too
     except RegionflowError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     ap = config.access_point
-    uvicorn.run(app, host=ap.host, port=ap.port, log_level="warning", access_log=False)
+    uvicorn.run(app, host=ap.host, port=ap.port, log_level="warning", access_log=False,
+                ssl_certfile=cert, ssl_keyfile=key)
     return 0
 
 

@@ -6,6 +6,7 @@ import logging
 import time
 
 from regionflow.api.client import ApiClient
+from regionflow.config.tls import Verify
 from regionflow.errors import RegionflowError
 from regionflow.ids import new_version_id
 from regionflow.polling import PollTimeout, poll_until
@@ -19,8 +20,9 @@ CANARY_PREFIX = "input/_canary/"
 
 class Canary:
     def __init__(self, region: str, access_point_url: str, token: str, *, header: str, timeout: float,
-                 metrics: RegionMetrics):
+                 metrics: RegionMetrics, verify: Verify = True):
         self.region = region
+        self.verify = verify
         self.url = access_point_url
         self.token = token
         self.header = header.encode()
@@ -32,7 +34,7 @@ class Canary:
         key = f"{CANARY_PREFIX}{self.region}-{new_version_id()}.csv"
         started = time.monotonic()
         try:
-            with ApiClient(self.url, self.token, target="access point", timeout=10) as api:
+            with ApiClient(self.url, self.token, target="access point", timeout=10, verify=self.verify) as api:
                 job_id = api.upload(key, self.header)["job_id"]
 
                 def finished() -> dict | None:

@@ -5,16 +5,18 @@ from __future__ import annotations
 from typing import Any
 
 from regionflow.api.client import ApiClient, ApiError
+from regionflow.config.tls import Verify
 from regionflow.switch.context import PeerActivity
 
 
 class HttpPeers:
-    def __init__(self, urls: dict[str, str], token: str):
+    def __init__(self, urls: dict[str, str], token: str, *, verify: Verify = True):
         self._urls = urls
         self._token = token
+        self._verify = verify
 
     def _client(self, region: str, timeout: float) -> ApiClient:
-        return ApiClient(self._urls[region], self._token, target=region, timeout=timeout)
+        return ApiClient(self._urls[region], self._token, target=region, timeout=timeout, verify=self._verify)
 
     def deep_health(self, region: str) -> str:
         with self._client(region, 1.0) as client:

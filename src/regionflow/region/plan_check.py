@@ -59,8 +59,10 @@ def evaluate_plan(config: Config, secrets: Secrets, plan_path: str) -> dict[str,
         except RegionflowError as exc:
             check(f"{name} reachable", False, str(exc))
             continue
-        with ApiClient(url, secrets.api_token, target=name, timeout=1.5) as api, \
-                ApiClient(url, secrets.admin_token, target=name, timeout=1.5) as admin:
+        verify = config.tls_verify()
+        with ApiClient(url, secrets.api_token, target=name, timeout=1.5, verify=verify) as api, \
+                ApiClient(url, secrets.admin_token, target=name, timeout=1.5, verify=verify) as admin, \
+                ApiClient(url, secrets.replication_token, target=name, timeout=1.5, verify=verify) as peer:
             try:
                 api.health()
                 check(f"{name} reachable", True, "HTTP 200")
@@ -71,5 +73,7 @@ def evaluate_plan(config: Config, secrets: Secrets, plan_path: str) -> dict[str,
                 check(f"{name} reachable", False, f"HTTP {exc.status_code}")
             check(f"{name} accepts the API token", *_answers(api, lambda c: c.jobs(limit=1)))
             check(f"{name} accepts the admin token", *_answers(admin, lambda c: c.faults()))
+            # the token the other regions replicate with: a region given another secrets file fails here
+            check(f"{name} accepts the replication token", *_answers(peer, lambda c: c.feed_stats(0)))
     return {"status": "ok" if all(c["ok"] for c in checks) else "failing", "plan": plan_path,
             "checks": checks, "evaluated_at": time.time()}

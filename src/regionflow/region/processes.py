@@ -19,6 +19,7 @@ from pathlib import Path
 
 from regionflow.api.client import ApiClient, ApiError
 from regionflow.config import Config
+from regionflow.config.tls import Verify
 from regionflow.errors import RegionflowError
 from regionflow.polling import PollTimeout, poll_until
 
@@ -152,6 +153,14 @@ def _commands(config_path: Path, config: Config) -> list[tuple[str, list[str], s
     return cmds
 
 
+def check_tls(config: Config, name: str) -> None:
+    """ConfigError when name's listener has TLS files that cannot be served (the process would exit)."""
+    if name == ACCESS_POINT:
+        config.access_point.server_tls()
+    elif name in config.region_names:
+        config.region(name).server_tls()
+
+
 def start_process(config_path: Path, config: Config, name: str) -> Proc:
     """Start one process of the stack (a region or the access point) in the background, in its own session
     so a signal to its group reaches its workers and a Ctrl-C of the caller does not."""
@@ -168,18 +177,19 @@ def start_process(config_path: Path, config: Config, name: str) -> Proc:
     raise RegionflowError(f"no process named {name!r} in this stack")
 
 
-def _answers_health(proc: Proc, token: str) -> bool:
+def _answers_health(proc: Proc, token: str, verify: Verify) -> bool:
     try:
-        with ApiClient(proc.url, token, target=proc.name, timeout=1.0) as api:
+        with ApiClient(proc.url, token, target=proc.name, timeout=1.0, verify=verify) as api:
             api.health()
         return True
     except ApiError:
         return False
 
 
-def wait_healthy(procs: list[Proc], token: str, timeout: float = 60.0) -> None:
-    """Wait until every process answers /health; RegionflowError naming the laggards (and their log), or
-    at once naming a process that exited during start-up."""
+def wait_healthy(procs: list[Proc], token: str, timeout: float = 60.0, *, verify: Verify = True) -> None:
+    """Wait until every process answers /health (over TLS verified with verify for https:// ones);
+    RegionflowError naming the laggards (and their log), or at once naming a process that exited during
+    start-up."""
     pending = {p.name: p for p in procs}
 
     def all_healthy() -> bool:
@@ -187,7 +197,7 @@ def wait_healthy(procs: list[Proc], token: str, timeout: float = 60.0) -> None:
             if not pid_alive(p.pid):
                 tail = p.log.read_text(errors="replace").strip().splitlines()[-3:] if p.log.exists() else []
                 raise RegionflowError(f"{name} exited during start-up; see {p.log}: {' | '.join(tail)}")
-            if _answers_health(p, token):
+            if _answers_health(p, token, verify):
                 del pending[name]
         return not pending
 

@@ -74,17 +74,21 @@ class Region:
             cache_dir=data_dir / "cache", fault_file=str(self.faults.path),
         ))
         others = [r.name for r in config.regions if r.name != name]
+        verify = config.tls_verify()
         self.replication = ReplicationSet(
-            name, [HttpFeedSource(o, config.region_url(o), self.secrets.api_token) for o in others],
+            name, [HttpFeedSource(o, config.region_url(o), self.secrets.replication_token, verify=verify)
+                   for o in others],
             self.state, self.plain_objects, on_object=self.batch.replicated_object,
             interval=config.replication.interval, batch=config.replication.batch)
         self.uploads = UploadReplication(
             name, self.state,
-            {o: ApiClient(config.region_url(o), self.secrets.api_token, target=o,
-                          timeout=config.replication.sync_timeout) for o in others},
+            {o: ApiClient(config.region_url(o), self.secrets.replication_token, target=o,
+                          timeout=config.replication.sync_timeout, verify=verify) for o in others},
             mode=config.replication.uploads, bound=config.replication.sync_timeout,
             registry=self.metrics.registry)
-        self.peers = HttpPeers({r: config.region_url(r) for r in config.region_names}, self.secrets.api_token)
+        # Peers read only /health and the feed's stats: the replication token is enough.
+        self.peers = HttpPeers({r: config.region_url(r) for r in config.region_names},
+                               self.secrets.replication_token, verify=verify)
         self.fault_control = FaultControl(name, self.faults, self.replication)
         self.steps = step_registry()
         self.switch = SwitchRunner(self, self.steps)
@@ -156,7 +160,8 @@ class Region:
 
         canary = Canary(self.name, self.config.access_point_url, self.secrets.api_token,
                         header=",".join(self.config.load_pipeline().fields.values()) + "\n",
-                        timeout=self.config.canary.timeout, metrics=self.metrics)
+                        timeout=self.config.canary.timeout, metrics=self.metrics,
+                        verify=self.config.tls_verify())
         while not self._stop.wait(self.config.canary.interval):
             ok = canary.once() is not None
             self.canary_last = CanaryResult(ok=ok, at=time.time())

@@ -24,6 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = load_config(args.config)
         rc = config.region(args.region)
+        cert, key = rc.server_tls()  # before anything starts: a bad certificate is one line, not a traceback
         region = Region(config, args.region)
         holder["region"] = region
     except RegionflowError as exc:
@@ -31,7 +32,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     region.start()
     try:
-        uvicorn.run(create_app(region), host=rc.host, port=rc.port, log_level="warning", access_log=False)
+        uvicorn.run(create_app(region), host=rc.host, port=rc.port, log_level="warning", access_log=False,
+                    ssl_certfile=cert, ssl_keyfile=key)
     finally:
         region.stop()
     return 0

@@ -13,7 +13,15 @@ from regionflow.api.client import ApiClient, ApiError
 from regionflow.config import Config, load_secrets
 from regionflow.control import open_control
 from regionflow.errors import RegionflowError
-from regionflow.region.processes import Proc, process_names, running, start_process, stop_all, wait_healthy
+from regionflow.region.processes import (
+    Proc,
+    check_tls,
+    process_names,
+    running,
+    start_process,
+    stop_all,
+    wait_healthy,
+)
 
 __all__ = ["Proc", "stack_status", "start_stack", "stop_stack"]
 
@@ -29,9 +37,11 @@ def start_stack(config_path: Path, config: Config, timeout: float = 60.0) -> lis
     if not to_start:
         raise RegionflowError(f"the stack is already running ({', '.join(already)}); run `regionflow down` first")
     secrets = load_secrets(config)  # fail early, before starting anything
+    for name in to_start:
+        check_tls(config, name)
     procs = [start_process(config_path, config, name) for name in to_start]
     try:
-        wait_healthy(procs, secrets.api_token, timeout)
+        wait_healthy(procs, secrets.api_token, timeout, verify=config.tls_verify())
     except BaseException:
         if not already:  # a fresh start that failed leaves nothing behind; a restart keeps the survivors
             stop_stack(config)
@@ -68,6 +78,7 @@ def _region_status(api: ApiClient, entry: dict[str, Any], replication: list[dict
 def stack_status(config: Config) -> dict:
     """Health of each region, the routing control, and replication per direction."""
     token = load_secrets(config).api_token
+    verify = config.tls_verify()
     out: dict = {"regions": {}, "replication": [], "control": None, "processes": running(config)}
     try:
         c = open_control(config.control).get()
@@ -77,11 +88,12 @@ def stack_status(config: Config) -> dict:
     for r in config.regions:
         url = config.region_url(r.name)
         entry: dict = {"url": url, "healthy": False, "deep": None, "jobs": None}
-        with ApiClient(url, token, target=r.name, timeout=STATUS_TIMEOUT) as api:
+        with ApiClient(url, token, target=r.name, timeout=STATUS_TIMEOUT, verify=verify) as api:
             _region_status(api, entry, out["replication"])
         entry["active"] = bool(out["control"] and out["control"].get("active_region") == r.name)
         out["regions"][r.name] = entry
-    with ApiClient(config.access_point_url, token, target="access point", timeout=STATUS_TIMEOUT) as api:
+    with ApiClient(config.access_point_url, token, target="access point", timeout=STATUS_TIMEOUT,
+                   verify=verify) as api:
         try:
             api.health()
             healthy = True

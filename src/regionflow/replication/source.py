@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, BinaryIO, Protocol
 
 from regionflow.api.client import ApiClient, ApiError
+from regionflow.config.tls import Verify
 from regionflow.state.base import Change
 from regionflow.storage.base import ObjectInfo
 
@@ -32,9 +33,12 @@ class FeedSource(Protocol):
 
 
 class HttpFeedSource:
-    def __init__(self, name: str, base_url: str, token: str, timeout: float = 2.0):
+    """A source region's gateway, asked with the replication token (its /internal/... routes take no other
+    but admin)."""
+
+    def __init__(self, name: str, base_url: str, token: str, timeout: float = 2.0, *, verify: Verify = True):
         self.name = name
-        self._client = ApiClient(base_url, token, target=name, timeout=timeout)
+        self._client = ApiClient(base_url, token, target=name, timeout=timeout, verify=verify)
 
     def _call(self, fn: Any, *args: Any) -> Any:
         try:

@@ -36,8 +36,8 @@ class ReplicaPeer(Protocol):
         """Have the peer store these changes of source's feed now; raises when it cannot (any error)."""
         ...
 
-    def replication(self) -> list[dict[str, Any]]:
-        """The peer's replication directions (each with source, reachable and checkpoint per kind)."""
+    def applied_from(self, source: str) -> dict[str, Any]:
+        """The peer's replication from source as of its last pass: reachable, paused, checkpoint per kind."""
         ...
 
 
@@ -154,12 +154,11 @@ class UploadReplication:
             target = self._probe_heads.get(name)
             self._probe_heads[name] = self.state.feed_head()
             try:
-                directions = self.peers[name].replication()
+                mine = self.peers[name].applied_from(self.region)
             except Exception as exc:
                 with self._lock:
                     peer.reason = _reason(exc, self.bound)
                 continue
-            mine = next((d for d in directions if d.get("source") == self.region), None)
             if target is None or mine is None or not mine.get("reachable") or mine.get("paused"):
                 continue
             if min(mine.get("checkpoint", {}).values() or [0]) >= target:

@@ -24,7 +24,7 @@ from regionflow.region.runtime import Region
 
 def create_app(region: Region) -> FastAPI:
     app = FastAPI(title=f"regionflow gateway ({region.name})", version="0.1.0")
-    tokens = TokenCheck(region.secrets.api_token, region.secrets.admin_token)
+    tokens = TokenCheck.from_secrets(region.secrets)
 
     @app.exception_handler(RegionflowError)
     def _regionflow_error(_request: Request, exc: RegionflowError) -> JSONResponse:

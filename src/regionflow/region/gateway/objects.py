@@ -136,11 +136,11 @@ def router(region: Region, tokens: TokenCheck) -> APIRouter:
             raise HTTPException(403, str(exc)) from None
         return _stream(region, checked_key(key))
 
-    @r.get(routes.INTERNAL_OBJECT, dependencies=api)
+    @r.get(routes.INTERNAL_OBJECT, dependencies=[Depends(tokens.require_replication)])
     def internal_object(key: str) -> StreamingResponse:
         return _stream(region, checked_key(key))
 
-    @r.post(routes.INTERNAL_REPLICA, dependencies=api)
+    @r.post(routes.INTERNAL_REPLICA, dependencies=[Depends(tokens.require_replication)])
     def replica(body: UploadChanges) -> dict[str, Any]:
         try:
             rep = region.replication.replicator(body.source)

@@ -23,6 +23,7 @@ def router(region: Region, tokens: TokenCheck) -> APIRouter:
     r = APIRouter()
     api = [Depends(tokens.require_api)]
     admin = [Depends(tokens.require_admin)]
+    internal = [Depends(tokens.require_replication)]  # region-to-region only
 
     @r.get(routes.CONTROL, dependencies=api)
     def control() -> dict[str, Any]:
@@ -51,7 +52,14 @@ def router(region: Region, tokens: TokenCheck) -> APIRouter:
         rep.run_once()
         return rep.status.as_dict()
 
-    @r.get(routes.FEED, dependencies=api)
+    @r.get(routes.INTERNAL_APPLIED, dependencies=internal)
+    def applied(source: str) -> dict[str, Any]:
+        # what a region whose uploads fell back to async asks, to know when to wait for this one again
+        if source not in region.replication.sources():
+            raise HTTPException(404, f"{region.name} does not replicate from {source!r}")
+        return next(d.as_dict() for d in region.replication.status() if d.source == source)
+
+    @r.get(routes.FEED, dependencies=internal)
     def feed(since: int = Query(0, ge=0), limit: int = Query(500, ge=1, le=5000),
              kind: str | None = Query(None, pattern="^(objects|state)$")) -> dict[str, Any]:
         # The head is read first: every change up to it is visible to the query that follows (the feed
@@ -59,7 +67,7 @@ def router(region: Region, tokens: TokenCheck) -> APIRouter:
         head = region.state.feed_head()
         return {"head": head, "changes": [asdict(c) for c in region.state.feed_since(since, limit, kind)]}
 
-    @r.get(routes.FEED_STATS, dependencies=api)
+    @r.get(routes.FEED_STATS, dependencies=internal)
     def feed_stats(since: int = Query(0, ge=0)) -> dict[str, Any]:
         return region.state.feed_stats(since)
 
