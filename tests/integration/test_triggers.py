@@ -50,6 +50,12 @@ def _west_trigger(stack: Stack) -> dict:
     return {**trigger, "now": status["now"]}
 
 
+def _west_loaded(stack: Stack) -> bool:
+    """Whether us-west-2's trigger loop has read the plan (its first tick comes a moment after start-up)."""
+    with stack.http(WEST) as w:
+        return bool(w.get("/plans/triggers").json()["triggers"])
+
+
 def _emls(stack: Stack) -> dict[str, int]:
     counts: dict[str, int] = {}
     for p in (stack.root / ".regionflow").rglob("*.eml"):
@@ -60,6 +66,7 @@ def _emls(stack: Stack) -> dict[str, int]:
 def test_sigkill_of_the_primary_waits_for_approval_and_approving_fails_over(auto: Stack, data: Path):
     stack = auto
     assert stack.config.plan == str(stack.root / "plans" / "auto-failover.yaml")
+    stack.eventually(lambda: _west_loaded(stack), timeout=30, what="us-west-2 to load its triggers")
     stack.rf("reference", "load", str(data / "financial_data.csv"))
     stack.eventually(lambda: stack.replication(WEST)[EAST]["backlog"]["state"] == 0, timeout=30)
     with stack.http() as ap:
@@ -140,8 +147,8 @@ def test_sigkill_of_the_primary_waits_for_approval_and_approving_fails_over(auto
 
 def test_a_region_down_for_3s_starts_nothing(auto: Stack):
     stack = auto
-    stack.eventually(lambda: _west_trigger(stack)["last_evaluated"] is not None, timeout=15,
-                     what="us-west-2 to evaluate its trigger")
+    stack.eventually(lambda: _west_loaded(stack) and _west_trigger(stack)["last_evaluated"] is not None,
+                     timeout=30, what="us-west-2 to evaluate its trigger")
     stack.signal(EAST, signal.SIGSTOP)
     stopped = time.monotonic()
     try:
