@@ -166,3 +166,28 @@ def test_the_replicator_copies_objects_with_their_versions_and_resumes_after_the
     finally:
         rep.stop()
         state.close()
+
+
+def test_reconcile_reopens_a_job_completed_elsewhere_whose_output_never_arrived(west):
+    # State and objects replicate apart: the old owner's COMPLETED row can arrive without its output.
+    here = _job(west, "here", JobStatus.COMPLETED)
+    output = west.objects.put("output/completed/here.csv", b"out\n")
+    gone = _job(west, "gone", JobStatus.COMPLETED)
+    for job, etag in ((here, output.etag), (gone, "etag-that-never-arrived")):
+        west.state.claim_job(job.job_id, region=EAST, epoch=1)
+        west.state.transition_job(job.job_id, epoch=1, from_status=JobStatus.COMPLETED,
+                                  to_status=JobStatus.COMPLETED, output_key=f"output/completed/{job.job_id}.csv"
+                                  if job is gone else "output/completed/here.csv", output_etag=etag)
+
+    practice = reconcile(west, epoch=2, practice=True)
+    assert practice["reopened"] == [gone.job_id]
+    assert west.state.get_job(gone.job_id).status == JobStatus.COMPLETED  # practice changes nothing
+
+    report = reconcile(west, epoch=2)
+    assert report["reopened"] == [gone.job_id] and gone.job_id in report["resumed"]
+    reopened = west.state.get_job(gone.job_id)
+    assert (reopened.status, reopened.owner_region, reopened.owner_epoch) == (JobStatus.PROCESSING, WEST, 2)
+    assert gone.job_id in _queued(west)
+    kept = west.state.get_job(here.job_id)  # its output is here: left as it was
+    assert (kept.status, kept.owner_region, kept.owner_epoch) == (JobStatus.COMPLETED, EAST, 1)
+    assert here.job_id not in _queued(west)

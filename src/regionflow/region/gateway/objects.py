@@ -7,7 +7,7 @@ import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from fastapi.responses import StreamingResponse
@@ -28,6 +28,7 @@ from regionflow.storage.presign import verify
 from regionflow.workloads.batch.orchestrator import INPUT_PREFIX
 
 _STREAM_BLOCK = 1 << 20
+_IN_MEMORY = 8 << 20  # uploads up to this size are not spooled to disk before they are stored
 
 
 class UploadChanges(BaseModel):
@@ -35,38 +36,49 @@ class UploadChanges(BaseModel):
     changes: list[dict[str, Any]]
 
 
-async def receive_upload(request: Request, directory: Path, limit: int) -> Path:
-    """Stream the request body into a new file in directory (memory stays bounded: the body is written as
-    it arrives, in blocks, off the event loop); 413 and nothing kept once it passes limit bytes."""
-    directory.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=directory, prefix="upload-")
-    path = Path(name)
+async def receive_upload(request: Request, directory: Path, limit: int) -> bytes | Path:
+    """Read the request body: an upload up to _IN_MEMORY bytes stays in memory, a larger one streams into
+    a new file in directory as it arrives, in blocks, off the event loop (memory stays bounded whatever its
+    size). 413, and nothing kept, once it passes limit bytes."""
     size, pending = 0, bytearray()
+    path: Path | None = None
+    fh: BinaryIO | None = None
     try:
-        with os.fdopen(fd, "wb") as fh:
-            async for block in request.stream():
-                size += len(block)
-                if size > limit:
-                    raise HTTPException(413, f"the upload is larger than {limit} bytes, the most this region "
-                                             "accepts")
-                pending += block
-                if len(pending) >= _STREAM_BLOCK:
-                    await run_in_threadpool(fh.write, bytes(pending))
-                    pending.clear()
-            if pending:
+        async for block in request.stream():
+            size += len(block)
+            if size > limit:
+                raise HTTPException(413, f"the upload is larger than {limit} bytes, the most this region accepts")
+            pending += block
+            if fh is None and len(pending) > _IN_MEMORY:
+                directory.mkdir(parents=True, exist_ok=True)
+                fd, name = tempfile.mkstemp(dir=directory, prefix="upload-")
+                path, fh = Path(name), os.fdopen(fd, "wb")
+            if fh is not None and len(pending) >= _STREAM_BLOCK:
                 await run_in_threadpool(fh.write, bytes(pending))
+                pending.clear()
+        if fh is None:
+            return bytes(pending)
+        await run_in_threadpool(fh.write, bytes(pending))
+        fh.close()
+        assert path is not None
+        return path
     except BaseException:
-        path.unlink(missing_ok=True)
+        if fh is not None:
+            fh.close()
+        if path is not None:
+            path.unlink(missing_ok=True)
         raise
-    return path
 
 
-def store_upload(region: Region, key: str, spool: Path, content_type: str) -> dict[str, Any]:
+def store_upload(region: Region, key: str, body: bytes | Path, content_type: str) -> dict[str, Any]:
     """Store a received upload, start its job (active region), and wait for the other regions as the
     replication mode says; the answer for the client. Runs in a worker thread: it blocks."""
     since = region.state.feed_head()
-    with spool.open("rb") as fh:
-        info = region.objects.put(key, fh, content_type=content_type)
+    if isinstance(body, Path):
+        with body.open("rb") as fh:
+            info = region.objects.put(key, fh, content_type=content_type)
+    else:
+        info = region.objects.put(key, body, content_type=content_type)
     started = region.batch.object_created(key)
     # The job id is derived from (key, version), so it is known even when another region runs it.
     job_id = job_id_for(key, info.version_id) if key.startswith(INPUT_PREFIX) else None
@@ -110,12 +122,13 @@ def router(region: Region, tokens: TokenCheck) -> APIRouter:
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
             raise HTTPException(413, f"the upload is {int(declared)} bytes; this region accepts at most {limit}")
-        spool = await receive_upload(request, region.upload_dir, limit)
+        body = await receive_upload(request, region.upload_dir, limit)
         try:
-            return await run_in_threadpool(store_upload, region, key, spool,
+            return await run_in_threadpool(store_upload, region, key, body,
                                            request.headers.get("content-type", "text/csv"))
         finally:
-            spool.unlink(missing_ok=True)
+            if isinstance(body, Path):
+                body.unlink(missing_ok=True)
 
     @r.get(routes.OBJECTS, dependencies=api)
     def get_object(key: str) -> StreamingResponse:

@@ -52,6 +52,24 @@ WORK_PREFIX = "work/"
 
 
 
+def job_name(job: JobRecord) -> str:
+    """The input's name below input/ (what its output and archive copy are called)."""
+    key = job.input_key
+    return key[len(INPUT_PREFIX):] if key.startswith(INPUT_PREFIX) else key.rsplit("/", 1)[-1]
+
+
+def input_source(objects: ObjectStore, job: JobRecord) -> str | None:
+    """Where objects holds the job's input bytes: the input itself, or (once the job was completed
+    somewhere and its input archived) the archive copy; None when it has neither."""
+    info = objects.head(job.input_key)
+    if info is not None and info.version_id == job.version_id:
+        return job.input_key
+    archived = objects.head(f"{ARCHIVE_PREFIX}{job.version_id}/{job_name(job)}")
+    if archived is not None and archived.etag == job.input_etag:
+        return archived.key
+    return None
+
+
 class InputMissing(RegionflowError):
     """The job's input object (at its version) is not in this region's store (yet)."""
 
@@ -145,8 +163,7 @@ class Orchestrator:
         return f"{WORK_PREFIX}{job.job_id}/"
 
     def _name(self, job: JobRecord) -> str:
-        key = job.input_key
-        return key[len(INPUT_PREFIX):] if key.startswith(INPUT_PREFIX) else key.rsplit("/", 1)[-1]
+        return job_name(job)
 
     # -- split -------------------------------------------------------------------------------------
     def _split(self, job: JobRecord) -> None:
@@ -211,6 +228,9 @@ class Orchestrator:
         crash_point("process:all_chunks_done")
         self._merge(job, self.state.list_chunks(job.job_id))
 
+    def input_source(self, job: JobRecord) -> str | None:
+        return input_source(self.objects, job)
+
     def _layout(self, job: JobRecord) -> dict:
         """The input's header and column mapping, recorded at split (read again from the input if lost)."""
         key = f"{self._work(job)}layout.json"
@@ -218,10 +238,10 @@ class Orchestrator:
             return json.loads(self.objects.get(key))
         except ObjectNotFound:
             pass
-        info = self.objects.head(job.input_key)
-        if info is None or info.version_id != job.version_id:
+        source = self.input_source(job)
+        if source is None:
             raise InputMissing(f"layout and input of {job.job_id} are not in {self.region}")
-        with self.objects.open(job.input_key) as stream:
+        with self.objects.open(source) as stream:
             header, columns = read_header(stream, self.pipeline)
         layout = {"header": header, "columns": columns}
         self.objects.put(key, json.dumps(layout).encode(), content_type="application/json")
@@ -233,8 +253,8 @@ class Orchestrator:
         lost = {c.idx for c in todo if self.objects.head(c.object_key) is None}
         if not lost:
             return
-        info = self.objects.head(job.input_key)
-        if info is None or info.version_id != job.version_id:
+        source = self.input_source(job)
+        if source is None:
             raise InputMissing(f"chunks {sorted(lost)[:5]} of {job.job_id} and its input {job.input_key} are not "
                                f"in {self.region}")
         work = self._work(job)
@@ -244,7 +264,7 @@ class Orchestrator:
                 self.objects.put(f"{work}chunks/{idx:06d}.csv", data, content_type="text/csv",
                                  metadata={"job": job.job_id, "first_row": str(first_row), "rows": str(rows)})
 
-        with self.objects.open(job.input_key) as stream:
+        with self.objects.open(source) as stream:
             split_stream(stream, self.pipeline, chunk_rows or self.pipeline.chunk_rows, emit)
 
     def _chunk_output_present(self, chunk: ChunkRecord) -> bool:

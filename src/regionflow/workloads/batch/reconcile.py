@@ -12,14 +12,17 @@ from regionflow.state.base import ChunkStatus, JobRecord, JobStatus
 from regionflow.switch.context import StepFailed, StepRun
 from regionflow.switch.model import Step
 from regionflow.switch.registry import StepKind, StepRegistry
-from regionflow.workloads.batch.orchestrator import INPUT_PREFIX
+from regionflow.workloads.batch.orchestrator import INPUT_PREFIX, input_source
 from regionflow.workloads.batch.service import BatchService
+
+# A job past merge names its output; if that never reached this region (state and objects replicate
+# apart), the job is taken back to PROCESSING and merged again here (deterministic: the same bytes).
+_MERGED_OR_LATER = (JobStatus.MERGED, JobStatus.NOTIFIED, JobStatus.COMPLETED)
 
 
 def _missing_objects(batch: BatchService, job: JobRecord) -> list[str]:
     """Objects the job still needs that are not in this region."""
-    input_info = batch.objects.head(job.input_key)
-    has_input = input_info is not None and input_info.version_id == job.version_id
+    has_input = input_source(batch.objects, job) is not None
     if job.status == JobStatus.INITIALIZED:
         return [] if has_input else [job.input_key]
     if job.status in (JobStatus.SPLIT, JobStatus.PROCESSING):
@@ -32,12 +35,42 @@ def _missing_objects(batch: BatchService, job: JobRecord) -> list[str]:
     return []
 
 
+def _output_lost(batch: BatchService, job: JobRecord) -> bool:
+    if job.status not in _MERGED_OR_LATER or not job.output_key:
+        return False
+    info = batch.objects.head(job.output_key)
+    return info is None or info.etag != job.output_etag
+
+
+def _reopen(batch: BatchService, job: JobRecord, epoch: int) -> JobRecord | None:
+    """Claim a job whose output this region lacks and take it back to PROCESSING (None: fenced)."""
+    try:
+        batch.state.claim_job(job.job_id, region=batch.region, epoch=epoch)
+        return batch.state.transition_job(job.job_id, epoch=epoch, from_status=_MERGED_OR_LATER,
+                                          to_status=JobStatus.PROCESSING)
+    except FencedOut:
+        return None
+
+
 def reconcile(batch: BatchService, epoch: int, practice: bool = False) -> dict[str, Any]:
-    """Claim and queue unfinished jobs; returns a report (claimed, resumed, started, missing)."""
-    claimed, resumed, missing, started = [], [], [], []
-    for job in batch.state.list_jobs_unfinished():
+    """Claim and queue unfinished jobs, reopen jobs whose output never arrived; returns a report (claimed,
+    resumed, reopened, started, missing)."""
+    claimed, resumed, missing, started, reopened = [], [], [], [], []
+    completed_elsewhere = [j for j in batch.state.list_jobs(status=JobStatus.COMPLETED) if j.owner_epoch < epoch]
+    for job in [*batch.state.list_jobs_unfinished(), *completed_elsewhere]:
         if job.owner_epoch > epoch:
             continue  # owned under a newer epoch than ours: not ours to take
+        if _output_lost(batch, job):
+            if practice:
+                reopened.append(job.job_id)
+                continue
+            again = _reopen(batch, job, epoch)
+            if again is None:
+                continue
+            job = again
+            reopened.append(job.job_id)
+        elif job.status == JobStatus.COMPLETED:
+            continue  # completed elsewhere and its output is here: nothing to do
         lost = _missing_objects(batch, job)
         if lost:
             missing.append({"job_id": job.job_id, "input_key": job.input_key, "status": job.status,
@@ -63,8 +96,8 @@ def reconcile(batch: BatchService, epoch: int, practice: bool = False) -> dict[s
             started.append(job_id)
     if not practice:
         batch.metrics.files_reconciled.inc(len(resumed) + len(started))
-    return {"epoch": epoch, "claimed": claimed, "resumed": resumed, "started": started, "missing": missing,
-            "practice": practice}
+    return {"epoch": epoch, "claimed": claimed, "resumed": resumed, "reopened": reopened, "started": started,
+            "missing": missing, "practice": practice}
 
 
 def reconcile_step(run: StepRun, step: Step, deadline: float) -> dict[str, Any]:
