@@ -74,15 +74,18 @@ def store_upload(region: Region, key: str, body: bytes | Path, content_type: str
     """Store a received upload, start its job (active region), and wait for the other regions as the
     replication mode says; the answer for the client. Runs in a worker thread: it blocks."""
     since = region.state.feed_head()
-    if isinstance(body, Path):
-        with body.open("rb") as fh:
-            info = region.objects.put(key, fh, content_type=content_type)
-    else:
-        info = region.objects.put(key, body, content_type=content_type)
-    started = region.batch.object_created(key)
+    # The job starts only once the other regions hold the input: a region that dies before it can answer
+    # must not have processed an upload the client will send again (the sweep waits too).
+    with region.batch.holding(key):
+        if isinstance(body, Path):
+            with body.open("rb") as fh:
+                info = region.objects.put(key, fh, content_type=content_type)
+        else:
+            info = region.objects.put(key, body, content_type=content_type)
+        replicated = region.uploads.acknowledge(key, info.version_id, None, since)
+        started = region.batch.object_created(key)
     # The job id is derived from (key, version), so it is known even when another region runs it.
     job_id = job_id_for(key, info.version_id) if key.startswith(INPUT_PREFIX) else None
-    replicated = region.uploads.acknowledge(key, info.version_id, job_id, since)
     return {"region": region.name, "key": key, "version_id": info.version_id, "etag": info.etag,
             "size": info.size, "job_id": job_id, "started_here": started is not None, "replication": replicated}
 

@@ -10,7 +10,7 @@ import contextlib
 import logging
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from regionflow.errors import FencedOut, ObjectNotFound
 from regionflow.ids import job_id_for
@@ -35,6 +35,7 @@ class BatchService:
         self.orchestrator: Orchestrator | None = None
         self._queue: queue.Queue[str] = queue.Queue()
         self._queued: set[str] = set()
+        self._held: dict[str, int] = {}  # input keys being uploaded (not acknowledged yet)
         self._lock = threading.Lock()
 
     def attach(self, orchestrator: Orchestrator) -> None:
@@ -77,6 +78,19 @@ class BatchService:
             return None
         self.enqueue(job_id)
         return job_id
+
+    @contextlib.contextmanager
+    def holding(self, key: str) -> Iterator[None]:
+        """While an upload of key is stored and replicated, the sweep does not start a job for it."""
+        with self._lock:
+            self._held[key] = self._held.get(key, 0) + 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._held[key] -= 1
+                if not self._held[key]:
+                    del self._held[key]
 
     def replicated_object(self, key: str) -> None:
         # ObjectNotFound: archived at the source before it got here; the active region has it in hand.
@@ -146,5 +160,7 @@ class BatchService:
             if job.owner_region == self.region and job.owner_epoch == epoch:
                 self.enqueue(job.job_id)
         for info in self.objects.list(INPUT_PREFIX):
-            if self.state.get_job(job_id_for(info.key, info.version_id)) is None:
+            with self._lock:
+                held = info.key in self._held
+            if not held and self.state.get_job(job_id_for(info.key, info.version_id)) is None:
                 self.object_created(info.key)
