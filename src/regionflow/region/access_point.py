@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import hashlib
 import logging
 import sys
 import time
@@ -29,6 +30,7 @@ from regionflow.config import Config, load_config, load_secrets
 from regionflow.console import mount_console
 from regionflow.control import CachedControl, open_control
 from regionflow.errors import RegionflowError
+from regionflow.ids import job_id_for
 from regionflow.region.logs import configure
 
 log = logging.getLogger("regionflow.access_point")
@@ -189,12 +191,29 @@ def create_app(config: Config) -> FastAPI:
                 return _unavailable(f"the upload to {candidates[0]} was interrupted ({type(exc).__name__}); "
                                     "send it again")
         body = await request.body()
-        for name in candidates:
+        for i, name in enumerate(candidates):
             try:
+                if i > 0 and (stored := await _already_stored(name, key, request, body)) is not None:
+                    return stored
                 return _response(await _send(name, request, body), name)
             except httpx.HTTPError as exc:
                 log.warning("upload to %s failed (%s); trying the next region", name, exc)
         return _unavailable("every region is down")
+
+    async def _already_stored(name: str, key: str, request: Request, body: bytes) -> JSONResponse | None:
+        """The answer for an upload the previous region stored (and, in sync mode, replicated here) before
+        it failed to answer: sending it again would make a second version, and a second job, of one file."""
+        headers = {k: v for k, v in _forward_headers(request).items() if k.lower() != "content-type"}
+        resp = await regions.client.head(f"{regions.urls[name]}{routes.object_path(key)}", headers=headers,
+                                         timeout=READ_TIMEOUT)
+        if resp.status_code != 200 or resp.headers.get("x-etag") != hashlib.sha256(body).hexdigest():
+            return None
+        version = resp.headers["x-version-id"]
+        job_id = job_id_for(key, version) if key.startswith("input/") else None
+        return JSONResponse({"region": name, "key": key, "version_id": version, "etag": resp.headers["x-etag"],
+                             "size": len(body), "job_id": job_id,
+                             "started_here": False, "replication": {"mode": "found after a failed forward"}},
+                            headers={"x-regionflow-region": name})
 
     @app.api_route("/{path:path}", methods=["GET", "POST", "PUT", "DELETE"])
     async def api(path: str, request: Request) -> Response:
