@@ -162,7 +162,8 @@ def create_app(config: Config) -> FastAPI:
                 resp = await _send(name, request, None, stream=True)
             except httpx.HTTPError:
                 continue
-            if resp.status_code == 404:
+            if resp.status_code == 404 or resp.status_code >= 500:
+                # not there, or that region cannot serve it now (its storage failing): another may have it
                 await resp.aread()
                 last = _response(resp, name)
                 continue
