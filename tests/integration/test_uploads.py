@@ -3,6 +3,7 @@ when the other region stops answering, streamed uploads with bounded memory, and
 
 from __future__ import annotations
 
+import json
 import signal
 import threading
 import time
@@ -174,3 +175,32 @@ def test_an_upload_over_the_limit_is_refused_and_nothing_is_stored(tmp_path):
             ok = h.put("/objects/input/small.csv", content=b"a,b\n")  # a good upload beside still works
             assert ok.status_code == 200
         assert not list((stack.root / ".regionflow" / EAST / "uploads").glob("upload-*"))
+
+
+def test_a_region_that_dies_after_replicating_an_upload_but_before_answering_makes_no_second_version(tmp_path,
+                                                                                                        data):
+    with running_stack(tmp_path / "stack", settings={"sync_timeout": "20"}) as stack:
+        stack.rf("reference", "load", str(data / "financial_data.csv"))
+        stack.rf("fault", "inject", EAST, "crash_at", "--param", "point=upload:replicated")
+        body = (data / "orders.csv").read_bytes()
+        with stack.http(timeout=60) as ap:
+            answer = ap.put("/objects/input/once.csv", content=body)
+        # us-east-1 stored it, us-west-2 confirmed it, us-east-1 died before answering: the access point
+        # finds the copy in us-west-2 and answers with that version instead of storing a second one
+        assert answer.status_code == 200, answer.text
+        got = answer.json()
+        assert got["region"] == WEST and answer.headers["x-regionflow-region"] == WEST
+        stack.eventually(lambda: EAST not in stack.rf_json("status")["processes"], timeout=15, what="us-east-1 dead")
+        stored_by_east = json.loads((stack.root / ".regionflow" / EAST / "objects" / "meta" / "input" /
+                                     "once.csv.json").read_text())["version_id"]
+        assert got["version_id"] == stored_by_east  # the version us-east-1 made, not a new one
+        with stack.http(WEST) as w:
+            head = w.head("/objects/input/once.csv")
+            assert head.headers["x-version-id"] == got["version_id"]
+        result = stack.rf_json("failover", "--to", WEST, "--yes", timeout=180)
+        assert result["status"] == "SUCCEEDED", result
+        (view,) = stack.rf_json("wait", got["job_id"], "--region", WEST, "--timeout", "120", timeout=180)
+        assert view["status"] == "COMPLETED" and view["rows_in"] == view["rows_ok"] + view["rows_rejected"] == 2000
+        with stack.http(WEST) as w:
+            jobs = [j for j in w.get("/jobs").json()["jobs"] if j["input_key"] == "input/once.csv"]
+        assert [j["job_id"] for j in jobs] == [got["job_id"]]  # one version, one job

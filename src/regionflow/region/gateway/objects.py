@@ -16,6 +16,7 @@ from starlette.concurrency import run_in_threadpool
 
 from regionflow.api import routes
 from regionflow.api.wire import object_headers
+from regionflow.crashpoints import crash_point
 from regionflow.errors import InvalidKey, InvalidSignature, ObjectNotFound
 from regionflow.ids import job_id_for
 from regionflow.region.auth import TokenCheck
@@ -83,6 +84,7 @@ def store_upload(region: Region, key: str, body: bytes | Path, content_type: str
         else:
             info = region.objects.put(key, body, content_type=content_type)
         replicated = region.uploads.acknowledge(key, info.version_id, None, since)
+        crash_point("upload:replicated")
         started = region.batch.object_created(key)
     # The job id is derived from (key, version), so it is known even when another region runs it.
     job_id = job_id_for(key, info.version_id) if key.startswith(INPUT_PREFIX) else None
