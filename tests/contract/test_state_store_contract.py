@@ -3,6 +3,7 @@ fault-injection wrapper."""
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import json
 import multiprocessing
@@ -104,6 +105,12 @@ def test_get_and_list_jobs(state: StateStore) -> None:
     assert [j.job_id for j in state.list_jobs(status=JobStatus.INITIALIZED)] == ["job-1", "job-0"]
     assert [j.job_id for j in state.list_jobs(status="SPLIT")] == ["job-2"]
     assert state.list_jobs(status=JobStatus.COMPLETED) == []
+    # a second version of job-0's input: both jobs are found by their input key, newest first
+    state.create_job(dataclasses.replace(make_job("job-3", created_at=400.0), input_key="input/job-0.csv",
+                                         version_id="v2"))
+    assert [j.job_id for j in state.list_jobs(input_key="input/job-0.csv")] == ["job-3", "job-0"]
+    assert [j.job_id for j in state.list_jobs(status="SPLIT", input_key="input/job-2.csv")] == ["job-2"]
+    assert state.list_jobs(input_key="input/none.csv") == []
     got = state.get_job("job-0")
     assert got == make_job("job-0", created_at=100.0, updated_at=100.0)
 

@@ -319,9 +319,10 @@ class GuardedStateStore(_Guarded[StateStore]):
         """StateStore.get_job, after the fault check."""
         return self._checked().get_job(job_id)
 
-    def list_jobs(self, status: str | None = None, limit: int | None = None) -> list[JobRecord]:
+    def list_jobs(self, status: str | None = None, limit: int | None = None,
+                  input_key: str | None = None) -> list[JobRecord]:
         """StateStore.list_jobs, after the fault check."""
-        return self._checked().list_jobs(status, limit)
+        return self._checked().list_jobs(status, limit, input_key)
 
     def list_jobs_unfinished(self) -> list[JobRecord]:
         """StateStore.list_jobs_unfinished, after the fault check."""

@@ -131,8 +131,9 @@ class StateStore(Protocol):
         """The job, or None."""
         ...
 
-    def list_jobs(self, status: str | None = None, limit: int | None = None) -> list[JobRecord]:
-        """Jobs, newest first, optionally only those in one status."""
+    def list_jobs(self, status: str | None = None, limit: int | None = None,
+                  input_key: str | None = None) -> list[JobRecord]:
+        """Jobs, newest first, optionally only those in one status and/or of one input key."""
         ...
 
     def list_jobs_unfinished(self) -> list[JobRecord]:

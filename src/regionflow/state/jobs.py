@@ -90,11 +90,14 @@ class JobsMixin(StoreCore):
             row = conn.execute(select(jobs).where(jobs.c.job_id == job_id)).first()
         return _job(row) if row is not None else None
 
-    def list_jobs(self, status: str | None = None, limit: int | None = None) -> list[JobRecord]:
-        """Jobs, newest first, optionally only those in one status."""
+    def list_jobs(self, status: str | None = None, limit: int | None = None,
+                  input_key: str | None = None) -> list[JobRecord]:
+        """Jobs, newest first, optionally only those in one status and/or of one input key."""
         stmt = select(jobs).order_by(jobs.c.created_at.desc(), jobs.c.job_id.desc())
         if status is not None:
             stmt = stmt.where(jobs.c.status == str(status))
+        if input_key is not None:
+            stmt = stmt.where(jobs.c.input_key == input_key)
         if limit is not None:
             stmt = stmt.limit(limit)
         with self._read() as conn:

@@ -116,6 +116,13 @@ class Orchestrator:
         info = self.objects.head(key)
         if info is None:
             raise ObjectNotFound(f"no object at {key!r}")
+        # An older version can reappear after a newer one was processed and archived (replicated late
+        # from a region that stored it but could not answer, so the client sent it again): it is
+        # superseded, and processing it would deliver the file twice.
+        newer = [j.job_id for j in self.state.list_jobs(input_key=key) if j.version_id > info.version_id]
+        if newer:
+            log.info("%s version %s is superseded by the job %s; not processed", key, info.version_id, newer[0])
+            return None
         now = time.time()
         job = JobRecord(
             job_id=job_id_for(key, info.version_id), input_key=key, version_id=info.version_id,
