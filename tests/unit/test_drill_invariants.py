@@ -176,8 +176,10 @@ def test_rpo_files_tells_sync_uploads_the_standby_confirmed_from_those_it_did_no
     uploads = [Upload(0, "input/a.csv", submitted_at=10.0, job_id="ja", region="us-east-1", replication=sync),
                Upload(1, "input/b.csv", submitted_at=11.0, job_id="jb", region="us-east-1", replication=fallback),
                Upload(2, "input/c.csv", submitted_at=12.0, job_id="jc", region="us-west-2",
-                      replication={"mode": "sync", "confirmed_by": ["us-east-1"]})]
-    rpo = rpo_files({"started_at": 20.0, "missing": []}, uploads, ["ja", "jc"], "us-west-2")
+                      replication={"mode": "sync", "confirmed_by": ["us-east-1"]}),
+               Upload(3, "input/d.csv", submitted_at=13.0, job_id="jd", region="us-west-2",  # found after a
+                      replication={"mode": "found after a failed forward"})]  # failed forward: the standby has it
+    rpo = rpo_files({"started_at": 20.0, "missing": []}, uploads, ["ja", "jc", "jd"], "us-west-2")
     assert rpo["files"] == 1 and rpo["jobs"] == ["jb"]
     assert rpo["upload_mode"] == "sync" and rpo["unconfirmed_uploads"] == 1
     assert rpo["at_risk_but_confirmed"] == []  # the one lost was acknowledged without the standby

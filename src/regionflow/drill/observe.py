@@ -204,7 +204,8 @@ def _confirmed_by(up: Upload, standby: str | None) -> bool:
 
 
 def _mode(uploads: list[Upload]) -> str | None:
-    modes = {(u.replication or {}).get("mode") for u in uploads} - {None}
+    # (an answer the access point made for a failed forward, from the copy the next region held, has no mode)
+    modes = {(u.replication or {}).get("mode") for u in uploads} & {"sync", "async"}
     return modes.pop() if len(modes) == 1 else ("mixed" if modes else None)
 
 
