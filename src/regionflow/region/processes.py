@@ -22,6 +22,7 @@ from regionflow.config import Config
 from regionflow.config.tls import Verify
 from regionflow.errors import RegionflowError
 from regionflow.polling import PollTimeout, poll_until
+from regionflow.servers.runner import pid_alive
 
 ACCESS_POINT = "access-point"
 
@@ -53,27 +54,6 @@ def log_dir(config: Config) -> Path:
 def process_names(config: Config) -> list[str]:
     """Every process of the stack: the regions, then the access point."""
     return [*config.region_names, ACCESS_POINT]
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether pid is a live process; a zombie counts as dead (and is reaped when it is our child)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie still answers kill(0): reap it if it is ours (the drill starts regions in-process) ...
-    with contextlib.suppress(ChildProcessError):
-        done, _ = os.waitpid(pid, os.WNOHANG)
-        if done == pid:
-            return False
-    # ... and otherwise ask /proc, for a zombie whose parent (e.g. `up --detach`'s) has not reaped it yet.
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True
-    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
 
 
 def read_pid(config: Config, name: str) -> int:
