@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
+import signal
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
@@ -73,6 +74,9 @@ class ManagedServer(ABC):
     kind: str  # "seaweedfs" | "postgres" | "etcd"
     region: str | None  # the region this server belongs to; None when shared
     data_dir: Path  # where the server keeps its data (under the topology's data_dir)
+    # What `down` sends to stop it cleanly and quickly (PostgreSQL: SIGINT, a fast shutdown, because its
+    # SIGTERM waits for every client to disconnect).
+    stop_signal: signal.Signals = signal.SIGTERM
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r})"

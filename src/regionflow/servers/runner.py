@@ -134,15 +134,16 @@ def signal_server(run_dir: Path, name: str, sig: signal.Signals) -> int | None:
     return pid
 
 
-def stop_server(run_dir: Path, name: str, timeout: float = 30.0, *, kill: bool = False) -> bool:
-    """Stop name's process group: SIGCONT then SIGTERM (SIGKILL when kill), SIGKILL after timeout seconds;
-    removes the pid file. Whether it was running."""
+def stop_server(run_dir: Path, name: str, timeout: float = 30.0, *, kill: bool = False,
+                stop_signal: signal.Signals = signal.SIGTERM) -> bool:
+    """Stop name's process group: SIGCONT then stop_signal (the server's ManagedServer.stop_signal; SIGKILL
+    when kill), SIGKILL after timeout seconds; removes the pid file. Whether it was running."""
     pid = read_pid(run_dir, name)
     pidfile = run_dir / f"{name}.pid"
     if pid is None or not pid_alive(pid):
         pidfile.unlink(missing_ok=True)
         return False
-    for sig in (signal.SIGCONT, signal.SIGKILL if kill else signal.SIGTERM):
+    for sig in (signal.SIGCONT, signal.SIGKILL if kill else stop_signal):
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, sig)
     try:
