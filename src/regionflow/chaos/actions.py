@@ -174,9 +174,18 @@ def clear_faults(config_path: str, region: str) -> dict:
 
 
 def kill_region(config_path: str, region: str, timeout: float = 15) -> int:
-    """SIGKILL the region's process group (pid file .regionflow/run/<region>.pid); waits until it is gone."""
+    """SIGKILL the region's process group (pid file .regionflow/run/<region>.pid) and, on a servers topology,
+    the region's own servers (SeaweedFS, PostgreSQL), as a regional outage would; waits until it is gone."""
+    from regionflow.region.stack import kill_region as kill_with_servers
+
     cfg = stack_config(config_path)
-    pid = _signal_region(cfg, region, signal.SIGKILL)
+    cfg.region(region)  # unknown region: ConfigError naming the known ones
+    try:
+        pid = processes.read_pid(cfg, region)
+        killed = kill_with_servers(cfg, region, timeout=float(timeout))
+    except processes.NotRunning as exc:
+        raise ChaosActionFailed(str(exc)) from None
+    log.info("sent SIGKILL to %s (process group %d)", ", ".join(killed), pid)
     wait_region_down(config_path, region, timeout)
     return pid
 
@@ -198,10 +207,10 @@ def thaw_region(config_path: str, region: str) -> int | None:
 def restart_missing(config_path: str, timeout: float = 60) -> list[str]:
     """Start the stack's processes that are not running (what `regionflow up --detach` does); returns their
     names once they are healthy. A process that died but is not reaped yet counts as not running."""
-    from regionflow.region.stack import start_stack
+    from regionflow.region.stack import server_status, start_stack
 
     cfg = stack_config(config_path)
-    missing = processes.missing(cfg)
+    missing = processes.missing(cfg) + [s["name"] for s in server_status(cfg) if not s.get("running", True)]
     if not missing:
         log.info("every process of the stack is running")
         return []

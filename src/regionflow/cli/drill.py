@@ -82,6 +82,9 @@ def drill(
     = 900.0,
     keep: Annotated[bool, typer.Option("--keep", help="Keep the drill's stack directory even when it passed.")]
     = False,
+    servers: Annotated[bool, typer.Option(
+        "--servers", help="Run the drill's stack on real servers (`init --servers`: SeaweedFS and PostgreSQL per "
+                          "region, etcd for the control); killing a region kills its servers too.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """DR drill in a fresh two-region stack: load, failure mid-way, failover, failback, invariants.
@@ -95,7 +98,8 @@ def drill(
 
     err.print(f"[bold]regionflow drill[/]: scenario {scenario.value}, {files} files of {rows} rows", highlight=False)
     result = call(lambda: dr.run_drill(files, scenario.value, report_dir=report, rows=rows, progress=narrate,
-                                       concurrency=concurrency, interval=interval, timeout=timeout, keep=keep),
+                                       concurrency=concurrency, interval=interval, timeout=timeout, keep=keep,
+                                       servers=servers),
                   code=2)
     emit(result, as_json, _print_drill)
     if not result["passed"]:
@@ -107,6 +111,7 @@ def _print_drill(r: dict[str, Any]) -> None:
     table = Table(title=f"drill {r['scenario']}: {verdict} ({r['seconds']:.1f} s)", show_header=False)
     rto, rpo = r["rto_seconds"], r["rpo"]
     for label, value in (
+        ("backends", describe_backends(r.get("backends") or {})),
         ("files submitted", f"{r['submitted']} of {r['files']}"),
         ("RTO failover / failback", f"{_secs(rto['failover'])} / {_secs(rto['failback'])}"),
         ("RPO", f"{rpo.get('files', '-')} file(s), {_secs(rpo.get('seconds'))} of replication not applied"),
@@ -128,6 +133,17 @@ def _print_drill(r: dict[str, Any]) -> None:
     for k, v in r["paths"].items():
         if v:
             out.print(f"{k}: {v}", highlight=False, soft_wrap=True)
+
+
+def describe_backends(backends: dict[str, Any]) -> str:
+    """One line: "objects s3, state postgresql, control etcd" (per region when they differ)."""
+    regions = backends.get("regions") or {}
+    kinds = {(b["objects"], b["state"]) for b in regions.values()}
+    if len(kinds) == 1:
+        objects, state = kinds.pop()
+        return f"objects {objects}, state {state}, control {backends.get('control', '-')}"
+    per = "; ".join(f"{n}: objects {b['objects']}, state {b['state']}" for n, b in regions.items())
+    return f"{per}; control {backends.get('control', '-')}" if per else "-"
 
 
 def register(app: typer.Typer) -> None:

@@ -38,6 +38,13 @@ def status_table(status: dict[str, Any]) -> Table:
             table.add_row(f"uploads ({name})", "[yellow]lagging[/]" if lagging else "[green]sync[/]", "", "",
                           f"acknowledged without waiting for {', '.join(lagging)}" if lagging
                           else "acknowledged once every region stored them")
+    for srv in status.get("servers", []):
+        if "error" in srv:
+            table.add_row("servers", "[red]unknown[/]", "", "", srv["error"])
+            continue
+        health = "[green]ok[/]" if srv["healthy"] else "[red]down[/]"
+        table.add_row(f"{srv['name']}", health, "", "", f"{srv['kind']} {srv['address']}"
+                      + ("" if srv["healthy"] else f" ({srv['detail']})"))
     for d in status.get("replication", []):
         table.add_row(f"{d['source']} -> {d['target']}", "paused" if d["paused"] else (
             "ok" if d["reachable"] else "[red]source unreachable[/]"), "", "",
@@ -53,33 +60,42 @@ def init(
         "--auto-failover", help="Also write plans/auto-failover.yaml (us-west-2 takes over once us-east-1 has "
                                 "been down for 10 s, after an approval that proceeds by itself after 120 s) and "
                                 "configure it as the plan.")] = False,
+    servers: Annotated[bool, typer.Option(
+        "--servers", help="Run each region on its own SeaweedFS (S3) and PostgreSQL, and the routing control "
+                          "on a 3-member etcd cluster, all started by `regionflow up` on free loopback ports."
+    )] = False,
     upgrade_secrets: Annotated[bool, typer.Option(
         "--upgrade-secrets", help="Only add the secrets an older secrets file lacks (e.g. replication_token), "
                                   "keeping the others; regionflow.toml is not touched.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Write regionflow.toml for two regions on the embedded backends, with fresh secrets (0600)."""
-    from regionflow.config import init_project
+    """Write regionflow.toml for two regions (embedded backends, or with --servers their own servers), with
+    fresh secrets (0600)."""
+    from regionflow.config import backends_in_use, init_project
 
     if upgrade_secrets:
-        _upgrade_secrets(directory, as_json)
+        _upgrade_secrets(directory, as_json, servers)
         return
-    path = call(lambda: init_project(directory, force=force, auto_failover=auto_failover))
+    path = call(lambda: init_project(directory, force=force, auto_failover=auto_failover, servers=servers))
     cfg = load_config(path)
     info: dict[str, Any] = {"config": str(path), "regions": [r.name for r in cfg.regions], "primary": cfg.primary,
-            "access_point": cfg.access_point_url, "secrets": cfg.secrets_file, "plan": cfg.plan}
+            "access_point": cfg.access_point_url, "secrets": cfg.secrets_file, "plan": cfg.plan,
+            "backends": backends_in_use(cfg)}
     plan_note = f", plan {cfg.plan} (automatic failover after approval)" if cfg.plan else ""
+    if servers:
+        plan_note += ("; each region on its own SeaweedFS and PostgreSQL, the routing control on 3 etcd members "
+                      "(`regionflow up` starts them)")
     emit(info, as_json, lambda i: out.print(
         f"wrote {path}: regions {', '.join(i['regions'])} (primary {cfg.primary}), access point "
         f"{cfg.access_point_url}, secrets in {cfg.secrets_file} (0600){plan_note}. Next: regionflow up",
         highlight=False, soft_wrap=True))
 
 
-def _upgrade_secrets(directory: Path, as_json: bool) -> None:
+def _upgrade_secrets(directory: Path, as_json: bool, servers: bool) -> None:
     from regionflow.config import upgrade_secrets
 
     cfg = load_config(directory)
-    added = call(lambda: upgrade_secrets(cfg.secrets_file), code=2)
+    added = call(lambda: upgrade_secrets(cfg.secrets_file, servers=servers), code=2)
     info = {"secrets": cfg.secrets_file, "added": added}
     emit(info, as_json, lambda i: out.print(
         f"added {', '.join(added)} to {cfg.secrets_file}; restart the regions (`regionflow down`, `regionflow up`)"

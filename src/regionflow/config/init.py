@@ -4,29 +4,18 @@
 from __future__ import annotations
 
 import os
-import socket
-from contextlib import ExitStack
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
 from regionflow.config.model import CONFIG_FILE, DATA_DIR, DEFAULT_REGIONS, load_config
-from regionflow.config.secrets import write_secrets
+from regionflow.config.secrets import upgrade_secrets, write_secrets
 from regionflow.errors import ConfigError
+from regionflow.servers.ports import free_ports
 
 __all__ = ["AUTO_FAILOVER_PLAN", "init_project"]
 
 AUTO_FAILOVER_PLAN = "plans/auto-failover.yaml"  # relative to the project (next to regionflow.toml)
-
-
-def _free_ports(count: int) -> list[int]:
-    """count distinct loopback ports that are free now (all held open together so they differ)."""
-    with ExitStack() as stack:
-        ports = []
-        for _ in range(count):
-            s = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
-            s.bind(("127.0.0.1", 0))
-            ports.append(s.getsockname()[1])
-        return ports
 
 
 def _q(s: str) -> str:
@@ -34,8 +23,71 @@ def _q(s: str) -> str:
     return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def _config_text(regions: list[tuple[str, int]], access_port: int, plan: str | None = None) -> str:
-    """The commented regionflow.toml for regions [(name, port), ...]; the first region is the primary."""
+ETCD_MEMBERS = ("etcd-1", "etcd-2", "etcd-3")
+
+
+@dataclass
+class _ServerPorts:
+    """The ports `init --servers` gives one region's SeaweedFS and PostgreSQL."""
+
+    master: int
+    volume: int
+    filer: int
+    s3: int
+    postgres: int
+
+
+def _server_ports(count: int) -> tuple[list[_ServerPorts], list[tuple[int, int]]]:
+    """Free ports for count regions' servers and for the etcd members ((client, peer) each)."""
+    grpc = free_ports(3 * count + 2 * count + 2 * len(ETCD_MEMBERS), with_grpc=3 * count)
+    with_grpc, rest = grpc[: 3 * count], grpc[3 * count:]
+    regions = [_ServerPorts(*with_grpc[3 * i: 3 * i + 3], rest[2 * i], rest[2 * i + 1]) for i in range(count)]
+    etcd = rest[2 * count:]
+    return regions, [(etcd[2 * i], etcd[2 * i + 1]) for i in range(len(ETCD_MEMBERS))]
+
+
+def _control_url(etcd: list[tuple[int, int]] | None) -> str:
+    if etcd is None:
+        return f"sqlite:///{DATA_DIR}/control.db"
+    return "etcd://" + ",".join(f"127.0.0.1:{client}" for client, _ in etcd)
+
+
+def _servers_lines(name: str, ports: _ServerPorts) -> list[str]:
+    return [
+        "",
+        f"# The SeaweedFS server `regionflow up` runs for {name} (data in {DATA_DIR}/{name}/seaweedfs; it also",
+        "# listens for gRPC on master, volume and filer port + 10000). Remove the table to use an S3 store",
+        "# run elsewhere (objects and s3_endpoint then name it).",
+        "[regions.seaweedfs]",
+        f"master_port = {ports.master}",
+        f"volume_port = {ports.volume}",
+        f"filer_port = {ports.filer}",
+        f"s3_port = {ports.s3}",
+        "",
+        f"# The PostgreSQL cluster `regionflow up` creates and runs for {name} (data in "
+        f"{DATA_DIR}/{name}/postgres,",
+        "# run as the postgres OS user when regionflow runs as root). Its password is postgres_password in",
+        "# the secrets file. Remove the table to use a server run elsewhere (state then names it).",
+        "[regions.postgres]",
+        f"port = {ports.postgres}",
+    ]
+
+
+def _etcd_lines(etcd: list[tuple[int, int]]) -> list[str]:
+    lines = ["", "# The etcd cluster `regionflow up` runs for the routing control (data in "
+             f"{DATA_DIR}/etcd/<name>). With one", "# member down the control still works; with two down it "
+             "cannot be read, and the regions stop taking new work."]
+    for name, (client, peer) in zip(ETCD_MEMBERS, etcd, strict=True):
+        lines += ["", "[[etcd]]", f"name = {_q(name)}", f"client_port = {client}", f"peer_port = {peer}"]
+    return lines
+
+
+def _config_text(regions: list[tuple[str, int]], access_port: int, plan: str | None = None,
+                 servers: list[_ServerPorts] | None = None, etcd: list[tuple[int, int]] | None = None) -> str:
+    """The commented regionflow.toml for regions [(name, port), ...]; the first region is the primary.
+
+    servers and etcd (from `init --servers`): each region's SeaweedFS and PostgreSQL ports and the etcd
+    members' (client, peer) ports; None for the embedded backends."""
     primary = regions[0][0]
     lines = [
         "# regionflow topology, written by `regionflow init`.",
@@ -51,8 +103,9 @@ def _config_text(regions: list[tuple[str, int]], access_port: int, plan: str | N
         "# control, not this key, says which region is active (a failover changes it).",
         f"primary = {_q(primary)}",
         "",
-        "# Routing control: the active region and its epoch, shared by every region process.",
-        f"control = {_q(f'sqlite:///{DATA_DIR}/control.db')}",
+        "# Routing control: the active region and its epoch, shared by every region process",
+        "# (sqlite:///FILE on one machine, or etcd://HOST:PORT,HOST:PORT,... for an etcd cluster).",
+        f"control = {_q(_control_url(etcd))}",
         "",
         "# Working files of the regions (outboxes, caches), logs/ and run/ (pid files).",
         f"data_dir = {_q(DATA_DIR)}",
@@ -104,28 +157,32 @@ def _config_text(regions: list[tuple[str, int]], access_port: int, plan: str | N
         "",
         "# One [[regions]] table per region (names: lower-case letters, digits, '-').",
         "#   host, port  the region's HTTP gateway",
-        "#   objects     object store: file://DIR here, or s3://bucket",
-        "#   state       state store: sqlite:///FILE here, or postgresql://user@host:port/db",
+        "#   objects     object store: file://DIR, or s3://BUCKET (s3_endpoint: its http(s)://host:port)",
+        "#   state       state store: sqlite:///FILE, or postgresql://user@host:port/db",
         "#   workers     processes that run chunk work",
         "#   tls_cert, tls_key  PEM certificate and key: the gateway serves https:// (see tls_ca above)",
     ]
-    for name, port in regions:
-        lines += [
-            "",
-            "[[regions]]",
-            f"name = {_q(name)}",
-            'host = "127.0.0.1"',
-            f"port = {port}",
-            f"objects = {_q(f'file://{DATA_DIR}/{name}/objects')}",
-            f"state = {_q(f'sqlite:///{DATA_DIR}/{name}/state.db')}",
-            "workers = 2",
-        ]
+    for i, (name, port) in enumerate(regions):
+        lines += ["", "[[regions]]", f"name = {_q(name)}", 'host = "127.0.0.1"', f"port = {port}"]
+        if servers is None:
+            lines += [f"objects = {_q(f'file://{DATA_DIR}/{name}/objects')}",
+                      f"state = {_q(f'sqlite:///{DATA_DIR}/{name}/state.db')}", "workers = 2"]
+        else:
+            lines += [f"objects = {_q(f's3://regionflow-{name}')}",
+                      f"s3_endpoint = {_q(f'http://127.0.0.1:{servers[i].s3}')}",
+                      f"state = {_q(f'postgresql://regionflow@127.0.0.1:{servers[i].postgres}/regionflow')}",
+                      "workers = 2", *_servers_lines(name, servers[i])]
+    if etcd is not None:
+        lines += _etcd_lines(etcd)
     return "\n".join(lines) + "\n"
 
 
 def init_project(dir: Path, *, force: bool = False, base_port: int | None = None,
-                 auto_failover: bool = False) -> Path:
-    """Write dir/regionflow.toml for regions us-east-1 (primary) and us-west-2 on the embedded backends.
+                 auto_failover: bool = False, servers: bool = False) -> Path:
+    """Write dir/regionflow.toml for regions us-east-1 (primary) and us-west-2 on the embedded backends,
+    or with servers on servers that `regionflow up` runs: a SeaweedFS (S3, bucket regionflow-<region>) and
+    a PostgreSQL cluster per region, and a 3-member etcd cluster for the routing control, each on its own
+    free loopback ports (the secrets file then also holds the S3 keys and the PostgreSQL password).
 
     Data lives under dir/.regionflow/ (one objects dir and state.db per region, control.db, logs/, run/,
     secrets.toml). Ports are base_port, base_port + 1 (the regions) and base_port + 2 (the access point),
@@ -143,17 +200,18 @@ def init_project(dir: Path, *, force: bool = False, base_port: int | None = None
     if auto_failover and plan_file.exists() and not force:
         raise ConfigError(f"{plan_file} already exists (use --force to overwrite it)")
     if base_port is None:
-        ports = _free_ports(3)
+        ports = free_ports(3)
     else:
         if not 1 <= base_port <= 65533:
             raise ConfigError(f"base port {base_port} is out of range (1-65533: three ports from it are used)")
         ports = [base_port, base_port + 1, base_port + 2]
     regions = list(zip(DEFAULT_REGIONS, ports[:2], strict=True))
-    text = _config_text(regions, ports[2], AUTO_FAILOVER_PLAN if auto_failover else None)
+    server_ports, etcd_ports = _server_ports(len(regions)) if servers else (None, None)
+    text = _config_text(regions, ports[2], AUTO_FAILOVER_PLAN if auto_failover else None, server_ports, etcd_ports)
     data = root / DATA_DIR
     try:
         for name in DEFAULT_REGIONS:
-            (data / name / "objects").mkdir(parents=True, exist_ok=True)
+            (data / name / ("" if servers else "objects")).mkdir(parents=True, exist_ok=True)
         (data / "logs").mkdir(parents=True, exist_ok=True)
         (root / "plans").mkdir(exist_ok=True)  # the default plans_dir
         (data / "run").mkdir(parents=True, exist_ok=True)
@@ -171,5 +229,7 @@ def init_project(dir: Path, *, force: bool = False, base_port: int | None = None
         raise ConfigError(f"cannot initialize {root}: {exc.strerror} ({exc.filename})") from None
     config = load_config(target)  # what we wrote must load
     if not Path(config.secrets_file).exists():
-        write_secrets(config.secrets_file)
+        write_secrets(config.secrets_file, servers=servers)
+    elif servers:
+        upgrade_secrets(config.secrets_file, servers=True)  # keep the tokens in use, add the servers' keys
     return target

@@ -24,6 +24,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
+from regionflow.config.servers import EtcdMemberConfig, PostgresServerConfig, SeaweedFSConfig
 from regionflow.config.tls import Verify, check_ca_file, client_verify, server_files
 from regionflow.errors import ConfigError
 from regionflow.workloads.batch.pipeline import Pipeline, default_pipeline
@@ -37,6 +38,7 @@ __all__ = [
     "CanaryConfig",
     "Config",
     "RegionConfig",
+    "backends_in_use",
     "ReplicationConfig",
     "load_config",
     "resolve_path",
@@ -150,12 +152,16 @@ class _Listener(_Model):
 
 
 class RegionConfig(_Listener):
-    """One region: its gateway address (and TLS files), object store, state store and worker count."""
+    """One region: its gateway address (and TLS files), object store, state store and worker count, and
+    the servers `regionflow up` runs for it (seaweedfs, postgres; absent for servers run elsewhere)."""
 
     name: str
     objects: str  # file:///abs/dir or s3://bucket
     state: str  # sqlite:////abs/state.db or postgresql://...
     workers: int = Field(default=2, strict=True, ge=1)
+    s3_endpoint: str | None = Field(default=None, min_length=1)  # http(s)://host:port of an s3:// store
+    seaweedfs: SeaweedFSConfig | None = None
+    postgres: PostgresServerConfig | None = None
 
     @field_validator("name")
     @classmethod
@@ -173,6 +179,55 @@ class RegionConfig(_Listener):
     @classmethod
     def _state(cls, v: str) -> str:
         return _check_url(v, _STATE_SCHEMES, "sqlite:///.regionflow/us-east-1/state.db")
+
+    @model_validator(mode="after")
+    def _servers_match(self) -> RegionConfig:
+        if self.s3_endpoint is not None:
+            if not self.objects.startswith("s3://"):
+                raise ValueError("s3_endpoint is set but objects is not an s3:// URL")
+            if not re.match(r"^https?://[^/?#]+/?$", self.s3_endpoint):
+                raise ValueError(f"s3_endpoint {self.s3_endpoint!r} is not http(s)://host:port")
+        if self.seaweedfs is not None:
+            if not self.objects.startswith("s3://"):
+                raise ValueError("a [regions.seaweedfs] server needs objects = \"s3://BUCKET\"")
+            expected = f"http://127.0.0.1:{self.seaweedfs.s3_port}"
+            if self.s3_endpoint not in (None, expected, expected + "/"):
+                raise ValueError(f"s3_endpoint {self.s3_endpoint!r} is not the SeaweedFS server's S3 port "
+                                 f"({expected})")
+        if self.postgres is not None:
+            from sqlalchemy.engine import make_url
+            from sqlalchemy.exc import ArgumentError
+
+            try:
+                url = make_url(self.state)
+            except ArgumentError:
+                raise ValueError(f"state {self.state!r} is not a URL") from None
+            if url.get_backend_name() != "postgresql" or url.host not in ("127.0.0.1", "localhost") or (
+                    url.port != self.postgres.port):
+                raise ValueError(f"a [regions.postgres] server on port {self.postgres.port} needs state = "
+                                 f"\"postgresql://regionflow@127.0.0.1:{self.postgres.port}/regionflow\"")
+        return self
+
+    @property
+    def store_url(self) -> str:
+        """The object store URL adapters open: objects, with s3_endpoint (or the SeaweedFS server's S3
+        port) as the endpoint of an s3:// store."""
+        endpoint = self.s3_endpoint or (f"http://127.0.0.1:{self.seaweedfs.s3_port}" if self.seaweedfs else None)
+        if endpoint is None or not self.objects.startswith("s3://") or "endpoint=" in self.objects:
+            return self.objects
+        from urllib.parse import quote
+
+        sep = "&" if "?" in self.objects else "?"
+        return f"{self.objects}{sep}endpoint={quote(endpoint.rstrip('/'), safe=':/')}"
+
+    def ports_in_use(self) -> dict[int, str]:
+        """Every port this region's gateway and servers listen on, with what it is for."""
+        used = {self.port: f"region {self.name}"}
+        if self.seaweedfs:
+            used.update({p: f"region {self.name} SeaweedFS {what}" for what, p in self.seaweedfs.ports().items()})
+        if self.postgres:
+            used[self.postgres.port] = f"region {self.name} PostgreSQL"
+        return used
 
     @property
     def url(self) -> str:
@@ -237,6 +292,8 @@ class Config(_Model):
     # The only directory (besides the configured plan and the built-in plans) the regions run plans from:
     # plans can run shell commands, so POST /plans/run must not accept any file on the server.
     plans_dir: str = "plans"
+    # The etcd members `regionflow up` runs for an etcd:// control (empty: the control is run elsewhere).
+    etcd: list[EtcdMemberConfig] = Field(default_factory=list)
     data_dir: str = DATA_DIR
     secrets_file: str = f"{DATA_DIR}/secrets.toml"
     tls_ca: str | None = Field(default=None, min_length=1)  # PEM CA file clients verify servers with
@@ -273,9 +330,27 @@ class Config(_Model):
             if r.name in names:
                 raise ValueError(f"regions.{i}.name: region {r.name!r} is defined twice (also regions.{names[r.name]})")
             names[r.name] = i
-            if r.port in ports:
-                raise ValueError(f"regions.{i}.port: port {r.port} is already used by {ports[r.port]}")
-            ports[r.port] = f"region {r.name}"
+            for port, what in r.ports_in_use().items():
+                if port in ports and port == r.port:
+                    raise ValueError(f"regions.{i}.port: port {port} is already used by {ports[port]}")
+                if port in ports:
+                    raise ValueError(f"regions.{i}: port {port} ({what}) is already used by {ports[port]}")
+                ports[port] = what
+        members: set[str] = set()
+        for i, m in enumerate(self.etcd):
+            if m.name in members:
+                raise ValueError(f"etcd.{i}.name: member {m.name!r} is defined twice")
+            members.add(m.name)
+            for port, what in ((m.client_port, "client"), (m.peer_port, "peer")):
+                if port in ports:
+                    raise ValueError(f"etcd.{i}: port {port} (etcd {m.name} {what}) is already used by {ports[port]}")
+                ports[port] = f"etcd {m.name} {what}"
+        if self.etcd:
+            expected = {f"127.0.0.1:{m.client_port}" for m in self.etcd}
+            hosts = set(self.control.partition("://")[2].split("/", 1)[0].split(","))
+            if not self.control.startswith("etcd://") or hosts != expected:
+                raise ValueError(f"control: [[etcd]] members are configured, so control must be "
+                                 f"\"etcd://{','.join(sorted(expected))}\"")
         if self.access_point.port in ports:
             raise ValueError(f"access_point.port: port {self.access_point.port} is already used by "
                              f"{ports[self.access_point.port]}")
@@ -349,6 +424,15 @@ class Config(_Model):
         copy = self.model_copy(update=update)
         copy._source = self._source
         return copy
+
+
+def backends_in_use(config: Config) -> dict[str, Any]:
+    """What each region's objects and state and the routing control run on, by URL scheme, and whether
+    `regionflow up` runs the servers: {"control": "etcd", "managed": True, "regions": {name: {"objects":
+    "s3", "state": "postgresql"}}}."""
+    return {"control": _scheme(config.control),
+            "managed": bool(config.etcd) or any(r.seaweedfs or r.postgres for r in config.regions),
+            "regions": {r.name: {"objects": _scheme(r.objects), "state": _scheme(r.state)} for r in config.regions}}
 
 
 def _format_errors(source: str, exc: ValidationError) -> str:

@@ -33,6 +33,11 @@ class Secrets(_Model):
     admin_token: str = Field(min_length=16, repr=False)
     replication_token: str = Field(min_length=16, repr=False)
     signing_key: str = Field(min_length=32, repr=False)
+    # Written by `init --servers` for the servers regionflow runs; also used for an S3 store or a
+    # PostgreSQL server run elsewhere when set (unset: boto3's credential chain, the URL's password).
+    s3_access_key: str | None = Field(default=None, min_length=16, repr=False)
+    s3_secret_key: str | None = Field(default=None, min_length=16, repr=False)
+    postgres_password: str | None = Field(default=None, min_length=16, repr=False)
 
     @field_validator("signing_key")
     @classmethod
@@ -50,19 +55,35 @@ class Secrets(_Model):
                   "replication_token": self.replication_token}
         if len(set(tokens.values())) < len(tokens):
             raise ValueError("api_token, admin_token and replication_token must all differ")
+        if (self.s3_access_key is None) != (self.s3_secret_key is None):
+            raise ValueError("s3_access_key and s3_secret_key go together: set both or neither")
         return self
 
+    @property
+    def s3_credentials(self) -> dict[str, str | None]:
+        """open_object_store's access_key and secret_key (None: boto3's own credential chain)."""
+        return {"access_key": self.s3_access_key, "secret_key": self.s3_secret_key}
 
-def _generate() -> dict[str, str]:
-    """A fresh value for every secret."""
-    return {"api_token": _secrets.token_urlsafe(32), "admin_token": _secrets.token_urlsafe(32),
-            "replication_token": _secrets.token_urlsafe(32), "signing_key": _secrets.token_hex(32)}
+
+def _server_secrets() -> dict[str, str]:
+    """Fresh credentials for the servers `init --servers` sets up (S3 access key in AWS's style)."""
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
+    return {"s3_access_key": "RF" + "".join(_secrets.choice(alphabet) for _ in range(18)),
+            "s3_secret_key": _secrets.token_urlsafe(30), "postgres_password": _secrets.token_urlsafe(24)}
+
+
+def _generate(servers: bool = False) -> dict[str, str]:
+    """A fresh value for every secret (and the servers' credentials when servers)."""
+    values = {"api_token": _secrets.token_urlsafe(32), "admin_token": _secrets.token_urlsafe(32),
+              "replication_token": _secrets.token_urlsafe(32), "signing_key": _secrets.token_hex(32)}
+    return {**values, **_server_secrets()} if servers else values
 
 
 _SECRETS_HEADER = """\
 # regionflow secrets: bearer tokens for the region APIs and the key that signs download links.
 # api_token: clients (CLI, scripts); admin_token: also region switches, faults and the console;
 # replication_token: regions reading each other's change feed and objects (/internal/... only).
+# s3_access_key, s3_secret_key, postgres_password (with `init --servers`): the servers' credentials.
 # Keep this file private (mode 0600) and out of version control. Regenerate by deleting it and
 # running `regionflow init --force` (links already handed out stop working).
 """
@@ -95,10 +116,11 @@ def _write_private(p: Path, body: str) -> None:
         raise
 
 
-def write_secrets(path: str | Path) -> Secrets:
-    """Generate new secrets into a new file created with mode 0600; ConfigError if the file exists."""
+def write_secrets(path: str | Path, *, servers: bool = False) -> Secrets:
+    """Generate new secrets into a new file created with mode 0600 (with the servers' credentials when
+    servers); ConfigError if the file exists."""
     p = Path(path).expanduser()
-    values = _generate()
+    values = _generate(servers)
     s = Secrets.model_validate(values)
     try:
         p.parent.mkdir(parents=True, exist_ok=True)
@@ -151,12 +173,14 @@ def load_secrets(config: Config) -> Secrets:
     return _validate(p, data)
 
 
-def upgrade_secrets(path: str | Path) -> list[str]:
-    """Add the keys an older secrets file lacks (freshly generated), keeping its other values and comments;
-    the names added ([] when none was missing). The file is replaced atomically and stays 0600."""
+def upgrade_secrets(path: str | Path, *, servers: bool = False) -> list[str]:
+    """Add the keys an older secrets file lacks (freshly generated; with servers, also the servers'
+    credentials), keeping its other values and comments; the names added ([] when none was missing). The
+    file is replaced atomically and stays 0600."""
     p = Path(path).expanduser()
     text, data = _read(p)
-    added = {k: v for k, v in _generate().items() if k in _ADDED_LATER and k not in data}
+    wanted = (*_ADDED_LATER, *(_server_secrets() if servers else ()))
+    added = {k: v for k, v in _generate(servers).items() if k in wanted and k not in data}
     if not added:
         _validate(p, data)
         return []

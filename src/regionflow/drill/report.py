@@ -117,6 +117,7 @@ class Outcome:
     timeline: list[dict[str, Any]] = field(default_factory=list)
     expected: dict[str, Any] | None = None
     error: str | None = None
+    backends: dict[str, Any] = field(default_factory=dict)  # what the stack's stores and control run on
 
 
 def _rpo_detail(rpo: dict[str, Any], standby: str | None) -> str:
@@ -149,6 +150,7 @@ def build_report(o: Outcome) -> dict[str, Any]:
         "scenario": o.scenario,
         "files": o.files,
         "rows_per_file": o.rows,
+        "backends": o.backends,
         "primary": r.get("primary"),
         "standby": r.get("standby"),
         "started_at": o.started,

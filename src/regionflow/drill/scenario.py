@@ -40,7 +40,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from regionflow.config import Config, init_project, load_config
+from regionflow.config import Config, backends_in_use, init_project, load_config
 from regionflow.drill import observe
 from regionflow.drill.invariants import check_invariants, extra_chunk_executions, records_agree
 from regionflow.drill.loadtest import Upload, follow_jobs, load_reference, upload_files
@@ -48,8 +48,7 @@ from regionflow.drill.observe import DrillError, StackView, sha256
 from regionflow.drill.report import Outcome, build_report, write_report
 from regionflow.errors import RegionflowError
 from regionflow.polling import PollTimeout, poll_until
-from regionflow.region import processes
-from regionflow.region.stack import start_stack, stop_stack
+from regionflow.region.stack import kill_region, start_stack, stop_stack
 from regionflow.switch.records import TERMINAL_EXECUTION_STATUSES
 
 __all__ = ["SCENARIOS", "DrillError", "SwitchFailed", "run_drill"]
@@ -77,8 +76,10 @@ class _Drill:
     """One drill run: its stack, its load, its timeline and what each step recorded (in .steps)."""
 
     def __init__(self, root: Path, files: int, scenario: str, rows: int, concurrency: int, interval: float,
-                 deadline: float, narrate: Narrate | None):
+                 deadline: float, narrate: Narrate | None, servers: bool = False):
         self.root = root
+        self.servers = servers
+        self.backends: dict[str, Any] = {}
         self.files = files
         self.scenario = scenario
         self.rows = rows
@@ -141,9 +142,10 @@ class _Drill:
         from regionflow.workloads.batch.local import process_file
         from regionflow.workloads.batch.sample import generate
 
-        self.config_path = init_project(self.root)
+        self.config_path = init_project(self.root, servers=self.servers)
         self._view = StackView(load_config(self.config_path))
         config = self.config
+        self.backends = backends_in_use(config)
         self.primary = config.primary
         self.standby = next(r.name for r in config.regions if r.name != self.primary)
         sample = generate(self.rows, self.root / "data", invalid_ratio=0.05, seed=11)
@@ -225,7 +227,9 @@ class _Drill:
 
     def _kill(self, region: str) -> None:
         try:
-            processes.kill_process(self.config, region, timeout=self.remaining(15))
+            killed = kill_region(self.config, region, timeout=self.remaining(15))
+            if len(killed) > 1:
+                self.say(f"SIGKILL {', '.join(killed[1:])} (the region's servers) with it")
         except RegionflowError as exc:
             raise DrillError(f"killing {region}: {exc}") from None
 
@@ -422,10 +426,11 @@ class _Drill:
 
 def run_drill(files: int = 20, scenario: str = "kill", report_dir: Path | str | None = None, rows: int = 2000,
               progress: Narrate | None = None, *, concurrency: int = 4, interval: float = 0.1,
-              timeout: float = 900.0, keep: bool = False) -> dict[str, Any]:
+              timeout: float = 900.0, keep: bool = False, servers: bool = False) -> dict[str, Any]:
     """Run one DR drill (see the module docstring) and return its report; write it as JSON and Markdown into
-    report_dir when given. The report's `passed` is False when any invariant failed or a step could not be
-    carried out (`error` then says which)."""
+    report_dir when given. servers: the stack is `init --servers` (each region on its own SeaweedFS and
+    PostgreSQL, the control on etcd), and killing a region kills its servers too. The report's `passed` is
+    False when any invariant failed or a step could not be carried out (`error` then says which)."""
     if scenario not in SCENARIOS:
         raise RegionflowError(f"unknown scenario {scenario!r} (known: {', '.join(SCENARIOS)})")
     if files < 2:
@@ -434,7 +439,10 @@ def run_drill(files: int = 20, scenario: str = "kill", report_dir: Path | str | 
         raise RegionflowError("rows must be at least 1")
     started = time.time()
     root = Path(tempfile.mkdtemp(prefix=f"regionflow-drill-{scenario}-"))
-    drill = _Drill(root, files, scenario, rows, concurrency, interval, time.monotonic() + timeout, progress)
+    if servers:
+        root.chmod(0o711)  # the PostgreSQL clusters run as the postgres user, who must reach their data
+    drill = _Drill(root, files, scenario, rows, concurrency, interval, time.monotonic() + timeout, progress,
+                   servers)
     error: str | None = None
     try:
         drill.run()
@@ -450,7 +458,8 @@ def run_drill(files: int = 20, scenario: str = "kill", report_dir: Path | str | 
     elif drill.failures:
         error = "; ".join(drill.failures)
     report = build_report(Outcome(scenario, files, rows, started, uploads=drill.uploads, steps=drill.steps,
-                                  timeline=drill.timeline, expected=drill.expected, error=error))
+                                  timeline=drill.timeline, expected=drill.expected, error=error,
+                                  backends=drill.backends))
     kept = keep or not report["passed"]
     write_report(report, report_dir, root if kept else None)
     if not kept:

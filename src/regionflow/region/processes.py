@@ -189,9 +189,10 @@ def wait_healthy(procs: list[Proc], token: str, timeout: float = 60.0, *, verify
 
 
 def stop_all(config: Config, timeout: float = 15.0) -> list[str]:
-    """SIGTERM every process of the stack (SIGCONT first, in case one is stopped), SIGKILL stragglers;
-    the names of the processes that were running."""
-    procs = running(config)
+    """SIGTERM every region process and the access point (SIGCONT first, in case one is stopped), SIGKILL
+    stragglers; the names of the processes that were running. The servers are stopped by region/stack.py."""
+    names = set(process_names(config))
+    procs = {name: pid for name, pid in running(config).items() if name in names}
     for pid in procs.values():
         for sig in (signal.SIGCONT, signal.SIGTERM):
             with contextlib.suppress(ProcessLookupError):

@@ -57,8 +57,10 @@ class Region:
         self.upload_dir = data_dir / "uploads"
         shutil.rmtree(self.upload_dir, ignore_errors=True)
         self.faults.clear_faults()  # faults do not outlive the process they were injected into
-        self.plain_objects = guard_objects(open_object_store(rc.objects), self.faults)
-        self.state = guard_state(open_state_store(rc.state, name), self.faults)
+        store_options = self.secrets.s3_credentials if rc.store_url.startswith("s3://") else {}
+        self.plain_objects = guard_objects(open_object_store(rc.store_url, **store_options), self.faults)
+        db_password = {"password": self.secrets.postgres_password} if self.secrets.postgres_password else {}
+        self.state = guard_state(open_state_store(rc.state, name, **db_password), self.faults)
         self.objects = FeedingObjectStore(self.plain_objects, self.state)
         self.control = CachedControl(guard_control(open_control(config.control), self.faults), ttl=1.0)
         self.control.initialize(config.primary)
@@ -68,7 +70,8 @@ class Region:
         notifier = (open_notifier(config.notifier) if config.notifier
                     else OutboxNotifier(Path(config.data_dir) / "outbox"))
         self.batch.attach(Orchestrator(
-            objects=self.objects, store_url=rc.objects, state=self.state, executor=self.executor,
+            objects=self.objects, store_url=rc.store_url, store_options=store_options, state=self.state,
+            executor=self.executor,
             notifier=notifier, pipeline=config.load_pipeline(), region=name, events=self.batch,
             signing_key=bytes.fromhex(self.secrets.signing_key), link_base=config.access_point_url,
             cache_dir=data_dir / "cache", fault_file=str(self.faults.path),

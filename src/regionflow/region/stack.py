@@ -1,7 +1,8 @@
-"""Starting, stopping and inspecting a local stack (one process per region + the access point).
+"""Starting, stopping and inspecting a local stack (one process per region + the access point, and on a
+servers topology the servers they use: etcd, then each region's PostgreSQL and SeaweedFS).
 
-The processes themselves (pid files, signals, start, stop, health waits) are region/processes.py; this
-module is what `regionflow up`, `down` and `status` call.
+The processes themselves (pid files, signals, start, stop, health waits) are region/processes.py and
+servers/runner.py; this module is what `regionflow up`, `down` and `status` call.
 """
 
 from __future__ import annotations
@@ -16,30 +17,73 @@ from regionflow.errors import RegionflowError
 from regionflow.region.processes import (
     Proc,
     check_tls,
+    log_dir,
     process_names,
+    run_dir,
     running,
     start_process,
     stop_all,
     wait_healthy,
 )
+from regionflow.servers.base import ManagedServer
+from regionflow.servers.runner import (
+    ServerProc,
+    read_pid,
+    server_alive,
+    start_server,
+    stop_server,
+    wait_servers_healthy,
+)
+from regionflow.servers.topology import topology_servers
 
-__all__ = ["Proc", "stack_status", "start_stack", "stop_stack"]
+__all__ = ["Proc", "kill_region", "server_status", "stack_status", "start_servers", "start_stack", "stop_servers",
+           "stop_stack"]
 
 STATUS_TIMEOUT = 1.5  # `status` redraws every second in `up`: a region that does not answer is shown as down
 JOBS_LIMIT = 10000
 
 
+def start_servers(config: Config, servers: list[ManagedServer], timeout: float = 60.0) -> list[Proc]:
+    """Start those of servers that are not running, wait until all of them are healthy and provision them
+    (bucket, database); the started ones. MissingBinary before anything starts when a program is absent."""
+    for server in servers:
+        server.check_installed()
+    started = [start_server(s, run_dir(config), log_dir(config)) for s in servers
+               if not server_alive(run_dir(config), s.name)]
+    procs = [Proc(p.server.name, p.pid, p.server.address, p.log) for p in started]
+    by_name = {p.server.name for p in started}
+    # The ones already running are waited for too: one may still be starting after a crash of `up`.
+    survivors = [ServerProc(s, read_pid(run_dir(config), s.name) or 0, log_dir(config) / f"{s.name}.log")
+                 for s in servers if s.name not in by_name]
+    wait_servers_healthy([*started, *survivors], timeout)
+    return procs
+
+
+def stop_servers(config: Config, servers: list[ManagedServer], timeout: float = 30.0) -> list[str]:
+    """Stop servers in reverse start order (SeaweedFS and PostgreSQL before etcd); the ones that ran."""
+    return [s.name for s in reversed(servers)
+            if stop_server(run_dir(config), s.name, timeout, stop_signal=s.stop_signal)]
+
+
 def start_stack(config_path: Path, config: Config, timeout: float = 60.0) -> list[Proc]:
-    """Start every region and the access point that is not already running (so `up` after a crash
-    restarts just the missing ones); return the started ones once all are healthy."""
+    """Start every server, region and the access point that is not already running (so `up` after a crash
+    restarts just the missing ones), servers first; return the started ones once all are healthy."""
     already = running(config)
-    to_start = [name for name in process_names(config) if name not in already]
-    if not to_start:
-        raise RegionflowError(f"the stack is already running ({', '.join(already)}); run `regionflow down` first")
     secrets = load_secrets(config)  # fail early, before starting anything
+    servers = topology_servers(config, secrets)
+    to_start = [name for name in process_names(config) if name not in already]
+    servers_down = [s.name for s in servers if s.name not in already]
+    if not to_start and not servers_down:
+        raise RegionflowError(f"the stack is already running ({', '.join(already)}); run `regionflow down` first")
     for name in to_start:
         check_tls(config, name)
-    procs = [start_process(config_path, config, name) for name in to_start]
+    try:
+        procs = start_servers(config, servers, timeout)
+    except BaseException:
+        if not already:
+            stop_stack(config)
+        raise
+    procs += [start_process(config_path, config, name) for name in to_start]
     try:
         wait_healthy(procs, secrets.api_token, timeout, verify=config.tls_verify())
     except BaseException:
@@ -50,9 +94,45 @@ def start_stack(config_path: Path, config: Config, timeout: float = 60.0) -> lis
 
 
 def stop_stack(config: Config, timeout: float = 15.0) -> list[str]:
-    """SIGTERM every process of the stack (SIGCONT first, in case one is stopped), SIGKILL stragglers;
-    the names of those that were running."""
-    return stop_all(config, timeout)
+    """SIGTERM every process of the stack (SIGCONT first, in case one is stopped), SIGKILL stragglers,
+    then stop the servers; the names of those that were running."""
+    stopped = stop_all(config, timeout)
+    try:
+        servers = topology_servers(config, load_secrets(config))
+    except RegionflowError:
+        servers = []
+    return stopped + stop_servers(config, servers)
+
+
+def kill_region(config: Config, region: str, timeout: float = 15.0) -> list[str]:
+    """A regional outage: SIGKILL the region's process group and every server that belongs to the region
+    (its SeaweedFS and PostgreSQL; etcd members are shared and stay up); the names of what was killed.
+    NotRunning when the region process itself is not running."""
+    from regionflow.region.processes import kill_process
+
+    kill_process(config, region, timeout)
+    killed = [region]
+    for s in topology_servers(config, load_secrets(config)):
+        if s.region == region and stop_server(run_dir(config), s.name, timeout, kill=True):
+            killed.append(s.name)
+    return killed
+
+
+def server_status(config: Config) -> list[dict[str, Any]]:
+    """Each server of the topology: its name, kind, region, address, whether it runs and is healthy."""
+    try:
+        servers = topology_servers(config, load_secrets(config))
+    except RegionflowError as exc:
+        return [{"name": "servers", "error": str(exc)}]
+    out = []
+    for s in servers:
+        entry = s.describe()
+        entry["running"] = server_alive(run_dir(config), s.name)
+        reason = s.probe() if entry["running"] else "not running"
+        entry["healthy"] = reason is None
+        entry["detail"] = reason or "ok"
+        out.append(entry)
+    return out
 
 
 def _region_status(api: ApiClient, entry: dict[str, Any], replication: list[dict[str, Any]]) -> None:
@@ -100,4 +180,5 @@ def stack_status(config: Config) -> dict:
         except ApiError:
             healthy = False
     out["access_point"] = {"url": config.access_point_url, "healthy": healthy}
+    out["servers"] = server_status(config)
     return out

@@ -98,6 +98,8 @@ class Orchestrator:
     cache_dir: Path
     chunk_rows: int | None = None
     max_chunk_attempts: int = 3
+    # open_object_store's keyword arguments besides the URL (an S3 store's credentials), for the workers.
+    store_options: dict[str, str | None] = field(default_factory=dict)
     # Workers honour storage faults injected into the region (chaos experiments) through this file.
     fault_file: str | None = None
     skipped: int = field(default=0, init=False)
@@ -287,7 +289,8 @@ class Orchestrator:
         for _ in todo:
             self._emit(Lifecycle.CHUNK_STARTED, job.job_id)
         tasks = [
-            ChunkTask(job_id=job.job_id, idx=c.idx, store_url=self.store_url, chunk_key=c.object_key,
+            ChunkTask(job_id=job.job_id, idx=c.idx, store_url=self.store_url, store_options=self.store_options,
+                      chunk_key=c.object_key,
                       out_key=f"{self._work(job)}out/{c.idx:06d}.csv", first_row=c.first_row, plan=plan,
                       reference_path=reference, fault_file=self.fault_file)
             for c in todo

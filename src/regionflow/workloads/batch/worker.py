@@ -21,6 +21,7 @@ class ChunkTask:
     plan: ChunkPlan
     reference_path: str | None  # base path of the saved ReferenceIndex
     fault_file: str | None = None  # the region's injected faults (storage faults apply here too)
+    store_options: dict[str, str | None] = field(default_factory=dict)  # open_object_store's other arguments
 
 
 @dataclass
@@ -60,7 +61,7 @@ def run_chunk_task(task: ChunkTask) -> ChunkResult:
     """Process one chunk and store its output object; returns what the orchestrator records."""
     store = _stores.get(task.store_url)
     if store is None:
-        store = open_object_store(task.store_url)
+        store = open_object_store(task.store_url, **task.store_options)
         if task.fault_file:
             from regionflow.chaos.faults import FaultRegistry, guard_objects
 
