@@ -41,7 +41,8 @@ def _server_ports(count: int) -> tuple[list[_ServerPorts], list[tuple[int, int]]
     """Free ports for count regions' servers and for the etcd members ((client, peer) each)."""
     grpc = free_ports(3 * count + 2 * count + 2 * len(ETCD_MEMBERS), with_grpc=3 * count)
     with_grpc, rest = grpc[: 3 * count], grpc[3 * count:]
-    regions = [_ServerPorts(*with_grpc[3 * i: 3 * i + 3], rest[2 * i], rest[2 * i + 1]) for i in range(count)]
+    regions = [_ServerPorts(with_grpc[3 * i], with_grpc[3 * i + 1], with_grpc[3 * i + 2], rest[2 * i], rest[2 * i + 1])
+               for i in range(count)]
     etcd = rest[2 * count:]
     return regions, [(etcd[2 * i], etcd[2 * i + 1]) for i in range(len(ETCD_MEMBERS))]
 

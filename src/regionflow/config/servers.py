@@ -16,7 +16,7 @@ class _Model(BaseModel):
 
 
 def _port() -> int:
-    return Field(strict=True, ge=1, le=65535)  # type: ignore[no-any-return]
+    return Field(strict=True, ge=1, le=65535)
 
 
 class SeaweedFSConfig(_Model):

@@ -1,5 +1,5 @@
 """Fault control of one region: inject and clear chaos faults, and revert their side effects when they
-expire (replication pauses, armed crash points)."""
+expire (replication pauses, armed crash points, a frozen object-store server)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import logging
 import os
 import signal
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from regionflow.chaos.faults import Fault, FaultKind, FaultRegistry
@@ -17,10 +18,16 @@ log = logging.getLogger("regionflow.region")
 
 
 class FaultControl:
-    def __init__(self, region: str, registry: FaultRegistry, replication: ReplicationSet):
+    """signal_storage: sends a signal to the region's own object-store server (a SeaweedFS that `up` runs),
+    so that storage_unreachable really stops it (SIGSTOP) until the fault ends (SIGCONT); None when the
+    store is a directory or a server run elsewhere, where the fault stays in-process only."""
+
+    def __init__(self, region: str, registry: FaultRegistry, replication: ReplicationSet,
+                 signal_storage: Callable[[signal.Signals], object] | None = None):
         self.region = region
         self.registry = registry
         self.replication = replication
+        self.signal_storage = signal_storage
         self._applied: dict[str, Fault] = {}  # injected faults whose side effects must be reverted
 
     def inject(self, kind: str, duration: float, params: dict[str, Any]) -> Fault:
@@ -36,6 +43,8 @@ class FaultControl:
             os.environ["REGIONFLOW_CRASH_AT"] = str(params["point"])
         elif kind == "crash":
             threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGKILL)).start()  # after the response is sent
+        elif kind == "storage_unreachable" and self.signal_storage is not None:
+            self.signal_storage(signal.SIGSTOP)
         self._applied[fault.id] = fault
         log.warning("fault injected: %s for %ss %s", kind, duration, params)
         return fault
@@ -54,7 +63,16 @@ class FaultControl:
             self.replication.set_paused(fault.params.get("source"), False)
         elif fault.kind == FaultKind.CRASH_AT:
             os.environ.pop("REGIONFLOW_CRASH_AT", None)
+        elif fault.kind == FaultKind.STORAGE_UNREACHABLE and self.signal_storage is not None and not any(
+                f.kind == FaultKind.STORAGE_UNREACHABLE for f in self._applied.values()):
+            self.signal_storage(signal.SIGCONT)  # the last storage fault is gone: thaw the server
         log.warning("fault reverted: %s", fault.kind)
+
+    def thaw(self) -> None:
+        """Resume a frozen object-store server (the region is stopping: it must not stay stopped)."""
+        if self.signal_storage is not None and any(
+                f.kind == FaultKind.STORAGE_UNREACHABLE for f in self._applied.values()):
+            self.signal_storage(signal.SIGCONT)
 
     def revert_expired(self, stop: threading.Event) -> None:
         """Until stop: revert the side effects of faults that expired."""

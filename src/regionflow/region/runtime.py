@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -92,7 +93,7 @@ class Region:
         # Peers read only /health and the feed's stats: the replication token is enough.
         self.peers = HttpPeers({r: config.region_url(r) for r in config.region_names},
                                self.secrets.replication_token, verify=verify)
-        self.fault_control = FaultControl(name, self.faults, self.replication)
+        self.fault_control = FaultControl(name, self.faults, self.replication, self._storage_signaller(rc))
         self.steps = step_registry()
         self.switch = SwitchRunner(self, self.steps)
         self.plan_evaluation: dict[str, Any] | None = None
@@ -181,7 +182,17 @@ class Region:
                 log.exception("plan evaluation failed")
             self._stop.wait(EVALUATION_INTERVAL)
 
+    def _storage_signaller(self, rc: Any) -> Callable[[signal.Signals], object] | None:
+        """How storage_unreachable stops this region's own SeaweedFS (None when `up` does not run one)."""
+        if rc.seaweedfs is None:
+            return None
+        from regionflow.servers.runner import signal_server
+
+        run = Path(self.config.data_dir) / "run"
+        return lambda sig: signal_server(run, f"{self.name}-seaweedfs", sig)
+
     def stop(self) -> None:
+        self.fault_control.thaw()
         self._stop.set()
         self.replication.stop()
         self.uploads.close()
