@@ -1,0 +1,181 @@
+"""The servers topology (`init --servers`): each region on its own SeaweedFS (S3) and PostgreSQL, the routing
+control on a 3-member etcd cluster, all started by `regionflow up` on loopback ports. The same product runs on
+them: the reference file through the access point, replication between the regions' own stores, a regional
+outage (the region process and its SeaweedFS SIGKILLed with 20 files in flight), failover and failback."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+import boto3
+import pytest
+from botocore.config import Config as BotoConfig
+
+from batchkit import independent_join
+from regionflow.workloads.batch.sample import generate
+from stackkit import EAST, WEST, Stack, running_stack
+
+pytestmark = [pytest.mark.timeout(900), pytest.mark.slow]
+
+SERVERS = ("etcd-1", "etcd-2", "etcd-3", f"{EAST}-postgres", f"{EAST}-seaweedfs", f"{WEST}-postgres",
+           f"{WEST}-seaweedfs")
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    d = tmp_path_factory.mktemp("serverdata")
+    generate(2000, d, invalid_ratio=0.05, seed=3)
+    return d
+
+
+@pytest.fixture
+def servers_root(tmp_path: Path) -> Path:
+    # The PostgreSQL clusters run as the postgres OS user, who must be able to reach their data directory.
+    for d in (tmp_path, *tmp_path.parents):
+        if d == Path("/"):
+            break
+        d.chmod(d.stat().st_mode | 0o011)
+    return tmp_path / "stack"
+
+
+def _s3(stack: Stack, region: str):
+    rc = stack.config.region(region)
+    return boto3.client("s3", endpoint_url=rc.s3_endpoint, aws_access_key_id=stack.secrets.s3_access_key,
+                        aws_secret_access_key=stack.secrets.s3_secret_key, region_name="us-east-1",
+                        config=BotoConfig(s3={"addressing_style": "path"}, signature_version="s3v4",
+                                          connect_timeout=5, read_timeout=30, retries={"max_attempts": 2}))
+
+
+def _bucket(stack: Stack, region: str) -> str:
+    return stack.config.region(region).objects[len("s3://"):]
+
+
+def _etcdctl_get(stack: Stack, key: str) -> dict:
+    endpoints = ",".join(f"http://127.0.0.1:{m.client_port}" for m in stack.config.etcd)
+    result = subprocess.run(["etcdctl", f"--endpoints={endpoints}", "get", key, "--print-value-only"],
+                            capture_output=True, text=True, timeout=30, env={**os.environ, "ETCDCTL_API": "3"})
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def _emls(stack: Stack) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for p in (stack.root / ".regionflow" / "outbox").glob("*.eml"):
+        counts[p.stem] = counts.get(p.stem, 0) + 1
+    return counts
+
+
+def test_reference_file_on_servers_readable_from_both_s3_endpoints(servers_root, reference_data):
+    with running_stack(servers_root, init_args=("--servers",)) as stack:
+        status = stack.rf_json("status")
+        servers = {s["name"]: s for s in status["servers"]}
+        assert sorted(servers) == sorted(SERVERS)
+        assert all(s["running"] and s["healthy"] for s in servers.values()), servers
+        run = stack.root / ".regionflow" / "run"
+        logs = stack.root / ".regionflow" / "logs"
+        for name in SERVERS:  # named so an operator can tell which region each belongs to
+            assert (run / f"{name}.pid").is_file() and (logs / f"{name}.log").is_file()
+        assert "us-east-1-seaweedfs" in stack.rf("status").stdout
+
+        fin = Path(reference_data) / "financial_data.csv"
+        src = Path(reference_data) / "testfile.csv"
+        stack.rf("reference", "load", str(fin))
+        with stack.http(timeout=60) as ap:
+            answer = ap.put("/objects/input/testfile.csv", content=src.read_bytes())
+        assert answer.status_code == 200, answer.text
+        job_id = answer.json()["job_id"]
+        done = stack.rf_json("wait", job_id, "--timeout", "120", timeout=180)[0]
+        assert done["status"] == "COMPLETED", done
+        assert done["rows_in"] == done["rows_ok"] + done["rows_rejected"] == 10000
+
+        expected = independent_join(src.read_text(encoding="utf-8"), fin.read_text(encoding="utf-8"))
+        with stack.http() as ap:
+            output = ap.get(f"/objects/{done['output_key']}").content
+        assert list(csv.reader(io.StringIO(output.decode())))[1:] == expected
+
+        # Plain boto3 reads the output straight from both regions' own S3 servers, once replicated.
+        east = _s3(stack, EAST).get_object(Bucket=_bucket(stack, EAST), Key=done["output_key"])["Body"].read()
+        assert east == output
+        stack.replicated_both_ways(timeout=60)
+        west = _s3(stack, WEST).get_object(Bucket=_bucket(stack, WEST), Key=done["output_key"])["Body"].read()
+        assert west == output
+
+        # The routing control lives in etcd, where etcdctl sees it.
+        record = _etcdctl_get(stack, "/regionflow/control")
+        assert record["active_region"] == EAST and record["epoch"] == stack.rf_json("control", "show")["epoch"]
+
+        # Job state is in each region's own PostgreSQL.
+        pg = stack.config.region(WEST).postgres
+        import psycopg
+
+        with psycopg.connect(host="127.0.0.1", port=pg.port, user="regionflow", dbname="regionflow",
+                             password=stack.secrets.postgres_password, connect_timeout=5) as conn:
+            rows = conn.execute("select status from jobs where job_id = %s", (job_id,)).fetchall()
+        assert rows == [("COMPLETED",)]
+
+
+def test_kill_region_and_its_seaweedfs_with_files_in_flight_then_failover_and_failback(servers_root, data):
+    with running_stack(servers_root, init_args=("--servers",), settings={"sync_timeout": "20"}) as stack:
+        stack.rf("reference", "load", str(data / "financial_data.csv"))
+        stack.eventually(lambda: stack.replication(WEST)[EAST]["backlog"]["state"] == 0, timeout=60)
+        body = (data / "orders.csv").read_bytes()
+        with stack.http(timeout=60) as ap:
+            answers = [ap.put(f"/objects/input/s{i:02d}.csv", content=body) for i in range(20)]
+        assert all(a.status_code == 200 for a in answers), [a.text for a in answers if a.status_code != 200]
+        jobs = [a.json()["job_id"] for a in answers]
+        # 20 files in flight: the region process and its S3 server die together, as in a regional outage
+        stack.signal(EAST, signal.SIGKILL)
+        stack.signal(f"{EAST}-seaweedfs", signal.SIGKILL)
+        stack.eventually(lambda: EAST not in stack.rf_json("status")["processes"], timeout=30, what="us-east-1 dead")
+
+        result = stack.rf_json("failover", "--to", WEST, "--yes", timeout=180)
+        assert result["status"] == "SUCCEEDED", result
+        assert result["rto_seconds"] < 5.0, result["rto_seconds"]
+        assert _etcdctl_get(stack, "/regionflow/control")["active_region"] == WEST
+        failover_rto = result["rto_seconds"]
+
+        views = stack.rf_json("wait", *jobs, "--region", WEST, "--timeout", "300", timeout=360)
+        expected_ok = {v["rows_ok"] for v in views}
+        assert len(expected_ok) == 1  # the same file 20 times: the same result each time
+        outputs = set()
+        with stack.http(WEST) as w:
+            for v in views:
+                assert v["status"] == "COMPLETED", v
+                assert v["rows_in"] == v["rows_ok"] + v["rows_rejected"] == 2000
+                outputs.add(w.get(f"/objects/{v['output_key']}").content)
+            listed = [o for o in w.get("/jobs", params={"limit": 1000}).json()["jobs"] if o["job_id"] in jobs]
+        assert len(outputs) == 1 and len(listed) == 20  # one correct output each, no job twice
+        stack.eventually(lambda: _emls(stack) == {j: 1 for j in jobs}, timeout=60, what="one notification per file")
+
+        # us-east-1 and its SeaweedFS come back (`up` restarts only what is missing), then fail back
+        before = {name: stack.pid(name) for name in SERVERS if name != f"{EAST}-seaweedfs"}
+        stack.rf("up", "--detach", timeout=120)
+        assert {name: stack.pid(name) for name in before} == before  # survivors were not restarted
+        stack.settled(EAST, timeout=60)
+        back = stack.rf_json("failback", "--yes", timeout=180)
+        assert back["status"] == "SUCCEEDED", back
+        assert back["rto_seconds"] < 5.0, back["rto_seconds"]
+        assert stack.rf_json("control", "show")["active_region"] == EAST
+
+        def converged() -> bool:
+            for j in jobs:
+                e, w = stack.job(j, EAST), stack.job(j, WEST)
+                keys = ("status", "owner_region", "owner_epoch", "rows_ok", "output_etag", "completing_region")
+                if not e or not w or any(e[k] != w[k] for k in keys):
+                    return False
+            return True
+
+        stack.eventually(converged, timeout=90, what="both regions to converge")
+        assert _emls(stack) == {j: 1 for j in jobs}
+        with stack.http(EAST) as e:
+            for v in views:
+                assert e.get(f"/objects/{v['output_key']}").content in outputs
+        print(f"\nservers RTO failover {failover_rto:.2f}s, failback {back['rto_seconds']:.2f}s")
+        (stack.root.parent / "rto.json").write_text(json.dumps({"failover": failover_rto,
+                                                                "failback": back["rto_seconds"]}))
