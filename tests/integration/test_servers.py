@@ -179,3 +179,22 @@ def test_kill_region_and_its_seaweedfs_with_files_in_flight_then_failover_and_fa
         print(f"\nservers RTO failover {failover_rto:.2f}s, failback {back['rto_seconds']:.2f}s")
         (stack.root.parent / "rto.json").write_text(json.dumps({"failover": failover_rto,
                                                                 "failback": back["rto_seconds"]}))
+
+
+def test_drill_kill_on_servers_loses_and_duplicates_nothing(tmp_path):
+    from testenv import REGIONFLOW
+
+    result = subprocess.run([REGIONFLOW, "drill", "--files", "30", "--scenario", "kill", "--servers", "--json",
+                             "--report", str(tmp_path / "reports"), "--timeout", "600"],
+                            capture_output=True, text=True, timeout=720, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout)
+    assert report["passed"] is True, report.get("error")
+    assert report["lost"] == report["duplicated_outputs"] == report["duplicated_notifications"] == 0
+    assert report["submitted"] == 30
+    assert report["backends"] == {"control": "etcd", "managed": True, "regions": {
+        EAST: {"objects": "s3", "state": "postgresql"}, WEST: {"objects": "s3", "state": "postgresql"}}}
+    assert 0 < report["rto_seconds"]["failover"] < 5.0, report["rto_seconds"]
+    assert "the region's servers" in result.stderr  # the outage took its SeaweedFS and PostgreSQL too
+    print(f"\nservers drill: RTO failover {report['rto_seconds']['failover']:.2f}s, "
+          f"failback {report['rto_seconds']['failback']:.2f}s, RPO {report['rpo']['files']} files")

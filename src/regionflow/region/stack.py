@@ -101,7 +101,12 @@ def stop_stack(config: Config, timeout: float = 15.0) -> list[str]:
         servers = topology_servers(config, load_secrets(config))
     except RegionflowError:
         servers = []
-    return stopped + stop_servers(config, servers)
+    stopped += stop_servers(config, servers)
+    # A server whose table was removed, or that the secrets no longer describe, still has its pid file.
+    for leftover in sorted(running(config)):
+        if stop_server(run_dir(config), leftover, timeout):
+            stopped.append(leftover)
+    return stopped
 
 
 def kill_region(config: Config, region: str, timeout: float = 15.0) -> list[str]:
