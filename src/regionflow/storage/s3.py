@@ -22,8 +22,9 @@ the multipart upload when a part fails. A seekable file must not change while it
 
 Errors: ObjectNotFound and InvalidKey as the port says (keys are checked before any request);
 StoreUnavailable, with a one-line reason, when the endpoint cannot be reached, times out, refuses the
-credentials or has no such bucket. Timeouts are short (connect 1 s, read 5 s, one retry), so a region
-notices a dead or frozen store within seconds; server-side copies get a longer read timeout.
+credentials or has no such bucket. Timeouts are short (connect 1 s, read 3 s, one retry), so a region
+notices a dead or frozen store within seconds; server-side copies and multipart uploads get a longer
+read timeout.
 """
 
 from __future__ import annotations
@@ -151,7 +152,7 @@ class S3ObjectStore:
 
     def __init__(self, bucket: str, *, endpoint: str | None = None, region: str = "us-east-1",
                  access_key: str | None = None, secret_key: str | None = None, part_size: int = PART_SIZE,
-                 connect_timeout: float = 1.0, read_timeout: float = 5.0, spool_dir: str | None = None):
+                 connect_timeout: float = 1.0, read_timeout: float = 3.0, spool_dir: str | None = None):
         self.bucket, self.endpoint, self.region = bucket, endpoint, region
         self.part_size = part_size
         self.spool_dir = spool_dir
