@@ -12,6 +12,9 @@ from sqlalchemy.engine import make_url
 
 from testenv import REFERENCE_DATA
 
+# The real-SeaweedFS fixtures (seaweedfs, s3_bucket, s3_store) for the S3 adapter's tests.
+pytest_plugins = ["seaweedkit"]
+
 # The machine's PostgreSQL (trust auth on loopback; `make services` starts it). CI must provide it.
 PG_ADMIN_URL = os.environ.get("REGIONFLOW_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 

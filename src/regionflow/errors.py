@@ -35,3 +35,7 @@ class StaleEpoch(RegionflowError):
 
 class ControlUnavailable(RegionflowError):
     """The routing control's store cannot be reached."""
+
+
+class StoreUnavailable(RegionflowError):
+    """The object store cannot be reached, or refuses regionflow's requests (credentials, missing bucket)."""

@@ -1,8 +1,9 @@
-"""The ObjectStore contract, run against every adapter (for now the directory bucket).
+"""The ObjectStore contract, run against every adapter: the directory bucket and S3 (a real SeaweedFS,
+tests/seaweedkit.py, a fresh bucket per test).
 
-An S3 adapter joins by adding a param to the `store` fixture; tests that look at the directory layout
-(escapes, temp files) take `file_store` instead. "guarded-file" runs the contract over the fault-injection
-wrapper (chaos.faults.GuardedObjectStore) with no fault active: it must behave exactly like its store.
+Tests that look at the directory layout (escapes, temp files) take `file_store` instead. "guarded-file"
+runs the contract over the fault-injection wrapper (chaos.faults.GuardedObjectStore) with no fault
+active: it must behave exactly like its store.
 """
 
 from __future__ import annotations
@@ -33,8 +34,11 @@ def sha256(data: bytes) -> str:
 # ---------------------------------------------------------------------------------------------- fixtures
 
 
-@pytest.fixture(params=["file", "guarded-file"])
+@pytest.fixture(params=["file", "guarded-file", "s3"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> ObjectStore:
+    if request.param == "s3":
+        # Only now: the file params must not start a SeaweedFS.
+        return request.getfixturevalue("s3_store")
     if request.param == "file":
         return FileObjectStore(tmp_path / "bucket")
     if request.param == "guarded-file":
@@ -173,6 +177,15 @@ def test_list_by_prefix_in_key_order(store: ObjectStore) -> None:
     info = next(iter(store.list("output/")))
     assert info == store.head("output/x")
     assert info.etag == sha256(b"output/x") and info.size == len("output/x")
+
+
+def test_list_orders_keys_not_directories(store: ObjectStore) -> None:
+    # Characters below '/' sort a key before the "directory" of the same stem: 'a-b' < 'a.c' < 'a/x'.
+    keys = ["a/x", "a-b", "a.c", "a0", "a/y", "A", "é", "z"]
+    for k in keys:
+        store.put(k, b"x")
+    assert [i.key for i in store.list()] == sorted(keys)
+    assert [i.key for i in store.list("a")] == sorted(k for k in keys if k.startswith("a"))
 
 
 def test_list_skips_deleted(store: ObjectStore) -> None:

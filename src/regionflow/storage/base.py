@@ -10,6 +10,7 @@ from typing import BinaryIO, Protocol, runtime_checkable
 from regionflow.errors import InvalidKey
 
 MAX_KEY_BYTES = 1024
+READ_BLOCK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,22 @@ def validate_key(key: str) -> str:
     if posixpath.normpath(key) != key:
         raise InvalidKey(f"object key {key!r} is not normalised")
     return key
+
+
+def data_blocks(data: bytes | BinaryIO | Iterable[bytes], block: int = READ_BLOCK) -> Iterator[bytes]:
+    """The blocks of what put() was given: bytes as one block, a binary file read block by block, an
+    iterable as it comes. TypeError for str or a file opened in text mode (nothing is guessed)."""
+    if isinstance(data, bytes | bytearray | memoryview):
+        yield data  # type: ignore[misc]
+    elif isinstance(data, str):
+        raise TypeError("put() takes bytes, a binary file or an iterable of bytes, not str")
+    elif hasattr(data, "read"):
+        while chunk := data.read(block):
+            if isinstance(chunk, str):
+                raise TypeError("put() needs a file opened in binary mode")
+            yield chunk
+    else:
+        yield from data
 
 
 @runtime_checkable

@@ -29,33 +29,18 @@ from typing import BinaryIO
 
 from regionflow.errors import InvalidKey, ObjectNotFound
 from regionflow.ids import new_version_id
-from regionflow.storage.base import ObjectInfo, validate_key
+from regionflow.storage.base import ObjectInfo, data_blocks, validate_key
 
 try:
     import fcntl
 except ImportError:  # Windows: no advisory locks; single-process use stays correct
     fcntl = None  # type: ignore[assignment]
 
-_BLOCK = 1 << 20
 _META_SUFFIX = ".json"
 _MAX_SEGMENT_BYTES = 255 - len(_META_SUFFIX)
 _AREAS = ("objects", "meta", "tmp")
 # Errors the file system gives when a path runs into a file where a directory should be, or the reverse.
 _MISSING = (FileNotFoundError, NotADirectoryError, IsADirectoryError)
-
-
-def _blocks(data: bytes | BinaryIO | Iterable[bytes]) -> Iterator[bytes]:
-    if isinstance(data, bytes | bytearray | memoryview):
-        yield data  # type: ignore[misc]
-    elif isinstance(data, str):
-        raise TypeError("put() takes bytes, a binary file or an iterable of bytes, not str")
-    elif hasattr(data, "read"):
-        while block := data.read(_BLOCK):
-            if isinstance(block, str):
-                raise TypeError("put() needs a file opened in binary mode")
-            yield block
-    else:
-        yield from data
 
 
 def _may_hold(directory: str, prefix: str) -> bool:
@@ -177,7 +162,7 @@ class FileObjectStore:
             raise TypeError("object metadata keys and values must be str")
         pending: list[str] = []
         try:
-            tmp_data, etag, size = self._spool(_blocks(data))
+            tmp_data, etag, size = self._spool(data_blocks(data))
             pending.append(tmp_data)
             info = ObjectInfo(key=key, etag=etag, version_id=version_id or new_version_id(), size=size,
                               content_type=content_type, metadata=meta, last_modified=time.time())

@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 
 from regionflow.chaos.faults import FaultInjected
-from regionflow.errors import ControlUnavailable, RegionflowError, StaleEpoch
+from regionflow.errors import ControlUnavailable, RegionflowError, StaleEpoch, StoreUnavailable
 from regionflow.region.auth import TokenCheck
 from regionflow.region.gateway import faults as faults_routes
 from regionflow.region.gateway import health as health_routes
@@ -28,7 +28,7 @@ def create_app(region: Region) -> FastAPI:
 
     @app.exception_handler(RegionflowError)
     def _regionflow_error(_request: Request, exc: RegionflowError) -> JSONResponse:
-        unavailable = isinstance(exc, FaultInjected | ControlUnavailable)
+        unavailable = isinstance(exc, FaultInjected | ControlUnavailable | StoreUnavailable)
         status = 409 if isinstance(exc, StaleEpoch) else 503 if unavailable else 400
         return JSONResponse({"detail": str(exc)}, status_code=status)
 
