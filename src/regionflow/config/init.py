@@ -39,11 +39,11 @@ class _ServerPorts:
 
 def _server_ports(count: int) -> tuple[list[_ServerPorts], list[tuple[int, int]]]:
     """Free ports for count regions' servers and for the etcd members ((client, peer) each)."""
-    grpc = free_ports(3 * count + 2 * count + 2 * len(ETCD_MEMBERS), with_grpc=3 * count)
-    with_grpc, rest = grpc[: 3 * count], grpc[3 * count:]
-    regions = [_ServerPorts(with_grpc[3 * i], with_grpc[3 * i + 1], with_grpc[3 * i + 2], rest[2 * i], rest[2 * i + 1])
+    ports = free_ports(4 * count + count + 2 * len(ETCD_MEMBERS), with_grpc=4 * count)
+    weed, rest = ports[: 4 * count], ports[4 * count:]
+    regions = [_ServerPorts(weed[4 * i], weed[4 * i + 1], weed[4 * i + 2], weed[4 * i + 3], rest[i])
                for i in range(count)]
-    etcd = rest[2 * count:]
+    etcd = rest[count:]
     return regions, [(etcd[2 * i], etcd[2 * i + 1]) for i in range(len(ETCD_MEMBERS))]
 
 
@@ -57,7 +57,7 @@ def _servers_lines(name: str, ports: _ServerPorts) -> list[str]:
     return [
         "",
         f"# The SeaweedFS server `regionflow up` runs for {name} (data in {DATA_DIR}/{name}/seaweedfs; it also",
-        "# listens for gRPC on master, volume and filer port + 10000). Remove the table to use an S3 store",
+        "# listens for gRPC on each of these ports + 10000). Remove the table to use an S3 store",
         "# run elsewhere (objects and s3_endpoint then name it).",
         "[regions.seaweedfs]",
         f"master_port = {ports.master}",

@@ -21,7 +21,7 @@ def _port() -> int:
 
 class SeaweedFSConfig(_Model):
     """A SeaweedFS server (`weed mini`) that `regionflow up` runs for a region: its ports on 127.0.0.1.
-    SeaweedFS also listens for gRPC on each of master, volume and filer port + 10000."""
+    SeaweedFS also listens for gRPC on each of these ports + 10000."""
 
     master_port: int = _port()
     volume_port: int = _port()
@@ -30,8 +30,8 @@ class SeaweedFSConfig(_Model):
 
     def ports(self) -> dict[str, int]:
         """Every port it listens on, by what it is for (the gRPC ones included)."""
-        http = {"master": self.master_port, "volume": self.volume_port, "filer": self.filer_port}
-        return {**http, **{f"{k} gRPC": v + 10000 for k, v in http.items()}, "S3": self.s3_port}
+        http = {"master": self.master_port, "volume": self.volume_port, "filer": self.filer_port, "S3": self.s3_port}
+        return {**http, **{f"{k} gRPC": v + 10000 for k, v in http.items()}}
 
 
 class PostgresServerConfig(_Model):

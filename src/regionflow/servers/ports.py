@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import random
 import socket
-from contextlib import ExitStack
 
-__all__ = ["GRPC_OFFSET", "free_ports"]
+__all__ = ["GRPC_OFFSET", "PORT_RANGE", "free_ports"]
 
 # SeaweedFS listens for gRPC on each HTTP port + 10000, so such a port needs that one free too.
 GRPC_OFFSET = 10000
+# Drawn from below Linux's ephemeral range (32768-60999), the gRPC offset included, so that outgoing
+# connections cannot take a port between `init` writing it and `up` binding it.
+PORT_RANGE = (10000, 22700)
+# SeaweedFS's own defaults (HTTP and gRPC), which an unconfigured weed elsewhere on the machine may hold.
+_WEED_DEFAULTS = frozenset({6060, 8080, 8333, 8888, 9333, 18080, 18333, 18888, 19333, 23646, 33646})
 
 
 def _bindable(port: int) -> bool:
+    # No SO_REUSEADDR: a port still in TIME_WAIT counts as taken, which errs on the safe side.
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         try:
             s.bind(("127.0.0.1", port))
@@ -20,27 +26,21 @@ def _bindable(port: int) -> bool:
     return True
 
 
-def free_ports(count: int, *, with_grpc: int = 0) -> list[int]:
-    """count distinct ports free on 127.0.0.1 now (held open together so they differ); the first
-    with_grpc of them also have port + GRPC_OFFSET free and distinct from all others."""
-    with ExitStack() as stack:
-        ports: list[int] = []
-        taken: set[int] = set()
-        attempts = 0
-        while len(ports) < count:
-            attempts += 1
-            if attempts > 10 * count + 1000:
-                raise RuntimeError(f"could not find {count} free loopback ports")
-            s = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-            if port in taken:
+def free_ports(count: int, *, with_grpc: int = 0, rng: random.Random | None = None) -> list[int]:
+    """count distinct ports free on 127.0.0.1 now (free, not reserved: start the servers soon after); the
+    first with_grpc of them also have port + GRPC_OFFSET free and distinct from all the others."""
+    rng = rng or random.Random()
+    ports: list[int] = []
+    taken: set[int] = set(_WEED_DEFAULTS)
+    for i in range(count):
+        for _ in range(500):
+            port = rng.randrange(*PORT_RANGE)
+            wanted = {port, port + GRPC_OFFSET} if i < with_grpc else {port}
+            if wanted & taken or not all(_bindable(p) for p in wanted):
                 continue
-            if len(ports) < with_grpc:
-                grpc = port + GRPC_OFFSET
-                if grpc > 65535 or grpc in taken or not _bindable(grpc):
-                    continue
-                taken.add(grpc)
             ports.append(port)
-            taken.add(port)
-        return ports
+            taken |= wanted
+            break
+        else:
+            raise RuntimeError(f"no free port on 127.0.0.1 in {PORT_RANGE[0]}-{PORT_RANGE[1]}")
+    return ports

@@ -18,35 +18,17 @@ import contextlib
 import json
 import os
 import random
-import socket
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from regionflow.servers.base import ManagedServer, ServerError, find_binary
+from regionflow.servers.ports import GRPC_OFFSET, free_ports
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
 __all__ = ["GRPC_OFFSET", "SeaweedFS"]
-
-GRPC_OFFSET = 10000  # weed's gRPC port for each HTTP port
-# Ports are drawn from here: below Linux's ephemeral range (32768-60999) even with the gRPC offset, so
-# outgoing connections cannot take them between pick_ports() and the start.
-_PORT_RANGE = (10000, 22700)
-# weed's own defaults (HTTP and gRPC), which an unconfigured weed elsewhere on the machine may hold.
-_WEED_DEFAULTS = {6060, 8080, 8333, 8888, 9333, 18080, 18333, 18888, 19333, 23646, 33646}
-
-
-def _bindable(port: int) -> bool:
-    # No SO_REUSEADDR: a port still in TIME_WAIT counts as taken, which errs on the safe side.
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
 
 class SeaweedFS(ManagedServer):
     """One region's SeaweedFS: data under data_dir/data, identities in data_dir/s3.json, one bucket."""
@@ -91,21 +73,8 @@ class SeaweedFS(ManagedServer):
     def pick_ports(rng: random.Random | None = None) -> dict[str, int]:
         """Ports for master, volume, filer and s3, each free on 127.0.0.1 together with its gRPC port
         (+10000). Free now, not reserved: start the server soon after."""
-        rng = rng or random.Random()
-        chosen: dict[str, int] = {}
-        taken: set[int] = set(_WEED_DEFAULTS)
-        for role in ("master", "volume", "filer", "s3"):
-            for _ in range(200):
-                port = rng.randrange(*_PORT_RANGE)
-                pair = {port, port + GRPC_OFFSET}
-                if pair & taken or not all(_bindable(p) for p in pair):
-                    continue
-                chosen[role] = port
-                taken |= pair
-                break
-            else:
-                raise ServerError(f"no free port pair (P and P+{GRPC_OFFSET}) for SeaweedFS {role} on 127.0.0.1")
-        return chosen
+        ports = free_ports(4, with_grpc=4, rng=rng)
+        return dict(zip(("master", "volume", "filer", "s3"), ports, strict=True))
 
     # -- ManagedServer -----------------------------------------------------------------------------------
     def command(self) -> list[str]:
