@@ -51,6 +51,9 @@ DEFAULT_KEY = "/regionflow/control"
 DEFAULT_TIMEOUT = 4.0
 DEFAULT_ATTEMPT_TIMEOUT = 1.0
 _RETRY_PAUSE = 0.05  # between rounds over the members, so a refused connection is not a busy loop
+# A txn is not sent with less time left than this: one that times out client-side leaves its outcome open,
+# so sending it on a sliver of budget would turn a slow answer into "outcome unknown".
+_MIN_WRITE_BUDGET = 0.3
 
 
 def _b64(text: str) -> str:
@@ -170,6 +173,8 @@ class EtcdRoutingControl:
         while True:
             retry = False
             for endpoint in self.endpoints:
+                if write and deadline - time.monotonic() < _MIN_WRITE_BUDGET:
+                    return _Failed("out of time", maybe_applied=False)
                 try:
                     return self._post(endpoint, path, body, deadline)
                 except _Failed as failed:
@@ -290,7 +295,7 @@ class EtcdRoutingControl:
             record = self._read("initialize", deadline, reasons, started, change if sent else None)
             if record is not None:
                 return record.state
-            last = self._history("initialize", 1, deadline, reasons, started)
+            last = self._history("initialize", 1, deadline, reasons, started, change if sent else None)
             new = ControlState(active_region=region, epoch=(last[0].epoch if last else 0) + 1,
                                updated_at=time.time(), updated_by="initialize")
             txn = {"compare": [{"key": _b64(self.key), "target": "CREATE", "result": "EQUAL",
@@ -308,12 +313,14 @@ class EtcdRoutingControl:
                 raise self._unavailable("initialize", reasons, started)
             time.sleep(_RETRY_PAUSE)
 
-    def _history(self, what: str, limit: int, deadline: float, reasons: dict[str, str], started: float
-                 ) -> list[ControlState]:
+    def _history(self, what: str, limit: int, deadline: float, reasons: dict[str, str], started: float,
+                 change: str | None = None) -> list[ControlState]:
         body = {"key": _b64(self.history_prefix), "range_end": _prefix_end(self.history_prefix),
                 "sort_order": "DESCEND", "sort_target": "KEY", "limit": str(limit)}
         answer = self._call("/v3/kv/range", body, deadline, reasons, write=False)
         if isinstance(answer, _Failed):
+            if change is not None:
+                raise self._outcome_unknown(what, change, reasons, started)
             raise self._unavailable(what, reasons, started)
         return [self._parse(kv).state for kv in answer.get("kvs") or []]
 
