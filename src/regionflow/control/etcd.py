@@ -5,8 +5,8 @@ Keys (``key`` defaults to ``/regionflow/control``):
   ``key/history/<epoch, 20 digits>``  every record the control has had (zero-padded, so keys sort by epoch)
 
 ``change`` is a random id per set_active/initialize call. It is how a call recognises its own write when
-the answer to it was lost (a timeout, a dropped connection, a 5xx): a retried txn then fails its compare,
-and the record read afterwards carries the caller's id.
+the answer to it was lost (a timeout, a dropped connection, a 5xx): the read before any retry finds the
+caller's id in the record (or a retried txn fails its compare and the next read finds it).
 
 Writes are single etcd txns: set_active compares the record's ``mod_revision`` with the one just read and
 puts the new record and its history entry together; initialize compares ``create_revision == 0``. Reads
@@ -14,19 +14,21 @@ are linearizable (never ``serializable``: a member cut off from the quorum would
 
 Unavailability is bounded by ``timeout`` (default 4 s, about two elections): members are tried in turn,
 each request limited to ``attempt_timeout`` (1 s) because etcd itself holds a request to a member without
-a quorum for ~7 s before answering 503. A leader's death costs a write ~1-2 s (the election); losing the
-quorum makes every call raise ControlUnavailable after ``timeout`` seconds.
+a quorum for ~7 s before answering 503. A leader's death costs a write ~1-2 s (the election; measured
+median 1.2 s, max 2.0 s over 10 SIGKILLs); losing the quorum makes every call raise ControlUnavailable
+after ``timeout`` seconds (measured 4.0 s), naming each member and what it last said.
 
 Late proposals. etcd can apply a write after telling the client it failed: a leader that has just lost
 its followers still appends a proposal to its log, answers 503 "request timed out" after ~7 s, and when a
-follower returns and the old leader wins the election the entry commits (seen 3 of 3 times on etcd
-3.4.23). No compare can stop that: nothing else commits in between, so the txn finds the state it
-expected. So: (1) every txn is sent right after a linearizable read, which needs the quorum, so a txn is
-never proposed while the cluster is known to lack one (the quorum-lost case proposes nothing); (2) after
-an answer that leaves the outcome open, the call re-reads and retries under the same ``change`` until it
-knows (its own id in the record: success; another record: StaleEpoch); (3) if time runs out with the
-outcome still open (the quorum was lost in the milliseconds between the read and the txn), it raises
-ControlOutcomeUnknown, which says the change may still take effect; never a plain "nothing changed".
+follower returns and the old leader wins the election the entry commits (every time tried on etcd 3.4.23;
+tests/contract/test_control_etcd.py pins it down). No compare can stop that: nothing else commits in
+between, so the txn finds the state it expected. So: (1) every txn is sent right after a linearizable
+read, which needs the quorum, so a txn is never proposed while the cluster is known to lack one (the
+quorum-lost case proposes nothing); (2) after an answer that leaves the outcome open, the call re-reads
+and retries under the same ``change`` until it knows (its own id in the record: success; another record:
+StaleEpoch); (3) if time runs out with the outcome still open (the quorum was lost in the milliseconds
+between the read and the txn), it raises ControlOutcomeUnknown, which says the change may still take
+effect; never a plain "nothing changed".
 
 https:// endpoints and authentication are not supported (the members regionflow runs listen on loopback).
 """

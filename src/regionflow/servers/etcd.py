@@ -6,7 +6,8 @@ ignores those flags on a restart, so the same command() starts a fresh member an
 Heartbeat 100 ms and election timeout 1000 ms (etcd's defaults are for real networks; on loopback a
 shorter election makes a leader's death cost about 1-2 s instead of several).
 
-Measured on a 2-core machine: 3 fresh members answer /health ~1-2 s after start (see etcd_cluster).
+Measured on a 2-core machine (start_server x3 + wait_servers_healthy): 3 fresh members are healthy in
+1.1-2.9 s, a restart on their data in 0.3-1.2 s, and they stop on SIGTERM in ~0.2 s.
 """
 
 from __future__ import annotations
