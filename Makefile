@@ -14,7 +14,7 @@ $(BIN)/regionflow: pyproject.toml
 
 setup: $(BIN)/regionflow
 
-# PostgreSQL backs the StateStore contract tests and Chromium the console's browser tests;
+# etcd backs the routing control tests, PostgreSQL the StateStore contract tests and Chromium the console's browser tests;
 # install or start them when absent.
 services:
 	@bash scripts/ensure-services.sh

@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
+from etcdkit import etcd_shared  # noqa: F401 (a session fixture: the shared 3-member etcd cluster)
 from testenv import REFERENCE_DATA
 
 # The real-SeaweedFS fixtures (seaweedfs, s3_bucket, s3_store) for the S3 adapter's tests.

@@ -1,12 +1,15 @@
-"""Contract tests for the RoutingControl port; every adapter runs them (add "etcd" to ADAPTERS with its URL).
+"""Contract tests for the RoutingControl port; every adapter runs them (ADAPTERS, URL_FACTORIES).
 
-"guarded-<kind>" runs the contract over the fault-injection wrapper (chaos.faults.GuardedControl) around
-that kind of adapter, with no fault active: it must behave exactly like the control it wraps.
+"etcd" runs against the session's shared 3-member cluster (etcdkit.etcd_shared), under a fresh key per
+test. "guarded-<kind>" runs the contract over the fault-injection wrapper (chaos.faults.GuardedControl)
+around that kind of adapter, with no fault active: it must behave exactly like the control it wraps.
+etcd failures (members killed, quorum lost) are in test_control_etcd.py.
 """
 
 from __future__ import annotations
 
 import multiprocessing
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,15 +20,20 @@ from regionflow.chaos.faults import FaultRegistry, GuardedControl
 from regionflow.control import CachedControl, ControlNotInitialized, ControlState, RoutingControl, open_control
 from regionflow.errors import ConfigError, ControlUnavailable, StaleEpoch
 
-ADAPTERS = ["sqlite", "guarded-sqlite"]
+ADAPTERS = ["sqlite", "guarded-sqlite", "etcd", "guarded-etcd"]
 GUARDED = "guarded-"
 
 
-def _sqlite_url(tmp_path: Path) -> str:
+def _sqlite_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'control.db'}"
 
 
-URL_FACTORIES: dict[str, Callable[[Path], str]] = {"sqlite": _sqlite_url}
+def _etcd_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    # Requested here, not by every test, so that sqlite-only runs start no etcd.
+    return str(request.getfixturevalue("etcd_shared").url())
+
+
+URL_FACTORIES: dict[str, Callable[[pytest.FixtureRequest, Path], str]] = {"sqlite": _sqlite_url, "etcd": _etcd_url}
 
 
 @pytest.fixture(params=ADAPTERS)
@@ -35,9 +43,9 @@ def adapter(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def control_url(adapter: str, tmp_path: Path) -> str:
+def control_url(adapter: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """A URL of an empty routing control of each adapter kind."""
-    return URL_FACTORIES[adapter.removeprefix(GUARDED)](tmp_path)
+    return URL_FACTORIES[adapter.removeprefix(GUARDED)](request, tmp_path)
 
 
 @pytest.fixture
@@ -179,6 +187,70 @@ def test_racing_processes_exactly_one_wins(control: RoutingControl, control_url:
     assert [s.epoch for s in control.history()] == list(range(rounds + 1, 0, -1))
 
 
+def test_racing_threads_exactly_one_wins(control: RoutingControl, control_url: str) -> None:
+    """Threads, each with its own connection, race every round with the same expected epoch."""
+    control.initialize("us-east-1")
+    racers, rounds = 6, 5
+    barrier = threading.Barrier(racers)
+    wins: dict[int, list[str]] = {r: [] for r in range(1, rounds + 1)}
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+
+    def race(name: str) -> None:
+        c = open_control(control_url)
+        try:
+            for expected in range(1, rounds + 1):
+                barrier.wait(timeout=60)
+                try:
+                    c.set_active(name, expected, by=name)
+                    with lock:
+                        wins[expected].append(name)
+                except StaleEpoch:
+                    pass
+        except BaseException as exc:  # reported below: an exception in a thread would pass unseen
+            errors.append(exc)
+            barrier.abort()
+        finally:
+            c.close()
+
+    threads = [threading.Thread(target=race, args=(f"t{i}",)) for i in range(racers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not errors, errors
+    assert all(len(w) == 1 for w in wins.values()), wins
+    final = control.get()
+    assert (final.epoch, final.active_region) == (rounds + 1, wins[rounds][0])
+    history = control.history()
+    assert [s.epoch for s in history] == list(range(rounds + 1, 0, -1))
+    assert [s.active_region for s in history[:-1]] == [wins[r][0] for r in range(rounds, 0, -1)]
+
+
+def test_shared_connection_across_threads(control: RoutingControl) -> None:
+    """One adapter object used by many threads at once (a region's workers share one): same guarantees."""
+    control.initialize("us-east-1")
+    results: list[str] = []
+
+    def bump() -> None:
+        for _ in range(20):
+            state = control.get()
+            try:
+                control.set_active("us-east-1", state.epoch)
+                results.append("won")
+            except StaleEpoch:
+                results.append("stale")
+
+    threads = [threading.Thread(target=bump) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    epochs = [s.epoch for s in control.history(limit=1000)]
+    assert control.get().epoch == 1 + results.count("won")
+    assert epochs == list(range(control.get().epoch, 0, -1))  # every epoch once, none skipped or reused
+
+
 # ---------------------------------------------------------------------------------------------- cache
 
 
@@ -255,12 +327,59 @@ def test_cached_control_set_active_invalidates(control: RoutingControl) -> None:
 
 
 def test_open_control_rejects_unsupported_urls(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="etcd://127.0.0.1:2379"):
-        open_control("etcd://127.0.0.1:2379")
     with pytest.raises(ConfigError, match="unsupported scheme"):
         open_control("redis://localhost")
     with pytest.raises(ConfigError, match="shares"):
         open_control("sqlite://")
+
+
+@pytest.mark.parametrize(("url", "why"), [
+    ("etcd://", "names no host"),
+    ("etcd:///prefix", "names no host"),
+    ("etcd://h1:2379,,h2:2379", "empty host"),
+    ("etcd://h1:notaport", "not host:port"),
+    ("etcd://h1:70000", "out of range"),
+    ("etcd://user:secret@h1:2379", "passwords are not supported"),
+    ("etcd://h1:2379?timeout=3", "no query"),
+    ("etcd://h1:2379/bad prefix", "key prefix"),
+])
+def test_open_control_rejects_bad_etcd_urls(url: str, why: str) -> None:
+    with pytest.raises(ConfigError, match=why) as info:
+        open_control(url)
+    assert url in str(info.value) and "etcd://host:port" in str(info.value)
+
+
+def test_etcd_url_endpoints_and_key() -> None:
+    from regionflow.control import parse_etcd_url
+
+    assert parse_etcd_url("etcd://127.0.0.1:2379,127.0.0.1:22379,127.0.0.1:32379") == (
+        ["http://127.0.0.1:2379", "http://127.0.0.1:22379", "http://127.0.0.1:32379"], "/regionflow/control")
+    assert parse_etcd_url("etcd://h1:1,h2/myprefix/") == (["http://h1:1", "http://h2:2379"], "/myprefix/control")
+    assert parse_etcd_url("etcd://[::1]:2379/a/b") == (["http://[::1]:2379"], "/a/b/control")
+
+
+def test_etcd_nothing_listening_is_control_unavailable_within_the_timeout() -> None:
+    from regionflow.control.etcd import DEFAULT_TIMEOUT, EtcdRoutingControl
+    from regionflow.servers.etcd import free_loopback_ports
+
+    ports = free_loopback_ports(2)
+    endpoints = [f"127.0.0.1:{p}" for p in ports]
+    default = open_control(f"etcd://{','.join(endpoints)}")
+    assert isinstance(default, EtcdRoutingControl) and default.timeout == DEFAULT_TIMEOUT
+    default.close()
+    control = EtcdRoutingControl(endpoints, timeout=1.0)
+    try:
+        for call in (control.get, lambda: control.set_active("us-west-2", 1), control.history):
+            started = time.monotonic()
+            with pytest.raises(ControlUnavailable) as info:
+                call()
+            assert time.monotonic() - started < 1.0 + 0.5
+            assert type(info.value) is ControlUnavailable  # nothing was sent, so nothing can land later
+            msg = str(info.value)
+            assert "\n" not in msg and "failed after" in msg
+            assert all(f"{e}: cannot connect" in msg for e in endpoints), msg
+    finally:
+        control.close()
 
 
 def test_unreachable_store_is_control_unavailable(tmp_path: Path) -> None:

@@ -2,24 +2,70 @@
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 
-from regionflow.control.base import ControlNotInitialized, ControlState, RoutingControl, stale_epoch
+from regionflow.control.base import (
+    ControlNotInitialized,
+    ControlOutcomeUnknown,
+    ControlState,
+    RoutingControl,
+    stale_epoch,
+)
 from regionflow.errors import ConfigError
 
 __all__ = [
     "CachedControl",
     "ControlNotInitialized",
+    "ControlOutcomeUnknown",
     "ControlState",
     "RoutingControl",
     "open_control",
+    "parse_etcd_url",
     "stale_epoch",
 ]
 
+_HOST_PORT = re.compile(r"^(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9.-]+))(?::(?P<port>[0-9]+))?$")
+_PREFIX = re.compile(r"^(/[A-Za-z0-9._-]+)+$")
+
+
+def parse_etcd_url(url: str) -> tuple[list[str], str]:
+    """The endpoints (``http://host:port``) and record key of ``etcd://h1:p1,h2:p2[/prefix]``.
+
+    The key is ``<prefix>/control`` (``/regionflow/control`` without a path); a port defaults to 2379.
+    ConfigError naming the problem for anything else (no host, a bad port, user info, a query)."""
+    def bad(why: str) -> ConfigError:
+        return ConfigError(f"routing control url {url!r}: {why} (expected etcd://host:port,host:port[/prefix])")
+
+    rest = url.split("://", 1)[1] if "://" in url else ""
+    if not url.lower().startswith("etcd://"):
+        raise bad("not an etcd:// URL")
+    if "?" in rest or "#" in rest:
+        raise bad("takes no query or fragment")
+    hosts, slash, path = rest.partition("/")
+    if "@" in hosts:
+        raise bad("user names and passwords are not supported")
+    endpoints = []
+    for item in hosts.split(","):
+        if not item.strip():
+            raise bad("an empty host between commas" if hosts else "names no host")
+        m = _HOST_PORT.match(item.strip())
+        if not m:
+            raise bad(f"{item.strip()!r} is not host:port")
+        port = int(m["port"] or 2379)
+        if not 1 <= port <= 65535:
+            raise bad(f"port {port} is out of range")
+        host = f"[{m['v6']}]" if m["v6"] else m["host"]
+        endpoints.append(f"http://{host}:{port}")
+    prefix = ("/" + path).rstrip("/") if slash else ""
+    if prefix and not _PREFIX.match(prefix):
+        raise bad(f"key prefix {prefix!r} may hold only letters, digits, '.', '_', '-' between slashes")
+    return endpoints, f"{prefix or '/regionflow'}/control"
+
 
 def open_control(url: str) -> RoutingControl:
-    """Return the adapter for url: ``sqlite:///path/to/control.db`` (etcd:// comes with the real backends).
+    """Return the adapter for url: ``sqlite:///path/to/control.db`` or ``etcd://h1:p1,h2:p2[/prefix]``.
 
     As in SQLAlchemy, ``sqlite:///rel/path`` is relative to the working directory and ``sqlite:////abs``
     is absolute; load_config makes the URLs of a regionflow.toml absolute.
@@ -40,9 +86,11 @@ def open_control(url: str) -> RoutingControl:
 
         return SqliteRoutingControl(database)
     if scheme == "etcd":
-        raise ConfigError(f"routing control url {url!r}: etcd:// is not supported yet "
-                          "(use sqlite:///path/to/control.db)")
-    raise ConfigError(f"routing control url {url!r}: unsupported scheme (expected sqlite:///)")
+        from regionflow.control.etcd import EtcdRoutingControl
+
+        endpoints, key = parse_etcd_url(url)
+        return EtcdRoutingControl(endpoints, key)
+    raise ConfigError(f"routing control url {url!r}: unsupported scheme (expected sqlite:/// or etcd://)")
 
 
 class CachedControl:

@@ -3,7 +3,8 @@
 The control holds one record, ``(active_region, epoch)``, readable from every region. It changes only by
 compare-and-set on the epoch, and every change raises the epoch by one, so the epoch never goes back and
 two writers that read the same record cannot both succeed (DESIGN §3). Adapters: ``sqlite.py`` (a SQLite
-file shared by the region processes of one machine); etcd later, running the same contract tests.
+file shared by the region processes of one machine) and ``etcd.py`` (a 3-member etcd cluster), both running
+the same contract tests.
 """
 
 from __future__ import annotations
@@ -13,11 +14,18 @@ from typing import Protocol, runtime_checkable
 
 from regionflow.errors import ControlUnavailable, StaleEpoch
 
-__all__ = ["ControlNotInitialized", "ControlState", "RoutingControl", "stale_epoch"]
+__all__ = ["ControlNotInitialized", "ControlOutcomeUnknown", "ControlState", "RoutingControl", "stale_epoch"]
 
 
 class ControlNotInitialized(ControlUnavailable):
     """The control store is reachable but holds no record yet (nothing has called initialize())."""
+
+
+class ControlOutcomeUnknown(ControlUnavailable):
+    """A write (set_active, initialize) was sent, the store stopped answering before confirming it, and
+    the store may still apply it later (a replicated store that regains its quorum can commit an entry
+    its old leader had accepted). Unlike a plain ControlUnavailable this does NOT mean "nothing changed":
+    re-read the control (get) before deciding; the record's updated_by names the writer that won."""
 
 
 @dataclass(frozen=True)
@@ -63,7 +71,8 @@ class RoutingControl(Protocol):
         active one (the epoch always grows, which fences out work claimed under the old epoch); the change
         is appended to the history and the new record returned. Otherwise nothing changes and StaleEpoch
         is raised, naming the current epoch and region. Atomic across processes: of several callers
-        racing with the same expected_epoch exactly one succeeds.
+        racing with the same expected_epoch exactly one succeeds. ControlUnavailable means nothing
+        changed, except its subclass ControlOutcomeUnknown (the change may still take effect).
         """
         ...
 
