@@ -360,9 +360,9 @@ def test_etcd_url_endpoints_and_key() -> None:
 
 def test_etcd_nothing_listening_is_control_unavailable_within_the_timeout() -> None:
     from regionflow.control.etcd import DEFAULT_TIMEOUT, EtcdRoutingControl
-    from regionflow.servers.etcd import free_loopback_ports
+    from regionflow.servers.ports import free_ports
 
-    ports = free_loopback_ports(2)
+    ports = free_ports(2)
     endpoints = [f"127.0.0.1:{p}" for p in ports]
     default = open_control(f"etcd://{','.join(endpoints)}")
     assert isinstance(default, EtcdRoutingControl) and default.timeout == DEFAULT_TIMEOUT

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from regionflow.servers.base import MissingBinary
-from regionflow.servers.etcd import EtcdMember, etcd_cluster, free_loopback_ports
+from regionflow.servers.etcd import EtcdMember, etcd_cluster
+from regionflow.servers.ports import free_ports
 
 
 def _flags(argv: list[str]) -> dict[str, str]:
@@ -46,7 +47,7 @@ def test_member_must_be_in_its_cluster(tmp_path: Path) -> None:
 
 
 def test_probe_of_absent_member_is_a_reason_not_an_exception(tmp_path: Path) -> None:
-    port = free_loopback_ports(1)[0]
+    port = free_ports(1)[0]
     m = EtcdMember("x", tmp_path, client_port=port, peer_port=port + 1, cluster={"x": port + 1}, token="t")
     reason = m.probe(timeout=0.5)
     assert isinstance(reason, str) and reason

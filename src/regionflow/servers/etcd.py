@@ -13,30 +13,18 @@ Measured on a 2-core machine (start_server x3 + wait_servers_healthy): 3 fresh m
 from __future__ import annotations
 
 import json
-import socket
-from contextlib import ExitStack
 from pathlib import Path
 
 import httpx
 
 from regionflow.servers.base import ManagedServer, find_binary
+from regionflow.servers.ports import free_ports
 
-__all__ = ["HEARTBEAT_MS", "ELECTION_MS", "EtcdMember", "etcd_cluster", "free_loopback_ports"]
+__all__ = ["HEARTBEAT_MS", "ELECTION_MS", "EtcdMember", "etcd_cluster"]
 
 HEARTBEAT_MS = 100
 ELECTION_MS = 1000
 _HINT = "apt-get install etcd-server (`make services` installs it)"
-
-
-def free_loopback_ports(count: int) -> list[int]:
-    """count distinct loopback TCP ports that are free now (all held open together, so they differ)."""
-    with ExitStack() as stack:
-        ports = []
-        for _ in range(count):
-            s = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
-            s.bind(("127.0.0.1", 0))
-            ports.append(s.getsockname()[1])
-        return ports
 
 
 class EtcdMember(ManagedServer):
@@ -119,7 +107,7 @@ def etcd_cluster(names: list[str], data_root: Path, token: str) -> list[EtcdMemb
     The ports are free when chosen, not reserved: start the members soon after."""
     if len(set(names)) != len(names) or not names:
         raise ValueError("etcd_cluster needs distinct member names")
-    ports = free_loopback_ports(2 * len(names))
+    ports = free_ports(2 * len(names))
     peers = {name: ports[2 * i + 1] for i, name in enumerate(names)}
     return [EtcdMember(name, Path(data_root) / name, client_port=ports[2 * i], peer_port=peers[name],
                        cluster=peers, token=token) for i, name in enumerate(names)]

@@ -25,8 +25,10 @@ def routing_control(run: StepRun, step: Step, deadline: float) -> dict:
     if run.practice:
         return {"would_set": region, "current_active": current.active_region, "current_epoch": current.epoch}
     if current.active_region == region:
+        # set_by tells an operator who made it active: e.g. an earlier run whose write etcd applied late,
+        # after answering ControlOutcomeUnknown (control/etcd.py).
         run.epoch = current.epoch
-        return {"active": region, "epoch": current.epoch, "changed": False}
+        return {"active": region, "epoch": current.epoch, "changed": False, "set_by": current.updated_by}
     new = run.ctx.control.set_active(region, current.epoch, by=f"plan {run.plan.name} ({run.execution_id})")
     run.epoch = new.epoch
     return {"from": current.active_region, "to": new.active_region, "epoch": new.epoch, "changed": True}
