@@ -45,7 +45,8 @@ def test_routing_control_moves_the_epoch_once_and_practice_changes_nothing(tmp_p
     assert routing_control(run, Step("routing_control", "rc", 1), time.monotonic() + 5)["epoch"] == 4
     assert run.epoch == 4 and ctx.control.state.active_region == WEST
     again = routing_control(run, Step("routing_control", "rc", 1), time.monotonic() + 5)
-    assert again == {"active": WEST, "epoch": 4, "changed": False} and len(ctx.control.sets) == 1
+    assert again == {"active": WEST, "epoch": 4, "changed": False, "set_by": f"plan t ({run.execution_id})"}
+    assert len(ctx.control.sets) == 1
 
 
 def test_wait_replication_waits_until_the_switch_point_is_applied(tmp_path):
