@@ -35,3 +35,7 @@ class StaleEpoch(RegionflowError):
 
 class ControlUnavailable(RegionflowError):
     """The routing control's store cannot be reached."""
+
+
+class StateUnavailable(RegionflowError):
+    """The state store's database cannot be opened: unreachable, or it refused the credentials."""
