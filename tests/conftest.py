@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
+from pgkit import pg_cluster, pgserver_url, pgserver_url_factory  # noqa: F401  (fixtures for every suite)
 from testenv import REFERENCE_DATA
 
 # The machine's PostgreSQL (trust auth on loopback; `make services` starts it). CI must provide it.
