@@ -77,6 +77,14 @@ def _one_line(text: str, *, last: bool = False) -> str:
     return (lines[-1] if last else lines[0]) if lines else "no output"
 
 
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 class PostgresServer(ManagedServer):
     """One region's PostgreSQL cluster on 127.0.0.1:port, superuser `user` with `password`."""
 
@@ -162,10 +170,13 @@ class PostgresServer(ManagedServer):
                               "(no PG_VERSION); move it away to let regionflow create one")
         staging = self.data_dir.with_name(f".{self.data_dir.name}.initdb")
         shutil.rmtree(staging, ignore_errors=True)  # left by a prepare() that crashed
+        for leftover in self.data_dir.parent.glob(f".{self.name}-pw-*"):  # a pwfile a crash kept
+            leftover.unlink(missing_ok=True)
         staging.mkdir(mode=0o700)
         try:
             self._initdb(staging, owner)
             os.replace(staging, self.data_dir)  # replaces an empty data_dir too
+            _fsync_dir(self.data_dir.parent)  # initdb synced the files; make the rename durable too
         finally:
             shutil.rmtree(staging, ignore_errors=True)
 
