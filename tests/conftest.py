@@ -11,6 +11,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from etcdkit import etcd_shared  # noqa: F401 (a session fixture: the shared 3-member etcd cluster)
+from pgkit import pg_cluster, pgserver_url, pgserver_url_factory  # noqa: F401  (fixtures for every suite)
 from testenv import REFERENCE_DATA
 
 # The real-SeaweedFS fixtures (seaweedfs, s3_bucket, s3_store) for the S3 adapter's tests.

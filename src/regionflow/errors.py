@@ -39,3 +39,7 @@ class ControlUnavailable(RegionflowError):
 
 class StoreUnavailable(RegionflowError):
     """The object store cannot be reached, or refuses regionflow's requests (credentials, missing bucket)."""
+
+
+class StateUnavailable(RegionflowError):
+    """The state store's database cannot be opened: unreachable, or it refused the credentials."""

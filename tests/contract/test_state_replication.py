@@ -32,11 +32,14 @@ HOUR = (3_600_000 << LOGICAL_BITS)  # one hour of hlc
 # ---------------------------------------------------------------------------------------------- fixtures
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres),
+                        pytest.param("pgserver", marks=pytest.mark.pgserver)])
 def urls(request: pytest.FixtureRequest, tmp_path) -> tuple[str, str]:
+    """sqlite: two files; postgresql: two databases on the machine's server; pgserver: on regionflow's own."""
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path}/a/state.db", f"sqlite:///{tmp_path}/b/state.db"
-    factory: Callable[[], str] = request.getfixturevalue("pg_url_factory")
+    fixture = "pgserver_url_factory" if request.param == "pgserver" else "pg_url_factory"
+    factory: Callable[[], str] = request.getfixturevalue(fixture)
     return factory(), factory()
 
 

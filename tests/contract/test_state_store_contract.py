@@ -36,10 +36,14 @@ REGION = "us-east-1"
 # ---------------------------------------------------------------------------------------------- fixtures
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres),
+                        pytest.param("pgserver", marks=pytest.mark.pgserver)])
 def state_url(request: pytest.FixtureRequest, tmp_path) -> str:
+    """sqlite: a file; postgresql: the machine's server; pgserver: a cluster regionflow started itself."""
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path}/state/regionflow.db"
+    if request.param == "pgserver":
+        return request.getfixturevalue("pgserver_url")
     return request.getfixturevalue("pg_url")
 
 

@@ -60,8 +60,8 @@ class Region:
         self.faults.clear_faults()  # faults do not outlive the process they were injected into
         store_options = self.secrets.s3_credentials if rc.store_url.startswith("s3://") else {}
         self.plain_objects = guard_objects(open_object_store(rc.store_url, **store_options), self.faults)
-        db_password = {"password": self.secrets.postgres_password} if self.secrets.postgres_password else {}
-        self.state = guard_state(open_state_store(rc.state, name, **db_password), self.faults)
+        self.state = guard_state(open_state_store(rc.state, name, password=self.secrets.postgres_password),
+                                 self.faults)
         self.objects = FeedingObjectStore(self.plain_objects, self.state)
         self.control = CachedControl(guard_control(open_control(config.control), self.faults), ttl=1.0)
         self.control.initialize(config.primary)

@@ -28,8 +28,12 @@ __all__ = [
 ]
 
 
-def open_state_store(url: str, region: str) -> StateStore:
-    """Return the store for url: sqlite:///path/to/state.db or postgresql://user@host:port/db."""
+def open_state_store(url: str, region: str, *, password: str | None = None) -> StateStore:
+    """Return the store for url: sqlite:///path/to/state.db or postgresql://user@host:port/db.
+
+    password is used when a postgresql:// url has none (a region's own cluster: the URL is shown, the
+    password is kept in the secrets); it never appears in the store's repr or in an error message.
+    StateUnavailable (one line) when the database cannot be reached or refuses the login."""
     from regionflow.errors import ConfigError
 
     scheme = url.split(":", 1)[0].lower()
@@ -39,5 +43,5 @@ def open_state_store(url: str, region: str) -> StateStore:
 
         if scheme == "postgres":  # the libpq spelling
             url = "postgresql" + url[len("postgres"):]
-        return SqlStateStore(url, region)
+        return SqlStateStore(url, region, password=password)
     raise ConfigError(f"state store url {url!r}: unsupported scheme (expected sqlite:/// or postgresql://)")

@@ -17,11 +17,21 @@ from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import Connection, Table, func, select
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from regionflow.sqlite_engine import write_transaction
 from regionflow.state.hlc import HybridClock
 from regionflow.state.schema import VERSIONED_TABLES, change_feed, feed_key, metadata, row_versions
-from regionflow.state.sql import batches, bulk_insert, bulk_upsert, dumps, engine_url, store_engine, xact_lock
+from regionflow.state.sql import (
+    batches,
+    bulk_insert,
+    bulk_upsert,
+    dumps,
+    engine_url,
+    store_engine,
+    unavailable,
+    xact_lock,
+)
 
 # Keys of PostgreSQL transaction-scoped advisory locks.
 _FEED_LOCK = 0x7266_6565  # "rfee": serialises change-feed appends
@@ -47,14 +57,18 @@ def deletion_entry(table: Table, key: str, epoch: int) -> FeedEntry:
 class StoreCore:
     """The engine, clock and transactions of a SqlStateStore; the per-area mixins build on it."""
 
-    def __init__(self, url: str, region: str) -> None:
-        self.url = url
+    def __init__(self, url: str, region: str, *, password: str | None = None) -> None:
+        self.url = url  # as given: a password passed separately is only in the engine's URL
         self.region = region
         self._clock = HybridClock()
-        self._engine = store_engine(engine_url(url))
-        with self._write() as conn:
-            xact_lock(conn, _SCHEMA_LOCK)
-            metadata.create_all(conn)
+        self._engine = store_engine(engine_url(url, password))
+        try:
+            with self._write() as conn:
+                xact_lock(conn, _SCHEMA_LOCK)
+                metadata.create_all(conn)
+        except (OperationalError, InterfaceError) as exc:  # the first connection: down, or login refused
+            self._engine.dispose()
+            raise unavailable(self._engine.url, exc) from None
 
     def close(self) -> None:
         """Release the engine's connections."""

@@ -11,9 +11,9 @@ from sqlalchemy import Connection, Engine, Table, create_engine, select, text
 from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError, IntegrityError
+from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError
 
-from regionflow.errors import ConfigError, RegionflowError
+from regionflow.errors import ConfigError, RegionflowError, StateUnavailable
 from regionflow.sqlite_engine import sqlite_engine
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
@@ -23,8 +23,9 @@ IN_BATCH = 500  # values per IN (...) list: well under every driver's parameter 
 dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
-def engine_url(url: str) -> URL:
-    """Parse a state-store URL: sqlite:///path or postgresql:// (driver rewritten to psycopg 3)."""
+def engine_url(url: str, password: str | None = None) -> URL:
+    """Parse a state-store URL: sqlite:///path or postgresql:// (driver rewritten to psycopg 3), with
+    password filled in when a postgresql:// URL has none (a password in the URL wins)."""
     try:
         parsed = make_url(url)
     except ArgumentError:
@@ -35,7 +36,8 @@ def engine_url(url: str) -> URL:
             raise ConfigError(f"state store url {url!r}: needs a database file (sqlite:///path/to/state.db)")
         return parsed.set(drivername="sqlite+pysqlite")
     if backend == "postgresql":
-        return parsed.set(drivername="postgresql+psycopg")
+        parsed = parsed.set(drivername="postgresql+psycopg")
+        return parsed.set(password=password) if password is not None and parsed.password is None else parsed
     raise ConfigError(f"state store url {url!r}: unsupported scheme (expected sqlite:/// or postgresql://)")
 
 
@@ -45,6 +47,15 @@ def store_engine(url: URL) -> Engine:
         Path(url.database or "").expanduser().parent.mkdir(parents=True, exist_ok=True)
         return sqlite_engine(url, busy_timeout_ms=SQLITE_BUSY_TIMEOUT_MS, synchronous="NORMAL", foreign_keys=True)
     return create_engine(url, pool_pre_ping=True, connect_args={"connect_timeout": 10})
+
+
+def unavailable(url: URL, exc: DBAPIError) -> StateUnavailable:
+    """The one-line error for a database that could not be opened: the URL without its password and the
+    driver's first line (libpq names the host and port, and says "password authentication failed")."""
+    cause = exc.orig if exc.orig is not None else exc
+    lines = [line for line in str(cause).splitlines() if line.strip()]
+    reason = " ".join(lines[0].split()) if lines else type(cause).__name__
+    return StateUnavailable(f"state store {url.render_as_string(hide_password=True)}: cannot connect: {reason}")
 
 
 def xact_lock(conn: Connection, key: int) -> None:
