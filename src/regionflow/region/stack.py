@@ -78,19 +78,19 @@ def start_stack(config_path: Path, config: Config, timeout: float = 60.0) -> lis
     for name in to_start:
         check_tls(config, name)
     try:
-        procs = start_servers(config, servers, timeout)
+        server_procs = start_servers(config, servers, timeout)
     except BaseException:
         if not already:
             stop_stack(config)
         raise
-    procs += [start_process(config_path, config, name) for name in to_start]
+    procs = [start_process(config_path, config, name) for name in to_start]
     try:
         wait_healthy(procs, secrets.api_token, timeout, verify=config.tls_verify())
     except BaseException:
         if not already:  # a fresh start that failed leaves nothing behind; a restart keeps the survivors
             stop_stack(config)
         raise
-    return procs
+    return server_procs + procs
 
 
 def stop_stack(config: Config, timeout: float = 15.0) -> list[str]:
