@@ -4,7 +4,9 @@ objects are missing (DESIGN §5)."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 from regionflow.errors import FencedOut
 from regionflow.ids import job_id_for
@@ -18,6 +20,8 @@ from regionflow.workloads.batch.service import BatchService
 # A job past merge names its output; if that never reached this region (state and objects replicate
 # apart), the job is taken back to PROCESSING and merged again here (deterministic: the same bytes).
 _MERGED_OR_LATER = (JobStatus.MERGED, JobStatus.NOTIFIED, JobStatus.COMPLETED)
+_CHECKS_IN_PARALLEL = 8
+T = TypeVar("T")
 
 
 def _missing_objects(batch: BatchService, job: JobRecord) -> list[str]:
@@ -52,15 +56,25 @@ def _reopen(batch: BatchService, job: JobRecord, epoch: int) -> JobRecord | None
         return None
 
 
+def _checked(jobs: list[JobRecord], check: Callable[[JobRecord], T]) -> list[T]:
+    """check for each job, several at a time: against a store on a network (S3) the checks are one round
+    trip each, and they are what the switch's RTO waits for here."""
+    if len(jobs) < 2:
+        return [check(j) for j in jobs]
+    with ThreadPoolExecutor(max_workers=_CHECKS_IN_PARALLEL) as pool:
+        return list(pool.map(check, jobs))
+
+
 def reconcile(batch: BatchService, epoch: int, practice: bool = False) -> dict[str, Any]:
     """Claim and queue unfinished jobs, reopen jobs whose output never arrived; returns a report (claimed,
     resumed, reopened, started, missing)."""
     claimed, resumed, missing, started, reopened = [], [], [], [], []
     completed_elsewhere = [j for j in batch.state.list_jobs(status=JobStatus.COMPLETED) if j.owner_epoch < epoch]
-    for job in [*batch.state.list_jobs_unfinished(), *completed_elsewhere]:
-        if job.owner_epoch > epoch:
-            continue  # owned under a newer epoch than ours: not ours to take
-        if _output_lost(batch, job):
+    candidates = [j for j in [*batch.state.list_jobs_unfinished(), *completed_elsewhere] if j.owner_epoch <= epoch]
+    # (a job owned under a newer epoch than ours is not ours to take)
+    to_resume: list[JobRecord] = []
+    for job, output_lost in zip(candidates, _checked(candidates, lambda j: _output_lost(batch, j)), strict=True):
+        if output_lost:
             if practice:
                 reopened.append(job.job_id)
                 continue
@@ -71,7 +85,8 @@ def reconcile(batch: BatchService, epoch: int, practice: bool = False) -> dict[s
             reopened.append(job.job_id)
         elif job.status == JobStatus.COMPLETED:
             continue  # completed elsewhere and its output is here: nothing to do
-        lost = _missing_objects(batch, job)
+        to_resume.append(job)
+    for job, lost in zip(to_resume, _checked(to_resume, lambda j: _missing_objects(batch, j)), strict=True):
         if lost:
             missing.append({"job_id": job.job_id, "input_key": job.input_key, "status": job.status,
                             "missing": lost})
