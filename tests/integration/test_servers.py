@@ -119,6 +119,23 @@ def test_reference_file_on_servers_readable_from_both_s3_endpoints(servers_root,
             rows = conn.execute("select status from jobs where job_id = %s", (job_id,)).fetchall()
         assert rows == [("COMPLETED",)]
 
+        # One etcd member down: the control still answers. Two down (quorum lost): it fails closed, and a
+        # failover refuses and changes nothing.
+        control = stack.rf_json("control", "show")
+        stack.signal("etcd-1", signal.SIGKILL)
+        assert stack.rf_json("control", "show")["epoch"] == control["epoch"]
+        stack.signal("etcd-2", signal.SIGKILL)
+        shown = stack.rf("control", "show", check=False, timeout=60)
+        assert shown.returncode != 0 and "etcd" in shown.stderr and "Traceback" not in shown.stderr, shown.stderr
+        refused = stack.rf("failover", "--to", WEST, "--yes", "--json", check=False, timeout=180)
+        assert refused.returncode != 0, refused.stdout
+        with stack.http(timeout=60) as ap:
+            upload = ap.put("/objects/input/during-quorum-loss.csv", content=src.read_bytes())
+        assert upload.status_code >= 500, upload.text  # no region takes new work without the control
+        stack.rf("up", "--detach", timeout=120)  # restarts the two members only
+        assert stack.rf_json("control", "show") == control
+        assert _etcdctl_get(stack, "/regionflow/control")["active_region"] == EAST
+
 
 def test_kill_region_and_its_seaweedfs_with_files_in_flight_then_failover_and_failback(servers_root, data):
     with running_stack(servers_root, init_args=("--servers",), settings={"sync_timeout": "20"}) as stack:
