@@ -219,3 +219,18 @@ def test_drill_kill_on_servers_loses_and_duplicates_nothing(tmp_path):
     assert "the region's servers" in result.stderr  # the outage took its SeaweedFS and PostgreSQL too
     print(f"\nservers drill: RTO failover {report['rto_seconds']['failover']:.2f}s, "
           f"failback {report['rto_seconds']['failback']:.2f}s, RPO {report['rpo']['files']} files")
+
+
+def test_up_names_a_missing_program_in_one_line_and_starts_nothing(servers_root):
+    from testenv import REGIONFLOW
+
+    stack = Stack(servers_root)
+    servers_root.mkdir(parents=True)
+    stack.rf("init", "--dir", ".", "--servers")
+    env = {**os.environ, "PATH": str(servers_root / "empty-bin")}  # no etcd on PATH (weed sits in the venv)
+    result = subprocess.run([REGIONFLOW, "up", "--detach"], cwd=servers_root, capture_output=True, text=True,
+                            timeout=120, env=env)
+    assert result.returncode != 0
+    assert "etcd is not installed: apt-get install etcd-server" in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+    assert not list((servers_root / ".regionflow" / "run").glob("*.pid"))  # nothing was started
