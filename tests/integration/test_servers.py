@@ -18,6 +18,7 @@ import pytest
 from botocore.config import Config as BotoConfig
 
 from batchkit import independent_join
+from pgkit import reachable_dir
 from regionflow.workloads.batch.sample import generate
 from stackkit import EAST, WEST, Stack, running_stack
 
@@ -35,13 +36,10 @@ def data(tmp_path_factory):
 
 
 @pytest.fixture
-def servers_root(tmp_path: Path) -> Path:
-    # The PostgreSQL clusters run as the postgres OS user, who must be able to reach their data directory.
-    for d in (tmp_path, *tmp_path.parents):
-        if d == Path("/"):
-            break
-        d.chmod(d.stat().st_mode | 0o011)
-    return tmp_path / "stack"
+def servers_root():
+    # The PostgreSQL clusters run as the postgres OS user, who cannot pass through pytest's 0700 temp tree.
+    with reachable_dir("regionflow-servers-") as base:
+        yield base / "stack"
 
 
 def _s3(stack: Stack, region: str):
