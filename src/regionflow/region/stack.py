@@ -7,8 +7,10 @@ servers/runner.py; this module is what `regionflow up`, `down` and `status` call
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from regionflow.api.client import ApiClient, ApiError
 from regionflow.config import Config, load_secrets
@@ -39,6 +41,7 @@ from regionflow.servers.topology import topology_servers
 __all__ = ["Proc", "kill_region", "server_status", "stack_status", "start_servers", "start_stack", "stop_servers",
            "stop_stack"]
 
+T = TypeVar("T")
 STATUS_TIMEOUT = 1.5  # `status` redraws every second in `up`: a region that does not answer is shown as down
 JOBS_LIMIT = 10000
 
@@ -48,8 +51,9 @@ def start_servers(config: Config, servers: list[ManagedServer], timeout: float =
     (bucket, database); the started ones. MissingBinary before anything starts when a program is absent."""
     for server in servers:
         server.check_installed()
-    started = [start_server(s, run_dir(config), log_dir(config)) for s in servers
-               if not server_alive(run_dir(config), s.name)]
+    down = [s for s in servers if not server_alive(run_dir(config), s.name)]
+    # Prepared and started side by side: initdb alone takes a second or two per PostgreSQL cluster.
+    started = _each(down, lambda s: start_server(s, run_dir(config), log_dir(config)))
     procs = [Proc(p.server.name, p.pid, p.server.address, p.log) for p in started]
     by_name = {p.server.name for p in started}
     # The ones already running are waited for too: one may still be starting after a crash of `up`.
@@ -59,10 +63,27 @@ def start_servers(config: Config, servers: list[ManagedServer], timeout: float =
     return procs
 
 
+def _each(servers: list[ManagedServer], action: Callable[[ManagedServer], T]) -> list[T]:
+    """action on every server at once (each waits on its own process); the results in order, or the
+    first error once all are done."""
+    if len(servers) < 2:
+        return [action(s) for s in servers]
+    with ThreadPoolExecutor(max_workers=len(servers)) as pool:
+        futures = [pool.submit(action, s) for s in servers]
+        wait(futures)
+    return [f.result() for f in futures]
+
+
 def stop_servers(config: Config, servers: list[ManagedServer], timeout: float = 30.0) -> list[str]:
-    """Stop servers in reverse start order (SeaweedFS and PostgreSQL before etcd); the ones that ran."""
-    return [s.name for s in reversed(servers)
-            if stop_server(run_dir(config), s.name, timeout, stop_signal=s.stop_signal)]
+    """Stop the regions' servers (SeaweedFS, PostgreSQL) together, then the shared ones (etcd) one by one;
+    the ones that ran. (etcd members stopped together take seconds: the leader tries to hand over its
+    leadership to followers that are going away.)"""
+    def stop(s: ManagedServer) -> bool:
+        return stop_server(run_dir(config), s.name, timeout, stop_signal=s.stop_signal)
+
+    regional = [s for s in servers if s.region is not None]
+    stopped = [s.name for s, ran in zip(regional, _each(regional, stop), strict=True) if ran]
+    return stopped + [s.name for s in reversed(servers) if s.region is None and stop(s)]
 
 
 def start_stack(config_path: Path, config: Config, timeout: float = 60.0) -> list[Proc]:
@@ -129,15 +150,16 @@ def server_status(config: Config) -> list[dict[str, Any]]:
         servers = topology_servers(config, load_secrets(config))
     except RegionflowError as exc:
         return [{"name": "servers", "error": str(exc)}]
-    out = []
-    for s in servers:
-        entry = s.describe()
-        entry["running"] = server_alive(run_dir(config), s.name)
-        reason = s.probe() if entry["running"] else "not running"
-        entry["healthy"] = reason is None
-        entry["detail"] = reason or "ok"
-        out.append(entry)
-    return out
+
+    def entry(s: ManagedServer) -> dict[str, Any]:
+        out = s.describe()
+        out["running"] = server_alive(run_dir(config), s.name)
+        reason = s.probe() if out["running"] else "not running"
+        out["healthy"] = reason is None
+        out["detail"] = reason or "ok"
+        return out
+
+    return _each(servers, entry)
 
 
 def _region_status(api: ApiClient, entry: dict[str, Any], replication: list[dict[str, Any]]) -> None:
