@@ -9,8 +9,10 @@ import csv
 import io
 import json
 import os
+import shutil
 import signal
 import subprocess
+import tempfile
 from pathlib import Path
 
 import boto3
@@ -18,7 +20,6 @@ import pytest
 from botocore.config import Config as BotoConfig
 
 from batchkit import independent_join
-from pgkit import reachable_dir
 from regionflow.workloads.batch.sample import generate
 from stackkit import EAST, WEST, Stack, running_stack
 
@@ -36,10 +37,16 @@ def data(tmp_path_factory):
 
 
 @pytest.fixture
-def servers_root():
+def servers_root(request):
     # The PostgreSQL clusters run as the postgres OS user, who cannot pass through pytest's 0700 temp tree.
-    with reachable_dir("regionflow-servers-") as base:
-        yield base / "stack"
+    base = Path(tempfile.mkdtemp(prefix="regionflow-servers-"))
+    base.chmod(0o711)
+    failed_before = request.session.testsfailed
+    yield base / "stack"
+    if request.session.testsfailed == failed_before:
+        shutil.rmtree(base, ignore_errors=True)
+    else:  # the stack's logs and data are what explains a failure: keep them
+        print(f"\nkept {base} for inspection")
 
 
 def _s3(stack: Stack, region: str):

@@ -191,3 +191,48 @@ def test_reconcile_reopens_a_job_completed_elsewhere_whose_output_never_arrived(
     kept = west.state.get_job(here.job_id)  # its output is here: left as it was
     assert (kept.status, kept.owner_region, kept.owner_epoch) == (JobStatus.COMPLETED, EAST, 1)
     assert here.job_id not in _queued(west)
+
+
+class DyingSource(FakeSource):
+    """A source that dies while the standby fetches one object: that key's fetch fails, the feed and the
+    other fetches still answer (the moment a region goes down in the middle of a batch)."""
+
+    def __init__(self, failing_key: str) -> None:
+        super().__init__()
+        self.failing_key = failing_key
+
+    def fetch_object(self, key: str, sink: BinaryIO) -> ObjectInfo | None:
+        if key == self.failing_key:
+            raise SourceUnavailable(f"{EAST}: connection reset while sending {key}")
+        return super().fetch_object(key, sink)
+
+    def delete(self, store: FileObjectStore, key: str) -> None:
+        store.delete(key)
+        self.objects.pop(key, None)
+        self.changes.append(Change(seq=len(self.changes) + 1, table="objects", key=key, row=None, hlc=1, epoch=1,
+                                   origin=EAST, created_at=time.time() + 1))
+
+
+def test_a_delete_is_not_applied_while_a_put_before_it_in_the_feed_has_not_arrived(tmp_path):
+    # The job's last step archives its input (archive/ copy, then input/ delete). If the region dies while
+    # the standby fetches the copy, the standby must keep its input: it is then the only copy it has.
+    source = DyingSource(failing_key="archive/f.csv")
+    east_store = FileObjectStore(tmp_path / "east")
+    state = open_state_store(f"sqlite:///{tmp_path / 'west.db'}", WEST)
+    west_store = FileObjectStore(tmp_path / "west")
+    rep = Replicator(source, WEST, state, west_store, batch=10)
+    try:
+        source.put(east_store, "input/f.csv", b"a,b\n1,2\n")
+        assert rep.run_once() == 1 and west_store.head("input/f.csv") is not None
+        source.put(east_store, "archive/f.csv", b"a,b\n1,2\n")
+        source.delete(east_store, "input/f.csv")
+        rep.run_once()
+        assert west_store.head("input/f.csv") is not None, "the delete overtook the copy that never arrived"
+        assert west_store.head("archive/f.csv") is None and rep.checkpoint("objects") == 1
+        source.failing_key = ""  # the region is back: the same batch now applies whole
+        while rep.run_once():
+            pass
+        assert west_store.head("archive/f.csv") is not None and west_store.head("input/f.csv") is None
+    finally:
+        rep.stop()
+        state.close()

@@ -153,7 +153,11 @@ class Replicator:
         for change in changes:
             last.pop(change.key, None)
             last[change.key] = change
-        list(self._pool.map(self._apply_object, last.values()))
+        # Puts first, deletes only once every put has arrived: a delete often follows a copy of the same
+        # bytes (a job archives its input, then deletes it), and a source that dies before the copy is
+        # fetched must not leave this region with neither.
+        list(self._pool.map(self._apply_object, [c for c in last.values() if c.row is not None]))
+        list(self._pool.map(self._apply_object, [c for c in last.values() if c.row is None]))
         self.state.set_checkpoint(self.cursor("objects"), upto)
         if self.on_object is not None:
             for change in changes:
