@@ -166,15 +166,29 @@ def read_header(stream: BinaryIO, pipeline: Pipeline) -> tuple[list[str], dict[s
     def stop(_idx: int, _data: bytes, _first: int, _rows: int) -> None:
         raise _HeaderRead
 
+    # The first block is kept: the stream may not seek (an S3 object's body does not).
+    head = stream.read(BLOCK_SIZE)
     with contextlib.suppress(_HeaderRead):  # stopped at the first data row, on purpose
-        found.append(split_stream(stream, pipeline, 1, stop))
+        found.append(split_stream(_Chain(head, stream), pipeline, 1, stop))
     if found:
         return found[0].header, found[0].columns
     # stopped at the first data row: the header was read and mapped just before it
-    stream.seek(0)
-    head = stream.read(BLOCK_SIZE)
     result = split_stream(_Prefix(head), pipeline, 1 << 40, lambda *_: None)
     return result.header, result.columns
+
+
+class _Chain:
+    """The bytes already read from a stream, then the rest of the stream."""
+
+    def __init__(self, head: bytes, rest: BinaryIO):
+        self._head = head
+        self._rest = rest
+
+    def read(self, n: int = -1) -> bytes:
+        if self._head:
+            data, self._head = self._head, b""
+            return data
+        return self._rest.read(n)
 
 
 class _Prefix:
