@@ -120,3 +120,21 @@ def test_topology_servers_names_each_server_after_its_region(tmp_path: Path) -> 
     for s in servers:
         assert Path(cfg.data_dir) in s.data_dir.parents
         assert (s.region is None) == (s.kind == "etcd")
+
+
+def test_init_servers_never_gives_two_listeners_one_port(tmp_path: Path) -> None:
+    # The listeners' ports and the servers' are drawn in two calls; the second must avoid the first.
+    for i in range(60):
+        cfg = load_config(init_project(tmp_path / str(i), servers=True))
+        assert cfg.access_point.port not in {p for r in cfg.regions for p in r.ports_in_use() if p != r.port}
+
+
+def test_free_ports_avoids_what_it_is_told_to(tmp_path: Path) -> None:
+    import random
+
+    from regionflow.servers.ports import GRPC_OFFSET, PORT_RANGE, free_ports
+
+    avoid = set(range(PORT_RANGE[0], PORT_RANGE[1], 2))  # every even port
+    ports = free_ports(4, with_grpc=2, rng=random.Random(1), avoid=avoid)
+    assert not set(ports) & avoid and len(set(ports)) == 4
+    assert not {p + GRPC_OFFSET for p in ports[:2]} & (avoid | set(ports))

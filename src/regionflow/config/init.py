@@ -37,9 +37,9 @@ class _ServerPorts:
     postgres: int
 
 
-def _server_ports(count: int) -> tuple[list[_ServerPorts], list[tuple[int, int]]]:
-    """Free ports for count regions' servers and for the etcd members ((client, peer) each)."""
-    ports = free_ports(4 * count + count + 2 * len(ETCD_MEMBERS), with_grpc=4 * count)
+def _server_ports(count: int, avoid: set[int]) -> tuple[list[_ServerPorts], list[tuple[int, int]]]:
+    """Free ports for count regions' servers and for the etcd members ((client, peer) each), none in avoid."""
+    ports = free_ports(4 * count + count + 2 * len(ETCD_MEMBERS), with_grpc=4 * count, avoid=avoid)
     weed, rest = ports[: 4 * count], ports[4 * count:]
     regions = [_ServerPorts(weed[4 * i], weed[4 * i + 1], weed[4 * i + 2], weed[4 * i + 3], rest[i])
                for i in range(count)]
@@ -207,7 +207,8 @@ def init_project(dir: Path, *, force: bool = False, base_port: int | None = None
             raise ConfigError(f"base port {base_port} is out of range (1-65533: three ports from it are used)")
         ports = [base_port, base_port + 1, base_port + 2]
     regions = list(zip(DEFAULT_REGIONS, ports[:2], strict=True))
-    server_ports, etcd_ports = _server_ports(len(regions)) if servers else (None, None)
+    # Drawn apart from the listeners' ports: free_ports only keeps the ports of one call distinct.
+    server_ports, etcd_ports = _server_ports(len(regions), set(ports)) if servers else (None, None)
     text = _config_text(regions, ports[2], AUTO_FAILOVER_PLAN if auto_failover else None, server_ports, etcd_ports)
     data = root / DATA_DIR
     try:

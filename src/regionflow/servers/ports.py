@@ -26,12 +26,14 @@ def _bindable(port: int) -> bool:
     return True
 
 
-def free_ports(count: int, *, with_grpc: int = 0, rng: random.Random | None = None) -> list[int]:
-    """count distinct ports free on 127.0.0.1 now (free, not reserved: start the servers soon after); the
-    first with_grpc of them also have port + GRPC_OFFSET free and distinct from all the others."""
+def free_ports(count: int, *, with_grpc: int = 0, rng: random.Random | None = None,
+               avoid: frozenset[int] | set[int] = frozenset()) -> list[int]:
+    """count distinct ports free on 127.0.0.1 now (free, not reserved: start the servers soon after), none
+    of them in avoid; the first with_grpc of them also have port + GRPC_OFFSET free and distinct from all
+    the others. Draw every port of a topology in one call: separate calls may return the same port."""
     rng = rng or random.Random()
     ports: list[int] = []
-    taken: set[int] = set(_WEED_DEFAULTS)
+    taken: set[int] = set(_WEED_DEFAULTS) | set(avoid)
     for i in range(count):
         for _ in range(500):
             port = rng.randrange(*PORT_RANGE)
