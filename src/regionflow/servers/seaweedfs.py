@@ -30,6 +30,9 @@ if TYPE_CHECKING:
 
 __all__ = ["GRPC_OFFSET", "SeaweedFS"]
 
+_WRITE_CHECK = ".regionflow-write-check"  # written and deleted by provision(); no regionflow key starts with "."
+
+
 class SeaweedFS(ManagedServer):
     """One region's SeaweedFS: data under data_dir/data, identities in data_dir/s3.json, one bucket."""
 
@@ -129,7 +132,35 @@ class SeaweedFS(ManagedServer):
         return None
 
     def provision(self) -> None:
-        """Create the bucket unless it exists. Versioning stays off (docs/backends.md says why)."""
+        """Create the bucket unless it exists (versioning stays off: docs/backends.md says why), then wait
+        until a write works."""
+        self._ensure_bucket()
+        self._wait_writable()
+
+    def _wait_writable(self, timeout: float = 60.0) -> None:
+        # After a crash (SIGKILL) the S3 API answers reads at once but a write hangs until the volume
+        # server has registered with the master again; the regions must not start before that.
+        from regionflow.polling import PollTimeout, poll_until
+
+        client = self._s3(5.0)
+        errors: list[str] = []
+
+        def wrote() -> bool:
+            try:
+                client.put_object(Bucket=self.bucket, Key=_WRITE_CHECK, Body=b"ok")
+                client.delete_object(Bucket=self.bucket, Key=_WRITE_CHECK)
+            except Exception as exc:
+                errors.append(_reason(exc))
+                return False
+            return True
+
+        try:
+            poll_until(wrote, timeout=timeout, interval=0.2, what=f"{self.name} to take writes")
+        except PollTimeout:
+            raise ServerError(f"{self.name}: bucket {self.bucket!r} takes no writes after {timeout:g}s: "
+                              f"{errors[-1] if errors else 'no answer'}") from None
+
+    def _ensure_bucket(self) -> None:
         from botocore.exceptions import ClientError
 
         client = self._s3()
