@@ -26,8 +26,8 @@ def test_init_servers_writes_a_loadable_servers_topology(tmp_path: Path) -> None
     ports: list[int] = [cfg.access_point.port]
     for r in cfg.regions:
         assert r.seaweedfs is not None and r.postgres is not None
-        assert r.objects == f"s3://regionflow-{r.name}"
-        assert r.store_url == f"s3://regionflow-{r.name}?endpoint=http://127.0.0.1:{r.seaweedfs.s3_port}"
+        assert r.objects == "s3://batch"
+        assert r.store_url == f"s3://batch?endpoint=http://127.0.0.1:{r.seaweedfs.s3_port}"
         assert r.state == f"postgresql://regionflow@127.0.0.1:{r.postgres.port}/regionflow"
         ports += list(r.ports_in_use())
     ports += [p for m in cfg.etcd for p in (m.client_port, m.peer_port)]
@@ -74,7 +74,7 @@ def _edit(path: Path, pattern: str, replacement: str, count: int = 1) -> None:
 
 
 @pytest.mark.parametrize(("pattern", "replacement", "message"), [
-    (r'^objects = "s3://regionflow-us-east-1"$', 'objects = "file://.regionflow/us-east-1/objects"',
+    (r'^objects = "s3://batch"$', 'objects = "file://.regionflow/us-east-1/objects"',
      "s3_endpoint is set but objects is not an s3:// URL"),
     (r'^s3_endpoint = "http://127.0.0.1:\d+"$', 's3_endpoint = "http://127.0.0.1:1"',
      "is not the SeaweedFS server's S3 port"),

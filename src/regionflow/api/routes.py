@@ -30,6 +30,8 @@ FEED_STATS = "/internal/feed/stats"
 INTERNAL_OBJECT = "/internal/objects/{key:path}"
 INTERNAL_REPLICA = "/internal/replica"
 INTERNAL_APPLIED = "/internal/replication/{source}"
+# The access point's notice that an S3 PUT it passed through stored an object in this region's store.
+INTERNAL_ARRIVED = "/internal/arrived/{key:path}"
 
 PLANS_RUN = "/plans/run"
 EXECUTIONS = "/plans/executions"
@@ -51,6 +53,10 @@ def object_path(key: str) -> str:
 
 def internal_object_path(key: str) -> str:
     return f"/internal/objects/{_key(key)}"
+
+
+def internal_arrived_path(key: str) -> str:
+    return f"/internal/arrived/{_key(key)}"
 
 
 def job_path(job_id: str) -> str:

@@ -258,6 +258,14 @@ class GuardedObjectStore(_Guarded[ObjectStore]):
         """ObjectStore.delete, after the fault check."""
         return self._checked().delete(key)
 
+    def scan(self, prefix: str = "") -> Iterator[tuple[str, str]]:
+        """ObjectStore.scan, after the fault check (made now, not when iteration starts)."""
+        return self._checked().scan(prefix)
+
+    def adopt(self, key: str) -> ObjectInfo | None:
+        """ObjectStore.adopt, after the fault check."""
+        return self._checked().adopt(key)
+
 
 class GuardedControl(_Guarded[RoutingControl]):
     """A RoutingControl whose every call first honours control_unreachable, raised as ControlUnavailable.
@@ -413,6 +421,14 @@ class GuardedStateStore(_Guarded[StateStore]):
     def record_object_change(self, key: str, info: dict[str, Any] | None, epoch: int = 0) -> None:
         """StateStore.record_object_change, after the fault check."""
         self._checked().record_object_change(key, info, epoch)
+
+    def note_stored_object(self, key: str, version_id: str | None) -> None:
+        """StateStore.note_stored_object, after the fault check."""
+        self._checked().note_stored_object(key, version_id)
+
+    def stored_versions(self, keys: list[str]) -> dict[str, str]:
+        """StateStore.stored_versions, after the fault check."""
+        return self._checked().stored_versions(keys)
 
     def apply_change(self, change: Change) -> bool:
         """StateStore.apply_change, after the fault check."""

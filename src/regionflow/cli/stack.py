@@ -163,7 +163,32 @@ def status(config: ConfigOpt = DEFAULT_CONFIG, as_json: JsonOpt = False) -> None
     emit(call(lambda: stack_status(cfg)), as_json, lambda st: out.print(status_table(st)))
 
 
+def _print_credentials(access: dict[str, Any]) -> None:
+    for name in ("endpoint_url", "bucket", "aws_access_key_id", "aws_secret_access_key", "region"):
+        out.print(f"{name:<22} {access[name]}", highlight=False)
+    if not access["s3_passthrough"]:
+        err.print(f"[yellow]note:[/] {access['why_not']}", highlight=False, soft_wrap=True)
+        return
+    ca = f" --ca-bundle {access['ca_bundle']}" if access["ca_bundle"] else ""
+    out.print("\n# the AWS CLI (or any SDK) with these, through the access point:", highlight=False)
+    out.print(f"export AWS_ACCESS_KEY_ID={access['aws_access_key_id']} "
+              f"AWS_SECRET_ACCESS_KEY={access['aws_secret_access_key']} AWS_DEFAULT_REGION={access['region']}",
+              highlight=False, soft_wrap=True)
+    out.print(f"aws --endpoint-url {access['endpoint_url']}{ca} s3 cp orders.csv s3://{access['bucket']}/input/orders.csv",
+              highlight=False, soft_wrap=True)
+    out.print(f"aws --endpoint-url {access['endpoint_url']}{ca} s3 ls s3://{access['bucket']}/output/",
+              highlight=False, soft_wrap=True)
+
+
+def credentials(config: ConfigOpt = DEFAULT_CONFIG, as_json: JsonOpt = False) -> None:
+    """The S3 endpoint, bucket and keys for S3 clients (AWS CLI, boto3) of the access point."""
+    from regionflow.config import s3_access
+
+    cfg = load_config(config)
+    emit(call(lambda: s3_access(cfg), code=2), as_json, _print_credentials)
+
+
 def register(app: typer.Typer) -> None:
-    """Add init, up, down and status to app."""
-    for command in (init, up, down, status):
+    """Add init, up, down, status and credentials to app."""
+    for command in (init, up, down, status, credentials):
         app.command()(command)

@@ -23,7 +23,7 @@ from regionflow.config.model import (
     resolve_path,
     resolve_url,
 )
-from regionflow.config.secrets import Secrets, load_secrets, upgrade_secrets, write_secrets
+from regionflow.config.secrets import Secrets, load_secrets, s3_access, upgrade_secrets, write_secrets
 
 __all__ = [
     "CONFIG_FILE",
@@ -41,6 +41,7 @@ __all__ = [
     "load_secrets",
     "resolve_path",
     "resolve_url",
+    "s3_access",
     "upgrade_secrets",
     "write_secrets",
 ]

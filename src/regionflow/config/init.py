@@ -169,7 +169,9 @@ def _config_text(regions: list[tuple[str, int]], access_port: int, plan: str | N
             lines += [f"objects = {_q(f'file://{DATA_DIR}/{name}/objects')}",
                       f"state = {_q(f'sqlite:///{DATA_DIR}/{name}/state.db')}", "workers = 2"]
         else:
-            lines += [f"objects = {_q(f's3://regionflow-{name}')}",
+            # Every region's store holds the access point's global bucket, so that S3 requests pass through
+            # the access point unchanged (their signatures cover the path).
+            lines += [f"objects = {_q('s3://batch')}",
                       f"s3_endpoint = {_q(f'http://127.0.0.1:{servers[i].s3}')}",
                       f"state = {_q(f'postgresql://regionflow@127.0.0.1:{servers[i].postgres}/regionflow')}",
                       "workers = 2", *_servers_lines(name, servers[i])]
@@ -181,7 +183,7 @@ def _config_text(regions: list[tuple[str, int]], access_port: int, plan: str | N
 def init_project(dir: Path, *, force: bool = False, base_port: int | None = None,
                  auto_failover: bool = False, servers: bool = False) -> Path:
     """Write dir/regionflow.toml for regions us-east-1 (primary) and us-west-2 on the embedded backends,
-    or with servers on servers that `regionflow up` runs: a SeaweedFS (S3, bucket regionflow-<region>) and
+    or with servers on servers that `regionflow up` runs: a SeaweedFS (S3, bucket batch, the access point's) and
     a PostgreSQL cluster per region, and a 3-member etcd cluster for the routing control, each on its own
     free loopback ports (the secrets file then also holds the S3 keys and the PostgreSQL password).
 

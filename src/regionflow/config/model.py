@@ -242,7 +242,10 @@ class RegionConfig(_Listener):
 
 
 class AccessPointConfig(_Listener):
-    """The global access point's listening address (and TLS files)."""
+    """The global access point's listening address (and TLS files), and the one global bucket its S3
+    pass-through serves (each region's S3 store holds a bucket of that name)."""
+
+    bucket: str = Field(default="batch", pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 
     @property
     def url(self) -> str:
@@ -266,6 +269,9 @@ class ReplicationConfig(_Model):
     batch: int = Field(default=500, strict=True, ge=1)
     uploads: Literal["sync", "async"] = "sync"
     sync_timeout: float = Field(default=2.0, gt=0)
+    # Seconds between passes of the store watcher (replication/watcher.py), which feeds objects written
+    # straight into a region's store; 0 turns it off.
+    watch_interval: float = Field(default=1.0, ge=0)
 
 
 class CanaryConfig(_Model):
@@ -394,6 +400,24 @@ class Config(_Model):
         from importlib import resources
 
         return str(resources.files("regionflow.switch").joinpath("plans/batch.yaml"))
+
+    def s3_endpoints(self) -> dict[str, str]:
+        """{region: S3 endpoint} when every region's store is a bucket named like the access point's on an
+        S3 endpoint (the access point then passes S3 requests through); ConfigError saying why not."""
+        from regionflow.storage.s3 import parse_s3_url
+
+        endpoints: dict[str, str] = {}
+        for rc in self.regions:
+            if not rc.store_url.startswith("s3://"):
+                raise ConfigError(f"region {rc.name} keeps its objects in {rc.objects}, not on an S3 endpoint "
+                                  "(regionflow init --servers gives every region one)")
+            bucket, endpoint, _ = parse_s3_url(rc.store_url)
+            if endpoint is None or bucket != self.access_point.bucket:
+                raise ConfigError(f"region {rc.name}'s bucket is {bucket!r} at {endpoint or 'AWS'}; the access "
+                                  f"point passes S3 through only to a bucket named {self.access_point.bucket!r} "
+                                  "([access_point] bucket) on an s3_endpoint")
+            endpoints[rc.name] = endpoint.rstrip("/")
+        return endpoints
 
     def tls_verify(self) -> Verify:
         """What every client of this topology verifies the listeners' certificates with: a context trusting

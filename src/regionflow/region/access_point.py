@@ -32,6 +32,7 @@ from regionflow.control import CachedControl, open_control
 from regionflow.errors import RegionflowError
 from regionflow.ids import job_id_for
 from regionflow.region.logs import configure
+from regionflow.region.s3_front import S3Front, S3PassThrough
 
 log = logging.getLogger("regionflow.access_point")
 
@@ -131,8 +132,17 @@ def create_app(config: Config) -> FastAPI:
     async def health() -> dict:
         return {"status": "ok", **(await regions.status())}
 
+    secrets = load_secrets(config)
     # The console's routes come before the catch-all below, which would otherwise forward them.
-    closers.append(mount_console(app, config, load_secrets(config)).aclose)
+    closers.append(mount_console(app, config, secrets).aclose)
+    try:
+        endpoints: dict[str, str] | str = config.s3_endpoints()
+    except RegionflowError as exc:
+        endpoints = str(exc)
+    front = S3Front(config.access_point.bucket, endpoints, regions.urls, regions.ordered_healthy, regions.mark_down,
+                    regions.client, secrets.replication_token)
+    closers.append(front.aclose)
+    app.add_middleware(S3PassThrough, front=front)
 
     async def _send(name: str, request: Request, body: bytes | AsyncIterator[bytes] | None,
                     stream: bool = False, timeout: httpx.Timeout | None = None) -> httpx.Response:

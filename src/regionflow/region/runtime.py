@@ -24,6 +24,7 @@ from regionflow.errors import RegionflowError
 from regionflow.executor import LocalExecutor
 from regionflow.notify import OutboxNotifier, open_notifier
 from regionflow.region.fault_control import FaultControl
+from regionflow.region.ingest import Ingest
 from regionflow.region.metrics import RegionMetrics
 from regionflow.region.peers import HttpPeers
 from regionflow.region.triggers import RegionSignals, TriggerLoop
@@ -31,6 +32,7 @@ from regionflow.replication.directions import ReplicationSet
 from regionflow.replication.feeding import FeedingObjectStore
 from regionflow.replication.source import HttpFeedSource
 from regionflow.replication.upload_sync import UploadReplication
+from regionflow.replication.watcher import StoreWatcher
 from regionflow.state import open_state_store
 from regionflow.storage import open_object_store
 from regionflow.switch.runner import SwitchRunner
@@ -90,6 +92,8 @@ class Region:
                           timeout=config.replication.sync_timeout, verify=verify) for o in others},
             mode=config.replication.uploads, bound=config.replication.sync_timeout,
             registry=self.metrics.registry)
+        self.ingest = Ingest(name, self.objects, self.state, self.uploads, self.batch)
+        self.watcher = StoreWatcher(self.plain_objects, self.state, self.ingest.take_in)
         # Peers read only /health and the feed's stats: the replication token is enough.
         self.peers = HttpPeers({r: config.region_url(r) for r in config.region_names},
                                self.secrets.replication_token, verify=verify)
@@ -142,6 +146,8 @@ class Region:
             (lambda: self.triggers.run(self._stop), "triggers")]
         if self.config.canary.interval > 0:
             loops.append((self._canary, "canary"))
+        if self.config.replication.watch_interval > 0:
+            loops.append((lambda: self.watcher.run(self._stop, self.config.replication.watch_interval), "watch"))
         for target, name in loops:
             t = threading.Thread(target=target, name=f"{self.name}-{name}", daemon=True)
             t.start()

@@ -55,3 +55,10 @@ class FeedingObjectStore:
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         return self.inner.list(prefix)
+
+    def scan(self, prefix: str = "") -> Iterator[tuple[str, str]]:
+        return self.inner.scan(prefix)
+
+    def adopt(self, key: str) -> ObjectInfo | None:
+        # Adopting rewrites only metadata in place; the watcher feeds what it adopts itself.
+        return self.inner.adopt(key)

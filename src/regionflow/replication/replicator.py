@@ -175,6 +175,7 @@ class Replicator:
         if change.row is None:  # a delete: only of a version older than the delete itself
             if local is not None and version_millis(local.version_id) <= change.created_at * 1000:
                 self.objects.delete(change.key)
+                self.state.note_stored_object(change.key, None)
             return
         wanted = change.row["version_id"]
         if local is not None and local.version_id >= wanted:
@@ -185,11 +186,16 @@ class Replicator:
             info = self.source.fetch_object(change.key, cast(BinaryIO, sink))
             if info is None:
                 return  # deleted at the source since; its delete is further down the feed
-            if info.version_id != wanted:
-                return  # overwritten at the source since; the newer put is further down the feed
+            # Overwritten at the source since: a newer version is taken as it is (the source's store
+            # watcher may feed an object after a newer put of its key), an older one is left alone.
+            if info.version_id < wanted or (local is not None and local.version_id >= info.version_id):
+                return
             if sink.hexdigest() != info.etag:
                 raise SourceUnavailable(f"{self.source.name}: object {change.key} arrived damaged")
             spool.seek(0)
+            # Known before it is stored: the store watcher must never take a replicated copy for an object
+            # written around regionflow and feed it back (a crash in between re-applies it from the feed).
+            self.state.note_stored_object(change.key, info.version_id)
             self.objects.put(change.key, spool, content_type=info.content_type, metadata=info.metadata,
                              version_id=info.version_id)
 

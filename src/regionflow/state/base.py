@@ -247,6 +247,17 @@ class StateStore(Protocol):
         last_modified) or delete (info None) to the feed under table name "objects"."""
         ...
 
+    def note_stored_object(self, key: str, version_id: str | None) -> None:
+        """Record that this region's object store holds key at version_id (None: no longer holds it),
+        without feeding anything: what the replicator says of the copies it applies. (record_object_change
+        records its puts and deletes the same way.)"""
+        ...
+
+    def stored_versions(self, keys: list[str]) -> dict[str, str]:
+        """{key: version id} of those keys this region knows its object store holds (see
+        note_stored_object); keys it knows nothing of are left out."""
+        ...
+
     # replication (DESIGN §3, §4): applying another region's changes, and per-source checkpoints
     def apply_change(self, change: Change) -> bool:
         """Apply one change read from ANOTHER region's feed; True when applied, False when discarded as stale.

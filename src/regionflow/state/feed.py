@@ -37,6 +37,7 @@ from regionflow.state.schema import (
     reference_tables,
     replication_links,
     row_versions,
+    stored_objects,
 )
 from regionflow.state.sql import batches, bulk_upsert, dialect_insert, dumps, fetch_row
 
@@ -79,6 +80,14 @@ def _update_link(conn: Connection, source: str, *, seq: int | None = None, pause
     if applied:
         changes["applied_at"] = now
     conn.execute(stmt.on_conflict_do_update(index_elements=["source"], set_=changes))
+
+
+def _note_stored(conn: Connection, key: str, version_id: str | None) -> None:
+    if version_id is None:
+        conn.execute(delete(stored_objects).where(stored_objects.c.key == key))
+        return
+    stmt = dialect_insert(conn)(stored_objects).values(key=key, version_id=version_id)
+    conn.execute(stmt.on_conflict_do_update(index_elements=["key"], set_={"version_id": stmt.excluded.version_id}))
 
 
 def _check_changes(changes: list[Change]) -> None:
@@ -161,7 +170,22 @@ class FeedMixin(StoreCore):
         """Append an object put (info) or delete (None) to the feed."""
         image = dumps(info) if info is not None else None
         with self._write() as conn:
+            _note_stored(conn, key, info["version_id"] if info is not None else None)
             self._append_feed(conn, [(OBJECTS_FEED, key, image, epoch)])
+
+    def note_stored_object(self, key: str, version_id: str | None) -> None:
+        """Record that the object store holds key at version_id (None: not at all); nothing is fed."""
+        with self._write() as conn:
+            _note_stored(conn, key, version_id)
+
+    def stored_versions(self, keys: list[str]) -> dict[str, str]:
+        """{key: version id} of the keys the region knows its object store holds."""
+        found: dict[str, str] = {}
+        with self._read() as conn:
+            for batch in batches(set(keys)):
+                stmt = select(stored_objects.c.key, stored_objects.c.version_id).where(stored_objects.c.key.in_(batch))
+                found.update((k, v) for k, v in conn.execute(stmt))
+        return found
 
     # ------------------------------------------------------------------ replication links
 

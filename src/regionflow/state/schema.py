@@ -133,6 +133,17 @@ row_versions = Table(
     Column("origin", String, nullable=False),
 )
 
+# The version of each object this region's object store holds as far as the region knows: set when a put
+# is fed (in the feed append's transaction) and when a replicated copy is applied, removed with deletes.
+# The store watcher feeds what the store holds and this does not name (objects written around regionflow,
+# or a put whose feed record a crash lost). Never fed.
+stored_objects = Table(
+    "stored_objects",
+    metadata,
+    Column("key", String, primary_key=True),
+    Column("version_id", String, nullable=False),
+)
+
 # One row per source region replicating into this store: how far its feed was applied (the checkpoint),
 # whether replication from it is paused, and when a batch was last applied.
 replication_links = Table(

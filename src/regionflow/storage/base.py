@@ -107,3 +107,16 @@ class ObjectStore(Protocol):
     def delete(self, key: str) -> bool:
         """Remove the object; True if it existed. Deleting an absent key is not an error."""
         ...
+
+    def scan(self, prefix: str = "") -> Iterator[tuple[str, str]]:
+        """Yield (key, fingerprint) of every object whose key starts with prefix, in key order, as cheaply
+        as the store can list (no per-object request). The fingerprint changes when the object is replaced;
+        a watcher compares fingerprints between passes to find what is new."""
+        ...
+
+    def adopt(self, key: str) -> ObjectInfo | None:
+        """The object's info, after giving an object written around regionflow (straight into the bucket by
+        an S3 client) regionflow's own metadata in place: its sha256 as the etag and a new version id. The
+        bytes, the time and the writer's metadata are kept; an object replaced while it is adopted is left
+        to the next call. An object regionflow wrote comes back as head() gives it; None when absent."""
+        ...

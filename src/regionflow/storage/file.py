@@ -249,6 +249,16 @@ class FileObjectStore:
             if info is not None:
                 yield info
 
+    def scan(self, prefix: str = "") -> Iterator[tuple[str, str]]:
+        """(key, fingerprint) of every object under prefix, in key order: the fingerprint is the version
+        id (only a put makes an object here, so every object has one)."""
+        for info in self.list(prefix):
+            yield info.key, info.version_id
+
+    def adopt(self, key: str) -> ObjectInfo | None:
+        """head(key): a directory bucket holds only objects its puts made, each with its metadata."""
+        return self.head(key)
+
     def copy(self, src: str, dst: str, *, metadata: dict[str, str] | None = None) -> ObjectInfo:
         """Copy src to dst (a new version at dst, same content type); raise ObjectNotFound when src is absent.
 

@@ -34,6 +34,7 @@ import contextlib
 import hashlib
 import io
 import json
+import re
 import tempfile
 import threading
 import time
@@ -55,7 +56,11 @@ PART_SIZE = 8 << 20  # the multipart threshold and part size
 _MAX_PARTS = 9000  # S3 allows 10000; a margin for rounding
 _COPY_LIMIT = 5 << 30  # the largest object one CopyObject request may copy
 _SHA, _VERSION, _MTIME, _TYPE, _META = "rf-sha256", "rf-version", "rf-mtime", "rf-type", "rf-meta"
+_RESERVED = "rf-"
 _LIST_HEADS = 8  # heads in flight while listing
+# Headers of an object an S3 client may have set that an in-place metadata rewrite must carry over.
+_KEPT_HEADERS = ("CacheControl", "ContentDisposition", "ContentEncoding", "ContentLanguage", "Expires")
+_PLAIN_KEY = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 _session: Any = None
 _session_lock = threading.Lock()
 _NOT_FOUND = ("404", "NoSuchKey", "NotFound")
@@ -212,7 +217,9 @@ class S3ObjectStore:
     def _encode(info: ObjectInfo) -> dict[str, str]:
         meta = {_SHA: info.etag, _VERSION: info.version_id, _MTIME: repr(info.last_modified),
                 _TYPE: info.content_type}
-        if info.metadata:
+        if info.metadata and _plain(info.metadata):
+            meta.update(info.metadata)  # as an S3 client would have written them: x-amz-meta-<key>
+        elif info.metadata:
             raw = json.dumps(info.metadata, ensure_ascii=False, sort_keys=True).encode("utf-8")
             meta[_META] = base64.urlsafe_b64encode(raw).decode("ascii")
         return meta
@@ -220,7 +227,10 @@ class S3ObjectStore:
     @staticmethod
     def _decode(key: str, answer: Any) -> ObjectInfo:
         meta = answer.get("Metadata") or {}
-        user = json.loads(base64.urlsafe_b64decode(meta[_META])) if _META in meta else {}
+        if _META in meta:
+            user = json.loads(base64.urlsafe_b64decode(meta[_META]))
+        else:
+            user = {k: v for k, v in meta.items() if not k.startswith(_RESERVED)}
         modified = float(meta[_MTIME]) if _MTIME in meta else answer["LastModified"].timestamp()
         return ObjectInfo(key=key, etag=meta.get(_SHA, ""), size=int(answer["ContentLength"]),
                           version_id=meta.get(_VERSION) or answer.get("VersionId", ""),
@@ -342,6 +352,65 @@ class S3ObjectStore:
                     if answer is not None:  # deleted since it was listed
                         yield self._decode(key, answer)
 
+    # -- watching ----------------------------------------------------------------------------------------
+    def scan(self, prefix: str = "") -> Iterator[tuple[str, str]]:
+        """(key, fingerprint) of every object under prefix, in key order, from the listing alone: the
+        fingerprint is S3's ETag, size and modification time."""
+        try:
+            prefix.encode("utf-8")
+        except UnicodeError:
+            return
+        found: list[tuple[str, str]] = []
+        with self._calling(f"list {prefix!r}"):
+            for page in self._client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
+                found.extend((o["Key"], f"{o['ETag']}:{o['Size']}:{o['LastModified'].timestamp()!r}")
+                             for o in page.get("Contents", []) if "Key" in o and _valid(o["Key"]))
+        yield from sorted(found)
+
+    def adopt(self, key: str) -> ObjectInfo | None:
+        """The object's info; an object written around regionflow (no rf-sha256) first gets regionflow's
+        metadata by a copy onto itself, conditional on its S3 ETag, so that an object replaced meanwhile
+        is not overwritten with the one that was hashed. The bytes, Last-Modified (and so S3's ETag) and
+        the writer's metadata and content headers stay as they were."""
+        _check_key(key)
+        for _ in range(5):
+            answer = self._head(key)
+            if answer is None:
+                return None
+            meta = answer.get("Metadata") or {}
+            if _SHA in meta:
+                return self._decode(key, answer)
+            if int(answer["ContentLength"]) > _COPY_LIMIT:
+                raise StoreUnavailable(f"object store bucket {self.bucket!r}: {key!r} is larger than 5 GiB, "
+                                       "the most an S3 copy can give regionflow's metadata")
+            try:
+                digest = self._sha256_of(key, answer["ETag"])
+                info = ObjectInfo(key=key, etag=digest, version_id=new_version_id(),
+                                  size=int(answer["ContentLength"]),
+                                  content_type=answer.get("ContentType") or "application/octet-stream",
+                                  metadata={k: v for k, v in meta.items() if not k.startswith(_RESERVED)},
+                                  last_modified=answer["LastModified"].timestamp())
+                kept = {h: answer[h] for h in _KEPT_HEADERS if answer.get(h)}
+                with self._calling(f"adopt {key!r}", absent=key):
+                    self._slow.copy_object(
+                        Bucket=self.bucket, Key=key, CopySource={"Bucket": self.bucket, "Key": key},
+                        CopySourceIfMatch=answer["ETag"], IfMatch=answer["ETag"], MetadataDirective="REPLACE",
+                        ContentType=info.content_type, Metadata={**info.metadata, **self._encode(info)}, **kept)
+            except (_Changed, ObjectNotFound):
+                continue  # replaced or deleted since the head: look again
+            return info
+        raise StoreUnavailable(f"object store bucket {self.bucket!r}: adopt {key!r} failed: it kept changing")
+
+    def _sha256_of(self, key: str, etag: str) -> str:
+        """The sha256 of key's bytes, read with one GET that must still be the object whose ETag is etag."""
+        with self._calling(f"get {key!r}", absent=key):
+            answer = self._client.get_object(Bucket=self.bucket, Key=key, IfMatch=etag)
+        digest = hashlib.sha256()
+        with io.BufferedReader(_Body(answer["Body"], f"{key!r}"), buffer_size=1 << 20) as fh:
+            while block := fh.read(1 << 20):
+                digest.update(block)
+        return digest.hexdigest()
+
     # -- copy / delete -----------------------------------------------------------------------------------
     def copy(self, src: str, dst: str, *, metadata: dict[str, str] | None = None) -> ObjectInfo:
         """Copy src to dst server-side (a new version at dst, same content type); raise ObjectNotFound when
@@ -385,6 +454,13 @@ def _seekable(fh: Any) -> bool:
         return bool(fh.seekable()) and fh.tell() >= 0
     except (AttributeError, OSError, ValueError):
         return False
+
+
+def _plain(metadata: dict[str, str]) -> bool:
+    """Whether user metadata round-trips as plain x-amz-meta-* headers: lower-case keys that are not
+    regionflow's own, printable ASCII values without edge spaces."""
+    return all(_PLAIN_KEY.match(k) and not k.startswith(_RESERVED) and v == v.strip()
+               and all(" " <= c <= "~" for c in v) for k, v in metadata.items())
 
 
 def _valid(key: str) -> bool:

@@ -158,6 +158,10 @@ def router(region: Region, tokens: TokenCheck) -> APIRouter:
     def internal_object(key: str) -> StreamingResponse:
         return _stream(region, checked_key(key))
 
+    @r.post(routes.INTERNAL_ARRIVED, dependencies=[Depends(tokens.require_replication)])
+    async def arrived(key: str) -> dict[str, Any]:
+        return await run_in_threadpool(region.ingest.take_in, checked_key(key))
+
     @r.post(routes.INTERNAL_REPLICA, dependencies=[Depends(tokens.require_replication)])
     def replica(body: UploadChanges) -> dict[str, Any]:
         try:
