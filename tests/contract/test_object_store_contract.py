@@ -195,6 +195,31 @@ def test_list_skips_deleted(store: ObjectStore) -> None:
     assert [i.key for i in store.list("p/")] == ["p/a", "p/c"]
 
 
+def test_scan_gives_every_key_in_order_with_a_fingerprint_that_changes_on_replace(store: ObjectStore) -> None:
+    keys = ["input/b.csv", "input/a.csv", "a-b", "a/x", "output/y"]
+    for k in keys:
+        store.put(k, k.encode())
+    first = list(store.scan())
+    assert [k for k, _ in first] == sorted(keys)
+    assert [k for k, _ in store.scan("input/")] == ["input/a.csv", "input/b.csv"]
+    assert list(store.scan("nothing")) == []
+    assert dict(store.scan()) == dict(first)  # stable while nothing changes
+    store.put("input/a.csv", b"other bytes")
+    store.delete("a-b")
+    second = dict(store.scan())
+    assert "a-b" not in second
+    assert second["input/a.csv"] != dict(first)["input/a.csv"]
+    assert {k: v for k, v in second.items() if k != "input/a.csv"} == {
+        k: v for k, v in first if k not in ("input/a.csv", "a-b")}
+
+
+def test_adopt_returns_an_object_regionflow_wrote_as_head_does(store: ObjectStore) -> None:
+    info = store.put("input/a.csv", b"a,b\n", content_type="text/csv", metadata={"who": "me"})
+    assert store.adopt("input/a.csv") == info == store.head("input/a.csv")
+    assert store.get("input/a.csv") == b"a,b\n"
+    assert store.adopt("input/absent.csv") is None
+
+
 # ---------------------------------------------------------------------------------------------- copy / delete
 
 

@@ -244,3 +244,37 @@ def test_provision_is_idempotent(seaweedfs: SeaweedFS) -> None:
     seaweedfs.provision()
     seaweedfs.provision()
     assert seaweedfs.bucket in [b["Name"] for b in client(seaweedfs).list_buckets()["Buckets"]]
+
+
+def test_plain_user_metadata_is_stored_as_an_s3_client_would(s3_store: S3ObjectStore, seaweedfs: SeaweedFS) -> None:
+    s3_store.put("k", b"x", metadata={"source": "boto3", "run-id": "42"})
+    raw = client(seaweedfs).head_object(Bucket=s3_store.bucket, Key="k")["Metadata"]
+    assert raw["source"] == "boto3" and raw["run-id"] == "42" and "rf-meta" not in raw
+    head = s3_store.head("k")
+    assert head is not None and head.metadata == {"source": "boto3", "run-id": "42"}
+    # A key of regionflow's own prefix cannot be told apart from its entries: it goes encoded.
+    s3_store.put("k2", b"x", metadata={"rf-sha256": "mine"})
+    head2 = s3_store.head("k2")
+    assert head2 is not None and head2.metadata == {"rf-sha256": "mine"} and head2.etag == sha256(b"x")
+
+
+def test_adopt_gives_a_foreign_object_regionflow_metadata_and_keeps_the_rest(s3_store: S3ObjectStore,
+                                                                            seaweedfs: SeaweedFS) -> None:
+    raw = client(seaweedfs)
+    body = os.urandom(3 * MiB)
+    raw.put_object(Bucket=s3_store.bucket, Key="input/foreign.csv", Body=body, ContentType="text/csv",
+                   CacheControl="no-cache", Metadata={"source": "boto3"})
+    before = raw.head_object(Bucket=s3_store.bucket, Key="input/foreign.csv")
+    fingerprint = dict(s3_store.scan())["input/foreign.csv"]
+    info = s3_store.adopt("input/foreign.csv")
+    assert info is not None and info.etag == sha256(body) and info.size == len(body) and info.version_id
+    assert info.metadata == {"source": "boto3"} and info.content_type == "text/csv"
+    after = raw.head_object(Bucket=s3_store.bucket, Key="input/foreign.csv")
+    assert (after["ETag"], after["LastModified"], after["ContentType"], after.get("CacheControl")) == (
+        before["ETag"], before["LastModified"], "text/csv", "no-cache")
+    assert after["Metadata"]["source"] == "boto3" and after["Metadata"]["rf-sha256"] == sha256(body)
+    assert raw.get_object(Bucket=s3_store.bucket, Key="input/foreign.csv")["Body"].read() == body
+    assert s3_store.head("input/foreign.csv") == info
+    assert dict(s3_store.scan())["input/foreign.csv"] == fingerprint  # adopting is not a new write
+    assert s3_store.adopt("input/foreign.csv") == info  # once adopted, it stays as it is
+    assert s3_store.adopt("absent") is None

@@ -553,3 +553,21 @@ def test_start_chunks_counts_one_attempt_each_in_one_call_and_is_fenced(state):
     with pytest.raises(FencedOut):
         state.start_chunks("job-sc", [1], epoch=7)
     assert state.list_chunks("job-sc")[1].attempts == 0
+
+
+def test_stored_versions_follow_fed_puts_and_deletes_and_noted_copies(state: StateStore) -> None:
+    assert state.stored_versions(["input/a.csv"]) == {}
+    head = state.feed_head()
+    state.record_object_change("input/a.csv", {"key": "input/a.csv", "etag": "e", "version_id": "V1", "size": 1,
+                                               "content_type": "text/csv", "metadata": {}, "last_modified": 1.0})
+    assert state.stored_versions(["input/a.csv", "input/b.csv"]) == {"input/a.csv": "V1"}
+    state.note_stored_object("input/b.csv", "V7")  # a replicated copy: known, and not fed
+    assert state.stored_versions(["input/a.csv", "input/b.csv"]) == {"input/a.csv": "V1", "input/b.csv": "V7"}
+    assert [c.key for c in state.feed_since(head)] == ["input/a.csv"]
+    state.record_object_change("input/a.csv", None)
+    state.note_stored_object("input/b.csv", None)
+    assert state.stored_versions(["input/a.csv", "input/b.csv"]) == {}
+    many = [f"k/{i}" for i in range(1200)]  # more keys than one IN list takes
+    for k in many[::100]:
+        state.note_stored_object(k, "V")
+    assert state.stored_versions(many) == {k: "V" for k in many[::100]}

@@ -252,8 +252,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     ap = config.access_point
-    uvicorn.run(app, host=ap.host, port=ap.port, log_level="warning", access_log=False,
-                ssl_certfile=cert, ssl_keyfile=key)
+    # The answers passed through carry the region's (or S3 store's) own Date and Server headers.
+    uvicorn.run(app, host=ap.host, port=ap.port, log_level="warning", access_log=False, server_header=False,
+                date_header=False, ssl_certfile=cert, ssl_keyfile=key)
     return 0
 
 

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from regionflow.crashpoints import crash_point
 from regionflow.ids import job_id_for
 from regionflow.replication.feeding import FeedingObjectStore
 from regionflow.replication.upload_sync import UploadReplication
@@ -70,6 +71,8 @@ class Ingest:
             if known is not None and known >= info.version_id:
                 # Fed already (by the watcher, or an earlier notice), which waited as this call would have.
                 return {**answer, "fed": False, "started_here": False, "replication": {"mode": "already fed"}}
+            # The object is in the store and no feed names it yet: the gap the store watcher closes.
+            crash_point("ingest:before_feed")
             since = self.state.feed_head()
             self.objects.record(info)
             replicated = self.uploads.acknowledge(key, info.version_id, None, since)

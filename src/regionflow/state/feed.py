@@ -170,7 +170,8 @@ class FeedMixin(StoreCore):
         """Append an object put (info) or delete (None) to the feed."""
         image = dumps(info) if info is not None else None
         with self._write() as conn:
-            _note_stored(conn, key, info["version_id"] if info is not None else None)
+            if info is None or info.get("version_id"):
+                _note_stored(conn, key, info["version_id"] if info is not None else None)
             self._append_feed(conn, [(OBJECTS_FEED, key, image, epoch)])
 
     def note_stored_object(self, key: str, version_id: str | None) -> None:
