@@ -4,8 +4,9 @@
 # a bare machine.
 set -euo pipefail
 
-if ! command -v etcd >/dev/null 2>&1; then
-  echo "installing etcd (apt)…"
+# etcdctl (etcd-client) is how the tests, and operators, read the control's record straight from etcd.
+if ! command -v etcd >/dev/null 2>&1 || ! command -v etcdctl >/dev/null 2>&1; then
+  echo "installing etcd and etcdctl (apt)…"
   export DEBIAN_FRONTEND=noninteractive
   # Debian's etcd-server starts its own etcd.service on 127.0.0.1:2379 from its postinst. Nothing here
   # needs it, so forbid service starts during the install (policy-rc.d exit 101, honoured by invoke-rc.d
@@ -14,9 +15,9 @@ if ! command -v etcd >/dev/null 2>&1; then
   if [ ! -e /usr/sbin/policy-rc.d ]; then
     printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d && own_policy=1
   fi
-  apt-get update -qq && apt-get install -y -qq etcd-server >/dev/null || status=$?
+  apt-get update -qq && apt-get install -y -qq etcd-server etcd-client >/dev/null || status=$?
   if [ "$own_policy" = 1 ]; then rm -f /usr/sbin/policy-rc.d; fi
-  if [ "${status:-0}" != 0 ]; then echo "installing etcd-server failed" >&2; exit 1; fi
+  if [ "${status:-0}" != 0 ]; then echo "installing etcd-server and etcd-client failed" >&2; exit 1; fi
 fi
 # The package enables its unit: keep it stopped and off at boot (a leftover etcd on 2379 is harmless to the
 # tests, but it is not ours to run).

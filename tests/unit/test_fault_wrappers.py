@@ -73,6 +73,8 @@ OBJECT_CALLS: dict[str, Callable[[ObjectStore], Any]] = {
     "list": lambda s: s.list(""),
     "copy": lambda s: s.copy("k", "k2"),
     "delete": lambda s: s.delete("k"),
+    "scan": lambda s: s.scan(""),
+    "adopt": lambda s: s.adopt("k"),
 }
 
 

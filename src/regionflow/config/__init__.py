@@ -23,7 +23,8 @@ from regionflow.config.model import (
     resolve_path,
     resolve_url,
 )
-from regionflow.config.secrets import Secrets, load_secrets, s3_access, upgrade_secrets, write_secrets
+from regionflow.config.s3 import s3_access, s3_endpoints
+from regionflow.config.secrets import Secrets, load_secrets, upgrade_secrets, write_secrets
 
 __all__ = [
     "CONFIG_FILE",
@@ -42,6 +43,7 @@ __all__ = [
     "resolve_path",
     "resolve_url",
     "s3_access",
+    "s3_endpoints",
     "upgrade_secrets",
     "write_secrets",
 ]

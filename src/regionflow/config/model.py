@@ -401,24 +401,6 @@ class Config(_Model):
 
         return str(resources.files("regionflow.switch").joinpath("plans/batch.yaml"))
 
-    def s3_endpoints(self) -> dict[str, str]:
-        """{region: S3 endpoint} when every region's store is a bucket named like the access point's on an
-        S3 endpoint (the access point then passes S3 requests through); ConfigError saying why not."""
-        from regionflow.storage.s3 import parse_s3_url
-
-        endpoints: dict[str, str] = {}
-        for rc in self.regions:
-            if not rc.store_url.startswith("s3://"):
-                raise ConfigError(f"region {rc.name} keeps its objects in {rc.objects}, not on an S3 endpoint "
-                                  "(regionflow init --servers gives every region one)")
-            bucket, endpoint, _ = parse_s3_url(rc.store_url)
-            if endpoint is None or bucket != self.access_point.bucket:
-                raise ConfigError(f"region {rc.name}'s bucket is {bucket!r} at {endpoint or 'AWS'}; the access "
-                                  f"point passes S3 through only to a bucket named {self.access_point.bucket!r} "
-                                  "([access_point] bucket) on an s3_endpoint")
-            endpoints[rc.name] = endpoint.rstrip("/")
-        return endpoints
-
     def tls_verify(self) -> Verify:
         """What every client of this topology verifies the listeners' certificates with: a context trusting
         tls_ca when set, else True (httpx's default trust store)."""

@@ -14,7 +14,6 @@ import secrets as _secrets
 import stat
 import tomllib
 from pathlib import Path
-from typing import Any
 
 from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -198,21 +197,3 @@ def upgrade_secrets(path: str | Path, *, servers: bool = False) -> list[str]:
         raise ConfigError(f"{p}: cannot upgrade the secrets file: {exc.strerror}") from None
     return list(added)
 
-
-def s3_access(config: Config) -> dict[str, Any]:
-    """What an S3 client needs to use the access point: endpoint, bucket, keys (and the CA bundle with TLS),
-    plus whether the access point passes S3 through and, if not, why. ConfigError when the secrets file has
-    no S3 keys."""
-    secrets = load_secrets(config)
-    if secrets.s3_access_key is None:
-        raise ConfigError(f"{config.secrets_file} has no S3 keys: `regionflow init --upgrade-secrets --servers` "
-                          "adds them (the regions' S3 stores must then take them too)")
-    try:
-        config.s3_endpoints()
-        why_not = None
-    except ConfigError as exc:
-        why_not = str(exc)
-    return {"endpoint_url": config.access_point_url, "bucket": config.access_point.bucket,
-            "aws_access_key_id": secrets.s3_access_key, "aws_secret_access_key": secrets.s3_secret_key,
-            "region": "us-east-1", "ca_bundle": config.tls_ca, "s3_passthrough": why_not is None,
-            "why_not": why_not}

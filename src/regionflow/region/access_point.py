@@ -26,7 +26,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.background import BackgroundTask
 
 from regionflow.api import routes
-from regionflow.config import Config, load_config, load_secrets
+from regionflow.config import Config, load_config, load_secrets, s3_endpoints
 from regionflow.console import mount_console
 from regionflow.control import CachedControl, open_control
 from regionflow.errors import RegionflowError
@@ -136,7 +136,7 @@ def create_app(config: Config) -> FastAPI:
     # The console's routes come before the catch-all below, which would otherwise forward them.
     closers.append(mount_console(app, config, secrets).aclose)
     try:
-        endpoints: dict[str, str] | str = config.s3_endpoints()
+        endpoints: dict[str, str] | str = s3_endpoints(config)
     except RegionflowError as exc:
         endpoints = str(exc)
     front = S3Front(config.access_point.bucket, endpoints, regions.urls, regions.ordered_healthy, regions.mark_down,
