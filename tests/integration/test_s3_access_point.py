@@ -152,6 +152,9 @@ def _multipart_upload_arrives_intact_and_replicated(stack: Stack, tmp_path: Path
     assert up.returncode == 0, up.stderr
     head = _aws(stack, "s3api", "head-object", "--bucket", BUCKET, "--key", "blobs/big.bin")
     assert head.returncode == 0, head.stderr
+    # Sync upload mode: the answer came once the other region had it.
+    west = _store(stack, WEST).head_object(Bucket=BUCKET, Key="blobs/big.bin")
+    assert west["Metadata"]["rf-sha256"] == digest
     ap_head = json.loads(head.stdout)
     assert ap_head["ContentLength"] == 40 << 20 and ap_head["ETag"].strip('"').endswith("-5")  # 5 parts of 8 MiB
     assert ap_head["Metadata"]["rf-sha256"] == digest
@@ -162,6 +165,14 @@ def _multipart_upload_arrives_intact_and_replicated(stack: Stack, tmp_path: Path
         body = _store(stack, region).get_object(Bucket=BUCKET, Key="blobs/big.bin")["Body"].read()
         assert hashlib.sha256(body).hexdigest() == digest, region
     assert _store(stack, EAST).head_object(Bucket=BUCKET, Key="blobs/big.bin")["ETag"] == ap_head["ETag"]
+    # boto3's upload_file goes multipart above 8 MiB too; its download_file reads it back.
+    medium = tmp_path / "medium.bin"
+    medium.write_bytes(os.urandom(20 << 20))
+    ap = _boto(stack, stack.rf_json("credentials")["endpoint_url"])
+    ap.upload_file(str(medium), BUCKET, "blobs/medium.bin")
+    assert _store(stack, WEST).head_object(Bucket=BUCKET, Key="blobs/medium.bin")["ContentLength"] == 20 << 20
+    ap.download_file(BUCKET, "blobs/medium.bin", str(tmp_path / "medium.back"))
+    assert (tmp_path / "medium.back").read_bytes() == medium.read_bytes()
     back = tmp_path / "back.bin"
     assert _aws(stack, "s3", "cp", f"s3://{BUCKET}/blobs/big.bin", str(back)).returncode == 0
     assert hashlib.sha256(back.read_bytes()).hexdigest() == digest

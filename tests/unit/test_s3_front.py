@@ -63,3 +63,10 @@ def test_other_buckets_and_no_healthy_region_get_s3_errors() -> None:
     assert other.status_code == 404 and b"<Code>NoSuchBucket</Code>" in other.content
     down = _call(front, "GET", "/batch/k", {"authorization": SIGV4})
     assert down.status_code == 503 and b"<Code>ServiceUnavailable</Code>" in down.content
+
+
+def test_metadata_named_like_regionflows_own_is_refused_before_any_store() -> None:
+    front = _front({"us-east-1": "http://127.0.0.1:9"}, ["us-east-1"])
+    resp = _call(front, "PUT", "/batch/input/a.csv", {"authorization": SIGV4, "x-amz-meta-rf-sha256": "forged"})
+    assert resp.status_code == 400 and b"<Code>InvalidArgument</Code>" in resp.content
+    assert b"x-amz-meta-rf-sha256" in resp.content

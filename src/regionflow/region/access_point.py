@@ -140,7 +140,8 @@ def create_app(config: Config) -> FastAPI:
     except RegionflowError as exc:
         endpoints = str(exc)
     front = S3Front(config.access_point.bucket, endpoints, regions.urls, regions.ordered_healthy, regions.mark_down,
-                    regions.client, secrets.replication_token)
+                    regions.client, secrets.replication_token,
+                    notice_timeout=config.replication.sync_timeout + 30.0)
     closers.append(front.aclose)
     app.add_middleware(S3PassThrough, front=front)
 

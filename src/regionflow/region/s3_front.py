@@ -39,13 +39,13 @@ BUFFER_BYTES = 16 << 20
 # Not forwarded: hop-by-hop headers, and Expect (httpx sends the body at once; SigV4 does not sign it).
 _HOP = {"connection", "keep-alive", "transfer-encoding", "te", "upgrade", "proxy-connection",
         "proxy-authorization", "expect"}
+_RESERVED_META = "x-amz-meta-rf-"
 _UPLOAD_ID = re.compile(rb"<UploadId>([^<]+)</UploadId>")
 _DELETED_KEY = re.compile(r"<Deleted>\s*<Key>([^<]*)</Key>")
 # A write's answer comes once the store has all of it (a CompleteMultipartUpload of a large object takes
 # a while); a read that gets no byte for 5 s goes to the next region holding the object.
 _S3_TIMEOUT = httpx.Timeout(30.0, connect=1.0, read=600.0)
 _READ_TIMEOUT = httpx.Timeout(5.0, connect=1.0)
-_NOTICE_TIMEOUT = httpx.Timeout(60.0, connect=1.0)
 
 
 def is_s3_request(scope: Scope) -> bool:
@@ -83,7 +83,7 @@ class S3PassThrough:
 class S3Front:
     def __init__(self, bucket: str, endpoints: dict[str, str] | str, region_urls: dict[str, str],
                  ordered_healthy: Callable[[], Awaitable[list[str]]], mark_down: Callable[[str], None],
-                 notice_client: httpx.AsyncClient, token: str):
+                 notice_client: httpx.AsyncClient, token: str, notice_timeout: float = 60.0):
         self.bucket = bucket
         # A str: why the pass-through is off (every S3 request is answered 501 with it).
         self.endpoints = endpoints
@@ -92,6 +92,8 @@ class S3Front:
         self.mark_down = mark_down
         self.notices = notice_client
         self.token = token
+        # A region's answer to a notice can wait for the other region up to the sync bound.
+        self.notice_timeout = httpx.Timeout(notice_timeout, connect=1.0)
         self.client = httpx.AsyncClient(timeout=_S3_TIMEOUT)
         # Only the client's own headers go to the store: an Accept-Encoding it did not send could have the
         # store compress an object's bytes on the way.
@@ -115,6 +117,10 @@ class S3Front:
             return s3_error(404, "NoSuchBucket", f"this access point serves one bucket, {self.bucket!r}", path)
         query = dict(parse_qsl(request.scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True))
         method = request.method
+        reserved = [k for k in request.headers if k.lower().startswith(_RESERVED_META)]
+        if reserved and method in ("PUT", "POST"):
+            return s3_error(400, "InvalidArgument", f"{reserved[0]}: metadata named rf-* is regionflow's own "
+                            "(its sha256 and version of the object); choose another name", path)
         candidates = await self.ordered_healthy()
         if not candidates:
             return s3_error(503, "ServiceUnavailable", "no region is healthy: every region is down", path)
@@ -227,7 +233,7 @@ class S3Front:
         url = self.region_urls[name] + routes.internal_arrived_path(key)
         try:
             resp = await self.notices.post(url, headers={"authorization": f"Bearer {self.token}"},
-                                           timeout=_NOTICE_TIMEOUT)
+                                           timeout=self.notice_timeout)
         except httpx.HTTPError as exc:
             log.warning("%s did not take in %s: %s", name, key, type(exc).__name__)
             return None

@@ -5,9 +5,10 @@ What regionflow needs that S3 does not give is kept in reserved user-metadata en
 ``rf-version`` (the version id: replication stores a copy under the source's id, which S3 cannot be told
 to use), ``rf-mtime`` (put time in unix seconds, exact; S3's Last-Modified has whole seconds), ``rf-type`` (the
 content type as given: SeaweedFS replaces application/octet-stream by a guess from the key's suffix) and
-``rf-meta`` (the user metadata as base64url of UTF-8 JSON: S3 lower-cases metadata keys and allows only
-ASCII values, so anything else would not come back as it went in). An object written around regionflow
-(no ``rf-sha256``) is listed with etag "" and S3's own version id and time.
+the user metadata (as plain entries, the way an S3 client writes them, when the keys are lower-case ASCII
+and the values printable ASCII; otherwise as ``rf-meta``, base64url of UTF-8 JSON, because S3 lower-cases
+metadata keys and allows only ASCII values). An object written around regionflow (no ``rf-sha256``) is
+listed with etag "" and S3's own version id and time until ``adopt()`` gives it those entries in place.
 
 Bucket versioning is neither needed nor turned on (docs/backends.md "Object store on S3" has the
 measurements): a GET is one request, and the server answers it from one version of the object however

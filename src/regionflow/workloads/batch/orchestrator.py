@@ -176,8 +176,10 @@ class Orchestrator:
 
     # -- split -------------------------------------------------------------------------------------
     def _split(self, job: JobRecord) -> None:
-        info = self.objects.head(job.input_key)
-        if info is None or info.version_id != job.version_id:
+        # The archive copy serves as well: state and objects replicate apart, so a region taking over can
+        # hold a job still INITIALIZED whose input the old owner already archived (and deleted).
+        source = self.input_source(job)
+        if source is None:
             raise InputMissing(f"input {job.input_key} version {job.version_id} is not in {self.region}")
         chunk_rows = self.chunk_rows or self.pipeline.chunk_rows
         work = self._work(job)
@@ -191,7 +193,7 @@ class Orchestrator:
             self.events.progress("split", emitted, 0)
 
         try:
-            with self.objects.open(job.input_key) as stream:
+            with self.objects.open(source) as stream:
                 result = split_stream(stream, self.pipeline, chunk_rows, emit)
         except FileRefused as exc:
             self._discard_work(job)
