@@ -17,14 +17,18 @@ from regionflow.workloads.batch.pipeline import default_pipeline
 REGION = "us-west-2"
 
 
+def _orchestrator(tmp_path: Path, objects: FileObjectStore, state, executor: LocalExecutor) -> Orchestrator:
+    return Orchestrator(objects=objects, store_url=f"file://{tmp_path / 'bucket'}", state=state, executor=executor,
+                        notifier=OutboxNotifier(tmp_path / "outbox"), pipeline=default_pipeline(), region=REGION,
+                        events=FixedOwner(REGION), signing_key=b"k" * 32, link_base="http://127.0.0.1:1",
+                        cache_dir=tmp_path / "cache")
+
+
 def test_an_older_version_that_reappears_after_a_newer_one_was_processed_starts_no_job(tmp_path: Path):
     objects = FileObjectStore(tmp_path / "bucket")
     state = open_state_store(f"sqlite:///{tmp_path / 'state.db'}", REGION)
     executor = LocalExecutor(1)
-    orch = Orchestrator(objects=objects, store_url=f"file://{tmp_path / 'bucket'}", state=state, executor=executor,
-                        notifier=OutboxNotifier(tmp_path / "outbox"), pipeline=default_pipeline(), region=REGION,
-                        events=FixedOwner(REGION), signing_key=b"k" * 32, link_base="http://127.0.0.1:1",
-                        cache_dir=tmp_path / "cache")
+    orch = _orchestrator(tmp_path, objects, state, executor)
     try:
         older = objects.put("input/a.csv", b"a,b\n")
         newer = objects.put("input/a.csv", b"a,b\n")  # the client's resend, processed first
@@ -53,10 +57,7 @@ def test_a_job_taken_over_before_its_split_runs_from_the_archive_copy_when_the_i
     assert enrichment is not None
     load_reference_table(state, enrichment.table, data / "financial_data.csv", enrichment.reference_key)
     executor = LocalExecutor(1)
-    orch = Orchestrator(objects=objects, store_url=f"file://{tmp_path / 'bucket'}", state=state, executor=executor,
-                        notifier=OutboxNotifier(tmp_path / "outbox"), pipeline=default_pipeline(), region=REGION,
-                        events=FixedOwner(REGION), signing_key=b"k" * 32, link_base="http://127.0.0.1:1",
-                        cache_dir=tmp_path / "cache")
+    orch = _orchestrator(tmp_path, objects, state, executor)
     try:
         body = (data / "orders.csv").read_bytes()
         info = objects.put("input/orders.csv", body)

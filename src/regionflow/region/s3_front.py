@@ -26,11 +26,13 @@ from urllib.parse import parse_qsl, quote, unquote
 from xml.sax.saxutils import escape
 
 import httpx
+from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from regionflow.api import routes
+from regionflow.api.wire import auth_header
 
 log = logging.getLogger("regionflow.access_point")
 
@@ -127,10 +129,10 @@ class S3Front:
         if "uploadId" in query:
             pinned = self._upload_regions.get(query["uploadId"])
             order = [pinned] if pinned in candidates else candidates
-            return await self._forward(request, order, key, upload_part=True)
+            return await self._forward(request, order, key, query, upload_part=True)
         if method in ("GET", "HEAD") and key:
             return await self._read(request, candidates)
-        return await self._forward(request, candidates, key)
+        return await self._forward(request, candidates, key, query)
 
     def _headers(self, request: Request) -> list[tuple[str, str]]:
         # The Host header stays the client's: its signature covers it.
@@ -168,7 +170,7 @@ class S3Front:
             return _streamed(resp, name)
         return last or s3_error(503, "ServiceUnavailable", "no region's store answered", request.url.path)
 
-    async def _forward(self, request: Request, candidates: list[str], key: str, *,
+    async def _forward(self, request: Request, candidates: list[str], key: str, query: dict[str, str], *,
                        upload_part: bool = False) -> Response:
         """A write or listing: to the first region that answers. A body small enough to hold is retried on
         the next region when a store cannot be reached (and, for a multipart request whose upload was not
@@ -193,16 +195,15 @@ class S3Front:
             if upload_part and resp.status_code == 404 and b"NoSuchUpload" in content:
                 last = _passed(resp, name, content)
                 continue
-            return await self._answered(request, resp, content, name, key)
+            return await self._answered(request, resp, content, name, key, query)
         if last is not None:
             return last
         return s3_error(503, "ServiceUnavailable", "the request could not be delivered to any region's store; "
                         "send it again", request.url.path)
 
     # -- after a store answered --------------------------------------------------------------------
-    async def _answered(self, request: Request, resp: httpx.Response, content: bytes, name: str,
-                        key: str) -> Response:
-        query = dict(parse_qsl(request.scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True))
+    async def _answered(self, request: Request, resp: httpx.Response, content: bytes, name: str, key: str,
+                        query: dict[str, str]) -> Response:
         method, ok = request.method, 200 <= resp.status_code < 300
         if method == "POST" and "uploads" in query and ok:
             found = _UPLOAD_ID.search(content)
@@ -232,8 +233,7 @@ class S3Front:
         """Tell the region its store changed at key; its answer (job id, replication) or None."""
         url = self.region_urls[name] + routes.internal_arrived_path(key)
         try:
-            resp = await self.notices.post(url, headers={"authorization": f"Bearer {self.token}"},
-                                           timeout=self.notice_timeout)
+            resp = await self.notices.post(url, headers=auth_header(self.token), timeout=self.notice_timeout)
         except httpx.HTTPError as exc:
             log.warning("%s did not take in %s: %s", name, key, type(exc).__name__)
             return None
@@ -260,13 +260,6 @@ def _passed(resp: httpx.Response, name: str, content: bytes) -> Response:
 
 def _streamed(resp: httpx.Response, name: str) -> StreamingResponse:
     """A store's answer whose body passes through as it arrives (objects may be larger than memory)."""
-    out = StreamingResponse(resp.aiter_raw(), status_code=resp.status_code)
+    out = StreamingResponse(resp.aiter_raw(), status_code=resp.status_code, background=BackgroundTask(resp.aclose))
     out.raw_headers = _headers_of(resp, name)
-
-    async def close() -> None:
-        await resp.aclose()
-
-    from starlette.background import BackgroundTask
-
-    out.background = BackgroundTask(close)
     return out
