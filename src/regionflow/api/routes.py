@@ -89,3 +89,12 @@ def execution_path(execution_id: str) -> str:
 
 def execution_approve_path(execution_id: str) -> str:
     return f"{execution_path(execution_id)}/approve"
+
+# The ledger workload (workloads/ledger/): its JSON API; its web UI is served under LEDGER_UI.
+LEDGER_TRANSFERS = "/ledger/api/transfers"
+LEDGER_TRANSFER = "/ledger/api/transfers/{transfer_id}"
+LEDGER_ACCOUNTS = "/ledger/api/accounts"
+LEDGER_AUDIT = "/ledger/api/audit"
+LEDGER_STATUS = "/ledger/api/status"
+LEDGER_MISSING = "/ledger/api/missing"
+LEDGER_UI = "/ledger/"

@@ -43,14 +43,28 @@ def status_table(status: dict[str, Any]) -> Table:
             table.add_row("servers", "[red]unknown[/]", "", "", srv["error"])
             continue
         health = "[green]ok[/]" if srv["healthy"] else "[red]down[/]"
+        if srv.get("fenced"):
+            health = "[yellow]fenced[/]" if srv["healthy"] else "[red]down, fenced[/]"
         table.add_row(f"{srv['name']}", health, "", "", f"{srv['kind']} {srv['address']}"
-                      + ("" if srv["healthy"] else f" ({srv['detail']})"))
+                      + ("" if srv["healthy"] else f" ({srv['detail']})") + _node_detail(srv))
     for d in status.get("replication", []):
         table.add_row(f"{d['source']} -> {d['target']}", "paused" if d["paused"] else (
             "ok" if d["reachable"] else "[red]source unreachable[/]"), "", "",
             f"backlog {d['backlog']['objects']} obj / {d['backlog']['state']} state, "
             f"lag {max(d['lag_seconds'].values()):.1f}s")
     return table
+
+
+def _node_detail(srv: dict[str, Any]) -> str:
+    """A database node's role, position and lag, as `status` shows them ("" for other servers)."""
+    role = srv.get("role")
+    if role == "primary":
+        return f"; primary (timeline {srv['timeline']}), LSN {srv['current_lsn']}"
+    if role == "standby":
+        paused = ", replay paused" if srv.get("replay_paused") else ""
+        return (f"; standby, replayed {srv['replay_lsn']} of {srv['receive_lsn']}, lag {srv['replay_lag_bytes']} B / "
+                f"{srv['replay_lag_seconds']:.1f}s{paused}")
+    return ""
 
 
 def init(
@@ -64,6 +78,9 @@ def init(
         "--servers", help="Run each region on its own SeaweedFS (S3) and PostgreSQL, and the routing control "
                           "on a 3-member etcd cluster, all started by `regionflow up` on free loopback ports."
     )] = False,
+    ledger: Annotated[bool, typer.Option(
+        "--ledger", help="Also run the money-transfer ledger: a PostgreSQL primary in us-east-1 and a streaming "
+                         "standby in us-west-2, started by `regionflow up` (implied by --servers).")] = False,
     upgrade_secrets: Annotated[bool, typer.Option(
         "--upgrade-secrets", help="Only add the secrets an older secrets file lacks (e.g. replication_token), "
                                   "keeping the others; regionflow.toml is not touched.")] = False,
@@ -74,9 +91,10 @@ def init(
     from regionflow.config import backends_in_use, init_project
 
     if upgrade_secrets:
-        _upgrade_secrets(directory, as_json, servers)
+        _upgrade_secrets(directory, as_json, servers, ledger)
         return
-    path = call(lambda: init_project(directory, force=force, auto_failover=auto_failover, servers=servers))
+    path = call(lambda: init_project(directory, force=force, auto_failover=auto_failover, servers=servers,
+                                     ledger=ledger))
     cfg = load_config(path)
     info: dict[str, Any] = {"config": str(path), "regions": [r.name for r in cfg.regions], "primary": cfg.primary,
             "access_point": cfg.access_point_url, "secrets": cfg.secrets_file, "plan": cfg.plan,
@@ -85,17 +103,20 @@ def init(
     if servers:
         plan_note += ("; each region on its own SeaweedFS and PostgreSQL, the routing control on 3 etcd members "
                       "(`regionflow up` starts them)")
+    if cfg.ledger:
+        plan_note += "; the ledger's PostgreSQL primary and standby (`regionflow up` starts them)"
     emit(info, as_json, lambda i: out.print(
         f"wrote {path}: regions {', '.join(i['regions'])} (primary {cfg.primary}), access point "
         f"{cfg.access_point_url}, secrets in {cfg.secrets_file} (0600){plan_note}. Next: regionflow up",
         highlight=False, soft_wrap=True))
 
 
-def _upgrade_secrets(directory: Path, as_json: bool, servers: bool) -> None:
+def _upgrade_secrets(directory: Path, as_json: bool, servers: bool, ledger: bool) -> None:
     from regionflow.config import upgrade_secrets
 
     cfg = load_config(directory)
-    added = call(lambda: upgrade_secrets(cfg.secrets_file, servers=servers), code=2)
+    ledger = ledger or cfg.ledger is not None
+    added = call(lambda: upgrade_secrets(cfg.secrets_file, servers=servers, ledger=ledger), code=2)
     info = {"secrets": cfg.secrets_file, "added": added}
     emit(info, as_json, lambda i: out.print(
         f"added {', '.join(added)} to {cfg.secrets_file}; restart the regions (`regionflow down`, `regionflow up`)"

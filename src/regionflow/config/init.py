@@ -74,6 +74,16 @@ def _servers_lines(name: str, ports: _ServerPorts) -> list[str]:
     ]
 
 
+def _ledger_lines(regions: list[str], ports: list[int]) -> list[str]:
+    lines = ["", "# The money-transfer ledger (DESIGN §9): a PostgreSQL node per region that `regionflow up` runs",
+             f"# (data in {DATA_DIR}/<region>/ledger-db, as the postgres OS user under root). {regions[0]} starts as",
+             "# the database primary, the others as its streaming standbys; the region-switch plan `ledger` moves",
+             "# it. synchronous = true: a transfer is acknowledged once the standby has applied it (RPO 0, at a",
+             "# latency cost); false: the standby trails by its replay lag (see `regionflow status`).",
+             "[ledger]", "synchronous = false", "", "[ledger.ports]"]
+    return lines + [f"{_q(name)} = {port}" for name, port in zip(regions, ports, strict=True)]
+
+
 def _etcd_lines(etcd: list[tuple[int, int]]) -> list[str]:
     lines = ["", "# The etcd cluster `regionflow up` runs for the routing control (data in "
              f"{DATA_DIR}/etcd/<name>). With one", "# member down the control still works; with two down it "
@@ -84,11 +94,13 @@ def _etcd_lines(etcd: list[tuple[int, int]]) -> list[str]:
 
 
 def _config_text(regions: list[tuple[str, int]], access_port: int, plan: str | None = None,
-                 servers: list[_ServerPorts] | None = None, etcd: list[tuple[int, int]] | None = None) -> str:
+                 servers: list[_ServerPorts] | None = None, etcd: list[tuple[int, int]] | None = None,
+                 ledger: list[int] | None = None) -> str:
     """The commented regionflow.toml for regions [(name, port), ...]; the first region is the primary.
 
     servers and etcd (from `init --servers`): each region's SeaweedFS and PostgreSQL ports and the etcd
-    members' (client, peer) ports; None for the embedded backends."""
+    members' (client, peer) ports; None for the embedded backends. ledger: each region's ledger database
+    port (None: no ledger)."""
     primary = regions[0][0]
     lines = [
         "# regionflow topology, written by `regionflow init`.",
@@ -177,11 +189,13 @@ def _config_text(regions: list[tuple[str, int]], access_port: int, plan: str | N
                       "workers = 2", *_servers_lines(name, servers[i])]
     if etcd is not None:
         lines += _etcd_lines(etcd)
+    if ledger is not None:
+        lines += _ledger_lines([name for name, _ in regions], ledger)
     return "\n".join(lines) + "\n"
 
 
 def init_project(dir: Path, *, force: bool = False, base_port: int | None = None,
-                 auto_failover: bool = False, servers: bool = False) -> Path:
+                 auto_failover: bool = False, servers: bool = False, ledger: bool = False) -> Path:
     """Write dir/regionflow.toml for regions us-east-1 (primary) and us-west-2 on the embedded backends,
     or with servers on servers that `regionflow up` runs: a SeaweedFS (S3, bucket batch, the access point's) and
     a PostgreSQL cluster per region, and a 3-member etcd cluster for the routing control, each on its own
@@ -211,7 +225,13 @@ def init_project(dir: Path, *, force: bool = False, base_port: int | None = None
     regions = list(zip(DEFAULT_REGIONS, ports[:2], strict=True))
     # Drawn apart from the listeners' ports: free_ports only keeps the ports of one call distinct.
     server_ports, etcd_ports = _server_ports(len(regions), set(ports)) if servers else (None, None)
-    text = _config_text(regions, ports[2], AUTO_FAILOVER_PLAN if auto_failover else None, server_ports, etcd_ports)
+    ledger = ledger or servers
+    taken = set(ports) | {p for sp in server_ports or [] for p in (sp.master, sp.volume, sp.filer, sp.s3, sp.postgres)}
+    taken |= {p for pair in etcd_ports or [] for p in pair}
+    taken |= {p + 10000 for sp in server_ports or [] for p in (sp.master, sp.volume, sp.filer, sp.s3)}
+    ledger_ports = free_ports(len(regions), avoid=taken) if ledger else None
+    text = _config_text(regions, ports[2], AUTO_FAILOVER_PLAN if auto_failover else None, server_ports, etcd_ports,
+                        ledger_ports)
     data = root / DATA_DIR
     try:
         for name in DEFAULT_REGIONS:
@@ -233,7 +253,8 @@ def init_project(dir: Path, *, force: bool = False, base_port: int | None = None
         raise ConfigError(f"cannot initialize {root}: {exc.strerror} ({exc.filename})") from None
     config = load_config(target)  # what we wrote must load
     if not Path(config.secrets_file).exists():
-        write_secrets(config.secrets_file, servers=servers)
-    elif servers:
-        upgrade_secrets(config.secrets_file, servers=True)  # keep the tokens in use, add the servers' keys
+        write_secrets(config.secrets_file, servers=servers, ledger=ledger)
+    elif servers or ledger:
+        # keep the tokens in use, add the servers' and the ledger's keys
+        upgrade_secrets(config.secrets_file, servers=servers, ledger=ledger)
     return target

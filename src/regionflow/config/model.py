@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
-from regionflow.config.servers import EtcdMemberConfig, PostgresServerConfig, SeaweedFSConfig
+from regionflow.config.servers import EtcdMemberConfig, LedgerConfig, PostgresServerConfig, SeaweedFSConfig
 from regionflow.config.tls import Verify, check_ca_file, client_verify, server_files
 from regionflow.errors import ConfigError
 from regionflow.workloads.batch.pipeline import Pipeline, default_pipeline
@@ -300,6 +300,8 @@ class Config(_Model):
     plans_dir: str = "plans"
     # The etcd members `regionflow up` runs for an etcd:// control (empty: the control is run elsewhere).
     etcd: list[EtcdMemberConfig] = Field(default_factory=list)
+    # The ledger workload's database nodes (`init --ledger`, `init --servers`); None: no ledger.
+    ledger: LedgerConfig | None = None
     data_dir: str = DATA_DIR
     secrets_file: str = f"{DATA_DIR}/secrets.toml"
     tls_ca: str | None = Field(default=None, min_length=1)  # PEM CA file clients verify servers with
@@ -351,6 +353,15 @@ class Config(_Model):
                 if port in ports:
                     raise ValueError(f"etcd.{i}: port {port} (etcd {m.name} {what}) is already used by {ports[port]}")
                 ports[port] = f"etcd {m.name} {what}"
+        if self.ledger is not None:
+            if set(self.ledger.ports) != set(names):
+                raise ValueError(f"ledger.ports: needs one port per region ({', '.join(names)}), found "
+                                 f"{', '.join(self.ledger.ports) or 'none'}")
+            for region, port in self.ledger.ports.items():
+                if port in ports:
+                    raise ValueError(f"ledger.ports: port {port} ({region} ledger database) is already used by "
+                                     f"{ports[port]}")
+                ports[port] = f"{region} ledger database"
         if self.etcd:
             expected = {f"127.0.0.1:{m.client_port}" for m in self.etcd}
             hosts = set(self.control.partition("://")[2].split("/", 1)[0].split(","))
@@ -437,7 +448,7 @@ def backends_in_use(config: Config) -> dict[str, Any]:
     `regionflow up` runs the servers: {"control": "etcd", "managed": True, "regions": {name: {"objects":
     "s3", "state": "postgresql"}}}."""
     return {"control": _scheme(config.control),
-            "managed": bool(config.etcd) or any(r.seaweedfs or r.postgres for r in config.regions),
+            "managed": bool(config.etcd or config.ledger) or any(r.seaweedfs or r.postgres for r in config.regions),
             "regions": {r.name: {"objects": _scheme(r.objects), "state": _scheme(r.state)} for r in config.regions}}
 
 

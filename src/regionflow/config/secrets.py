@@ -38,6 +38,9 @@ class Secrets(_Model):
     s3_access_key: str | None = Field(default=None, min_length=16, repr=False)
     s3_secret_key: str | None = Field(default=None, min_length=16, repr=False)
     postgres_password: str | None = Field(default=None, min_length=16, repr=False)
+    # The ledger's database superuser (replication, pg_rewind, the plan's database steps); the ledger
+    # service's own login rotates in data_dir/ledger/secret.json (workloads/ledger/secret.py).
+    ledger_password: str | None = Field(default=None, min_length=16, repr=False)
 
     @field_validator("signing_key")
     @classmethod
@@ -72,18 +75,27 @@ def _server_secrets() -> dict[str, str]:
             "s3_secret_key": _secrets.token_urlsafe(30), "postgres_password": _secrets.token_urlsafe(24)}
 
 
-def _generate(servers: bool = False) -> dict[str, str]:
-    """A fresh value for every secret (and the servers' credentials when servers)."""
+def _ledger_secrets() -> dict[str, str]:
+    return {"ledger_password": _secrets.token_urlsafe(24)}
+
+
+def _generate(servers: bool = False, ledger: bool = False) -> dict[str, str]:
+    """A fresh value for every secret (and the servers' or the ledger's credentials when asked)."""
     values = {"api_token": _secrets.token_urlsafe(32), "admin_token": _secrets.token_urlsafe(32),
               "replication_token": _secrets.token_urlsafe(32), "signing_key": _secrets.token_hex(32)}
-    return {**values, **_server_secrets()} if servers else values
+    if servers:
+        values.update(_server_secrets())
+    if ledger:
+        values.update(_ledger_secrets())
+    return values
 
 
 _SECRETS_HEADER = """\
 # regionflow secrets: bearer tokens for the region APIs and the key that signs download links.
 # api_token: clients (CLI, scripts); admin_token: also region switches, faults and the console;
 # replication_token: regions reading each other's change feed and objects (/internal/... only).
-# s3_access_key, s3_secret_key, postgres_password (with `init --servers`): the servers' credentials.
+# s3_access_key, s3_secret_key, postgres_password (with `init --servers`): the servers' credentials;
+# ledger_password (with `init --ledger` or --servers): the ledger database's superuser.
 # Keep this file private (mode 0600) and out of version control. Regenerate by deleting it and
 # running `regionflow init --force` (links already handed out stop working).
 """
@@ -116,11 +128,11 @@ def _write_private(p: Path, body: str) -> None:
         raise
 
 
-def write_secrets(path: str | Path, *, servers: bool = False) -> Secrets:
-    """Generate new secrets into a new file created with mode 0600 (with the servers' credentials when
-    servers); ConfigError if the file exists."""
+def write_secrets(path: str | Path, *, servers: bool = False, ledger: bool = False) -> Secrets:
+    """Generate new secrets into a new file created with mode 0600 (with the servers' or the ledger's
+    credentials when asked); ConfigError if the file exists."""
     p = Path(path).expanduser()
-    values = _generate(servers)
+    values = _generate(servers, ledger)
     s = Secrets.model_validate(values)
     try:
         p.parent.mkdir(parents=True, exist_ok=True)
@@ -173,14 +185,14 @@ def load_secrets(config: Config) -> Secrets:
     return _validate(p, data)
 
 
-def upgrade_secrets(path: str | Path, *, servers: bool = False) -> list[str]:
-    """Add the keys an older secrets file lacks (freshly generated; with servers, also the servers'
+def upgrade_secrets(path: str | Path, *, servers: bool = False, ledger: bool = False) -> list[str]:
+    """Add the keys an older secrets file lacks (freshly generated; with servers or ledger, also their
     credentials), keeping its other values and comments; the names added ([] when none was missing). The
     file is replaced atomically and stays 0600."""
     p = Path(path).expanduser()
     text, data = _read(p)
-    wanted = (*_ADDED_LATER, *(_server_secrets() if servers else ()))
-    added = {k: v for k, v in _generate(servers).items() if k in wanted and k not in data}
+    wanted = (*_ADDED_LATER, *(_server_secrets() if servers else ()), *(_ledger_secrets() if ledger else ()))
+    added = {k: v for k, v in _generate(servers, ledger).items() if k in wanted and k not in data}
     if not added:
         _validate(p, data)
         return []

@@ -6,7 +6,7 @@ import re
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-__all__ = ["EtcdMemberConfig", "PostgresServerConfig", "SeaweedFSConfig"]
+__all__ = ["EtcdMemberConfig", "LedgerConfig", "PostgresServerConfig", "SeaweedFSConfig"]
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 
@@ -52,4 +52,22 @@ class EtcdMemberConfig(_Model):
     def _name(cls, v: str) -> str:
         if not _NAME.match(v):
             raise ValueError(f"{v!r} is not a member name (lower-case letters, digits and '-', e.g. etcd-1)")
+        return v
+
+
+class LedgerConfig(_Model):
+    """The ledger workload's PostgreSQL nodes that `regionflow up` runs, one per region on 127.0.0.1:
+    the topology's primary region starts as the database primary, the others as its streaming standbys.
+    synchronous: a commit returns once the standby has applied it (remote_apply: RPO 0, at a latency
+    cost); otherwise the standby trails by its replay lag."""
+
+    synchronous: bool = False
+    ports: dict[str, int]
+
+    @field_validator("ports")
+    @classmethod
+    def _ports(cls, v: dict[str, int]) -> dict[str, int]:
+        for region, port in v.items():
+            if not isinstance(port, int) or isinstance(port, bool) or not 1 <= port <= 65535:
+                raise ValueError(f"port of {region!r}: {port!r} is not a port (1-65535)")
         return v

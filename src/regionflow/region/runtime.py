@@ -108,6 +108,16 @@ class Region:
                                     plan_path=config.plan_path, steps=self.steps, region_names=config.region_names)
         self.started_at = time.time()
         self._services: dict[type, object] = {BatchService: self.batch}
+        self.ledger = None
+        if config.ledger is not None:
+            from regionflow.workloads.ledger.metrics import LedgerMetrics
+            from regionflow.workloads.ledger.secret import secret_path
+            from regionflow.workloads.ledger.service import LedgerService
+
+            self.ledger_metrics = LedgerMetrics(self.metrics.registry)
+            self.ledger = LedgerService(name, config.ledger.ports[name], secret_path(config.data_dir), self.owner,
+                                        observe=self.ledger_metrics.observe)
+            self._services[LedgerService] = self.ledger
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 
@@ -205,6 +215,8 @@ class Region:
         for t in self._threads:
             t.join(timeout=10)
         self.executor.close()
+        if self.ledger is not None:
+            self.ledger.close()
         self.state.close()
 
     # -- views -------------------------------------------------------------------------------------
@@ -212,6 +224,9 @@ class Region:
         """Set the gauges that are computed when read (replication, active region), as /metrics does."""
         self.replication_status()
         self.is_active()
+        if self.ledger is not None:
+            node = self.ledger.node_view()
+            self.ledger_metrics.replay_lag.set(node.get("replay_lag_seconds") or 0.0)
 
     def replication_status(self) -> list[dict[str, Any]]:
         """Each direction's status (pause flags read now); refreshes the replication gauges."""

@@ -48,9 +48,26 @@ JOBS_LIMIT = 10000
 
 def start_servers(config: Config, servers: list[ManagedServer], timeout: float = 60.0) -> list[Proc]:
     """Start those of servers that are not running, wait until all of them are healthy and provision them
-    (bucket, database); the started ones. MissingBinary before anything starts when a program is absent."""
+    (bucket, database); the started ones. MissingBinary before anything starts when a program is absent.
+    A server that needs others first (start_after: a standby copied from its primary) starts in a later
+    wave, once those are healthy."""
     for server in servers:
         server.check_installed()
+    procs: list[Proc] = []
+    healthy: set[str] = set()
+    remaining = list(servers)
+    while remaining:
+        wave = [s for s in remaining if set(s.start_after()) <= healthy]
+        if not wave:
+            names = ", ".join(f"{s.name} (after {', '.join(s.start_after())})" for s in remaining)
+            raise RegionflowError(f"servers wait for servers that are not in the topology: {names}")
+        procs += _start_wave(config, wave, timeout)
+        healthy |= {s.name for s in wave}
+        remaining = [s for s in remaining if s.name not in healthy]
+    return procs
+
+
+def _start_wave(config: Config, servers: list[ManagedServer], timeout: float) -> list[Proc]:
     down = [s for s in servers if not server_alive(run_dir(config), s.name)]
     # Prepared and started side by side: initdb alone takes a second or two per PostgreSQL cluster.
     started = _each(down, lambda s: start_server(s, run_dir(config), log_dir(config)))
@@ -100,6 +117,10 @@ def start_stack(config_path: Path, config: Config, timeout: float = 60.0) -> lis
         check_tls(config, name)
     try:
         server_procs = start_servers(config, servers, timeout)
+        if config.ledger is not None:
+            from regionflow.workloads.ledger.schema import ensure_ledger
+
+            ensure_ledger(config, secrets)
     except BaseException:
         if not already:
             stop_stack(config)
@@ -157,6 +178,11 @@ def server_status(config: Config) -> list[dict[str, Any]]:
         reason = s.probe() if out["running"] else "not running"
         out["healthy"] = reason is None
         out["detail"] = reason or "ok"
+        if reason is None:
+            try:
+                out.update(s.details())
+            except RegionflowError as exc:
+                out["detail"] = str(exc)
         return out
 
     return _each(servers, entry)

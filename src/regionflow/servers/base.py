@@ -110,6 +110,16 @@ class ManagedServer(ABC):
         """Once healthy: create what regionflow needs inside the server (bucket, role and database)."""
         return None
 
+    def start_after(self) -> tuple[str, ...]:
+        """The servers that must be healthy before this one is prepared (a standby is copied from its
+        primary); () for most."""
+        return ()
+
+    def details(self) -> dict[str, Any]:
+        """What the running server says of itself for `status` (a database node: its role, LSNs, lag);
+        {} when it has nothing to add. May raise ServerError when it cannot be asked."""
+        return {}
+
     def describe(self) -> dict[str, Any]:
         """A JSON-friendly summary for `status --json`: name, kind, region, address, data_dir."""
         return {"name": self.name, "kind": self.kind, "region": self.region, "address": self.address,

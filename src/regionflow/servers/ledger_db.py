@@ -54,6 +54,8 @@ REPLICATION_HBA = """\
 host    replication  all   127.0.0.1/32  scram-sha-256
 local   all          all                 scram-sha-256
 """
+# Set with ALTER SYSTEM on a primary (synchronous mode, a switchover's write stop): never on a standby.
+_PRIMARY_ONLY = ("synchronous_standby_names", "synchronous_commit", "default_transaction_read_only")
 BASEBACKUP_TIMEOUT = 300.0
 REWIND_TIMEOUT = 300.0
 
@@ -61,6 +63,15 @@ REWIND_TIMEOUT = 300.0
 def slot_name(region: str) -> str:
     """The replication slot a primary keeps for the standby in region (slot names allow [a-z0-9_])."""
     return "rf_" + region.replace("-", "_")
+
+
+def _drop_settings(auto_conf: Path, names: tuple[str, ...], *, write: bool = True) -> list[str]:
+    """The lines of a postgresql.auto.conf without the settings names (written back when write)."""
+    lines = auto_conf.read_text().splitlines() if auto_conf.exists() else []
+    keep = [line for line in lines if line.split("=", 1)[0].strip() not in names]
+    if write and keep != lines:
+        auto_conf.write_text("\n".join(keep) + "\n")
+    return keep
 
 
 @dataclass(frozen=True)
@@ -87,10 +98,25 @@ class LedgerNode(PostgresServer):
     kind = "ledger-db"
 
     def __init__(self, name: str, region: str, data_dir: Path, *, port: int, password: str,
-                 upstream_port: int | None = None, synchronous: bool = False) -> None:
+                 upstream_port: int | None = None, upstream_name: str | None = None,
+                 initialized: bool = False) -> None:
         super().__init__(name, region, data_dir, port=port, password=password, database="ledger")
         self.upstream_port = upstream_port
-        self.synchronous = synchronous
+        self.upstream_name = upstream_name
+        # The ledger has been set up before (its secret exists): a primary whose data directory is gone
+        # is not recreated empty, which would start a second, empty history of the accounts.
+        self.initialized = initialized
+
+    def start_after(self) -> tuple[str, ...]:
+        if self.upstream_name and not (self.data_dir / "PG_VERSION").exists():
+            return (self.upstream_name,)
+        return ()
+
+    def details(self) -> dict[str, Any]:
+        return {"fenced": self.fenced, **self.status().as_dict()}
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "fenced": self.fenced}
 
     # -- files ------------------------------------------------------------------------------------
     @property
@@ -139,6 +165,10 @@ class LedgerNode(PostgresServer):
 
     def prepare(self) -> None:
         """initdb a primary, or copy a standby from its upstream with pg_basebackup; keep what exists."""
+        if self.upstream_port is None and self.initialized and not (self.data_dir / "PG_VERSION").exists():
+            raise ServerError(f"{self.name}: the ledger's primary has no data directory ({self.data_dir}); it is not "
+                              "recreated empty. Fail over to the standby (`regionflow failover --plan ledger`), "
+                              "or restore the directory")
         if self.upstream_port is None or (self.data_dir / "PG_VERSION").exists():
             super().prepare()
             hba = self.data_dir / "pg_hba.conf"
@@ -163,6 +193,8 @@ class LedgerNode(PostgresServer):
             self._run("pg_basebackup", ["-h", "127.0.0.1", "-p", str(self.upstream_port), "-U", self.user,
                                         "-D", str(staging), "-R", "-X", "stream", "-C", "-S", slot,
                                         "--checkpoint=fast", "--no-password"], BASEBACKUP_TIMEOUT)
+            # The copy carries the primary's ALTER SYSTEM settings: a standby must not wait for itself.
+            _drop_settings(staging / "postgresql.auto.conf", _PRIMARY_ONLY)
             os.replace(staging, self.data_dir)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
@@ -284,9 +316,7 @@ class LedgerNode(PostgresServer):
         """Make this stopped node a standby of upstream on its next start: standby.signal and its own
         primary_conninfo and slot (pg_rewind copied upstream's settings, trap 2)."""
         auto = self.data_dir / "postgresql.auto.conf"
-        keep = [line for line in (auto.read_text().splitlines() if auto.exists() else [])
-                if line.split("=", 1)[0].strip() not in ("primary_conninfo", "primary_slot_name",
-                                                         "synchronous_standby_names", "synchronous_commit")]
+        keep = _drop_settings(auto, (*_PRIMARY_ONLY, "primary_conninfo", "primary_slot_name"), write=False)
         # The password is in the conninfo as pg_basebackup -R writes it: the file is the postgres user's, 0600.
         conninfo = f"host=127.0.0.1 port={upstream.port} user={self.user} password={self._password}"
         keep += [f"primary_conninfo = '{conninfo}'", f"primary_slot_name = '{slot_name(self.region or self.name)}'"]

@@ -15,6 +15,7 @@ from regionflow.region.auth import TokenCheck
 from regionflow.region.gateway import faults as faults_routes
 from regionflow.region.gateway import health as health_routes
 from regionflow.region.gateway import jobs as jobs_routes
+from regionflow.region.gateway import ledger as ledger_routes
 from regionflow.region.gateway import objects as objects_routes
 from regionflow.region.gateway import replication as replication_routes
 from regionflow.region.gateway import switch as switch_routes
@@ -42,8 +43,11 @@ def create_app(region: Region) -> FastAPI:
         return response
 
     served: list[tuple[str, str]] = []
-    for area in (health_routes, objects_routes, jobs_routes, replication_routes, switch_routes, triggers_routes,
-                 faults_routes):
+    areas = [health_routes, objects_routes, jobs_routes, replication_routes, switch_routes, triggers_routes,
+             faults_routes]
+    if region.ledger is not None:
+        areas.append(ledger_routes)
+    for area in areas:
         area_router = area.router(region, tokens)
         served += [(method, route.path) for route in area_router.routes if isinstance(route, APIRoute)
                    for method in sorted(route.methods or ())]
