@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from regionflow.api.client import ApiClient, ApiError
-from regionflow.config.plans import allowed_plan
+from regionflow.config.plans import allowed_plan, plan_by_name
 from regionflow.errors import RegionflowError
 from regionflow.polling import PollTimeout, poll_until
 from regionflow.switch.records import TERMINAL_EXECUTION_STATUSES, ExecutionStatus, merge_executions
@@ -52,6 +52,7 @@ def run_plan_and_wait(config: Config, plan_file: str, target: str, *, practice: 
     from regionflow.workloads.registry import step_registry
 
     config.region(target)
+    plan_file = str(plan_by_name(config, plan_file))
     # the region would refuse a plan outside its plans directory: say so before sending anything
     plan = load_plan(allowed_plan(config, plan_file), step_registry())
     plan_regions_known(plan, config.region_names)

@@ -32,7 +32,9 @@ from regionflow.cli.output import (
 plan_app = typer.Typer(no_args_is_help=True, help="Region-switch plans: validate, run, approve, inspect.")
 
 YesOpt = Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")]
-PlanOpt = Annotated[str | None, typer.Option("--plan", help="Plan file (default: the configured plan).")]
+PlanOpt = Annotated[str | None, typer.Option(
+    "--plan", help="Plan file, or the name of a plan in plans_dir or built in (e.g. ledger); default: the "
+                   "configured plan.")]
 PracticeOpt = Annotated[bool, typer.Option("--practice", help="Run every check, change nothing.")]
 
 

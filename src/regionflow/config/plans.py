@@ -10,7 +10,7 @@ from pathlib import Path
 from regionflow.config.model import Config
 from regionflow.errors import ConfigError
 
-__all__ = ["PlanNotAllowed", "allowed_plan", "builtin_plans_dir"]
+__all__ = ["PlanNotAllowed", "allowed_plan", "builtin_plans_dir", "plan_by_name"]
 
 
 class PlanNotAllowed(ConfigError):
@@ -35,3 +35,20 @@ def allowed_plan(config: Config, path: str | Path) -> Path:
     shown = str(path) if str(path) == str(resolved) else f"{path} (resolves to {resolved})"
     raise PlanNotAllowed(f"{shown}: plans run only from the plans directory {plans_dir} (or the configured "
                          "plan, or a built-in plan); put the plan there, or set plans_dir in regionflow.toml")
+
+
+def plan_by_name(config: Config, plan: str | Path) -> Path:
+    """A plan given by name (``ledger``: plans_dir/ledger.yaml, else the built-in ledger plan) or by path
+    (returned as it is). A name is a bare word: no directory, no .yaml/.yml suffix, no such file here."""
+    text = str(plan)
+    if "/" in text or text.endswith((".yaml", ".yml")) or Path(text).exists():
+        return Path(plan)
+    for directory in (Path(config.plans_dir), builtin_plans_dir()):
+        for suffix in (".yaml", ".yml"):
+            candidate = directory / f"{text}{suffix}"
+            if candidate.is_file():
+                return candidate
+    known = sorted({p.stem for d in (Path(config.plans_dir), builtin_plans_dir()) if d.is_dir()
+                    for p in d.glob("*.y*ml")})
+    raise ConfigError(f"no plan named {text!r} (in {config.plans_dir} or the built-in plans: {', '.join(known)}); "
+                      "give a plan file's path, or one of those names")

@@ -111,6 +111,7 @@ class Region:
         self.ledger = None
         if config.ledger is not None:
             from regionflow.workloads.ledger.metrics import LedgerMetrics
+            from regionflow.workloads.ledger.ops import LedgerOps
             from regionflow.workloads.ledger.secret import secret_path
             from regionflow.workloads.ledger.service import LedgerService
 
@@ -118,6 +119,7 @@ class Region:
             self.ledger = LedgerService(name, config.ledger.ports[name], secret_path(config.data_dir), self.owner,
                                         observe=self.ledger_metrics.observe)
             self._services[LedgerService] = self.ledger
+            self._services[LedgerOps] = LedgerOps(config, self.secrets)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 

@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from regionflow.api import routes
+from regionflow.errors import RegionflowError
 from regionflow.region.auth import TokenCheck
 from regionflow.region.runtime import Region
 from regionflow.workloads.ledger.service import LedgerService, LedgerUnavailable, TransferRefused, TransferRequest
@@ -116,6 +117,22 @@ def router(region: Region, tokens: TokenCheck) -> APIRouter:
             return ledger.audit()
         except LedgerUnavailable as exc:
             return _unavailable(region, exc)
+
+    @r.get(routes.LEDGER_MISSING, response_model=None)
+    def missing() -> Any:
+        try:
+            return {"region": region.name, **ledger.missing()}
+        except LedgerUnavailable as exc:
+            return _unavailable(region, exc)
+
+    @r.post(routes.LEDGER_MISSING_REAPPLY, dependencies=[Depends(tokens.require_admin)], response_model=None)
+    def reapply() -> Any:
+        from regionflow.workloads.ledger.ops import LedgerOps
+
+        try:
+            return {"region": region.name, **region.service(LedgerOps).reapply_missing()}
+        except RegionflowError as exc:
+            return _unavailable(region, LedgerUnavailable(str(exc)))
 
     @r.get(routes.LEDGER_STATUS)
     def status() -> dict[str, Any]:

@@ -104,6 +104,13 @@ def ensure_ledger(config: Config, secrets: Secrets) -> LedgerSecret | None:
             secret = LedgerSecret(version=1, primary_region=primary.region or "", host="127.0.0.1",
                                   port=primary.port, user=user, password=password)
             write_secret(path, secret)
+        # An old primary that `up` brought back fenced: record what it has that the primary lacks now,
+        # before anything can rewind it.
+        for region, node in nodes.items():
+            if node is not primary and node.fenced and node.probe(2.0) is None:
+                from regionflow.workloads.ledger.missing import record_missing
+
+                record_missing(node, primary, region)
     except Exception as exc:  # psycopg and OS errors: one line for `up`
         if isinstance(exc, RegionflowError):
             raise
