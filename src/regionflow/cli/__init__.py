@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import typer
 
-from regionflow.cli import chaos, control, drill, engine, faults, jobs, stack, switch
+from regionflow.cli import chaos, control, drill, engine, faults, jobs, ledger, stack, switch
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_show_locals=False,
                   help="regionflow: multi-region batch-file processing that loses no file and runs none twice.")
 
 # The order of registration is the order `regionflow --help` lists the commands (and, apart, the groups).
-for _group in (engine, stack, control, jobs, switch, faults, chaos, drill):
+for _group in (engine, stack, control, jobs, switch, faults, chaos, drill, ledger):
     _group.register(app)
 
 
