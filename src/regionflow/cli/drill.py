@@ -10,7 +10,12 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from regionflow.cli.output import DEFAULT_CONFIG, call, emit, err, load_config, out
+from regionflow.cli.output import DEFAULT_CONFIG, call, emit, err, fail, load_config, out
+
+
+class Workload(StrEnum):
+    batch = "batch"
+    ledger = "ledger"
 
 
 class Scenario(StrEnum):
@@ -85,16 +90,35 @@ def drill(
     servers: Annotated[bool, typer.Option(
         "--servers", help="Run the drill's stack on real servers (`init --servers`: SeaweedFS and PostgreSQL per "
                           "region, etcd for the control); killing a region kills its servers too.")] = False,
+    workload: Annotated[Workload, typer.Option("--workload", help="batch: files through the pipeline; ledger: "
+                                                                  "money transfers on PostgreSQL replication.")]
+    = Workload.batch,
+    transfers: Annotated[int, typer.Option("--transfers", min=30, help="Ledger: transfers in the load.")] = 3000,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """DR drill in a fresh two-region stack: load, failure mid-way, failover, failback, invariants.
 
-    Exits 1 when an invariant failed (a file lost or processed twice, a duplicate notification) or a step failed.
+    Exits 1 when an invariant failed (a file lost or processed twice, a duplicate notification; a transfer
+    neither on the primary nor reported missing, money created or destroyed) or a step failed.
     """
     from regionflow.drill import scenario as dr
 
     def narrate(line: str) -> None:
         err.print(line, highlight=False, soft_wrap=True)
+
+    if workload is Workload.ledger:
+        from regionflow.drill.ledger import LEDGER_SCENARIOS, run_ledger_drill
+
+        if scenario.value not in LEDGER_SCENARIOS:
+            fail(f"the ledger drill has the scenarios {', '.join(LEDGER_SCENARIOS)}, not {scenario.value}")
+        err.print(f"[bold]regionflow drill[/]: ledger, scenario {scenario.value}, {transfers} transfers",
+                  highlight=False)
+        ledger_result = call(lambda: run_ledger_drill(transfers, concurrency=max(concurrency, 8), timeout=timeout,
+                                                      keep=keep, report_dir=report, progress=narrate), code=2)
+        emit(ledger_result, as_json, _print_ledger_drill)
+        if not ledger_result["passed"]:
+            raise typer.Exit(1)
+        return
 
     err.print(f"[bold]regionflow drill[/]: scenario {scenario.value}, {files} files of {rows} rows", highlight=False)
     result = call(lambda: dr.run_drill(files, scenario.value, report_dir=report, rows=rows, progress=narrate,
@@ -104,6 +128,34 @@ def drill(
     emit(result, as_json, _print_drill)
     if not result["passed"]:
         raise typer.Exit(1)
+
+
+def _print_ledger_drill(r: dict[str, Any]) -> None:
+    verdict = "[green]PASSED[/]" if r["passed"] else "[red]FAILED[/]"
+    table = Table(title=f"ledger drill {r['scenario']}: {verdict} ({r['seconds']:.1f} s)", show_header=False)
+    if "load" in r:
+        rto, rpo, load = r["rto_seconds"], r["rpo"], r["load"]
+        for label, value in (
+            ("transfers acknowledged", f"{load['acknowledged']} of {load['requested']} ({load['transfers_per_second']}"
+                                       f" /s, p95 {load['latency_ms']['p95']} ms)"),
+            ("RTO failover plan / failback plan", f"{_secs(rto['failover_plan'])} / {_secs(rto['failback_plan'])}"),
+            ("writes unavailable after the kill", _secs(rto["writes_unavailable"])),
+            ("RPO", f"{rpo['transfers']} transfer(s), {rpo['amount']}, {_secs(rpo['seconds'])}"),
+            ("missing-transaction report",
+             f"{r['missing_report']['count']} transfer(s), {r['missing_report']['amount']}"),
+            ("final primary", f"{r['final']['primary']}: {r['final']['transfers']} transfers, total "
+                              f"{r['final']['total_balance']} (seeded {r['final']['seeded_total']})"),
+        ):
+            table.add_row(label, value)
+    for name, ok in r["invariants"].items():
+        table.add_row(name.replace("_", " "), "[green]ok[/]" if ok else "[red]FAILED[/]")
+    out.print(table)
+    for v in r["violations"][:20]:
+        err.print(f"violation: {v}", highlight=False, soft_wrap=True)
+    if r.get("error"):
+        err.print(f"[red]error:[/] {r['error']}", highlight=False, soft_wrap=True)
+    if r.get("stack_dir"):
+        out.print(f"stack kept: {r['stack_dir']}", highlight=False, soft_wrap=True)
 
 
 def _print_drill(r: dict[str, Any]) -> None:

@@ -269,22 +269,28 @@ class LedgerOps:
         return {"old_user": secret.user, "new_user": user, "secret_version": version, "regions": confirmed}
 
     def _regions_on(self, version: int, wait: float) -> dict[str, Any]:
+        """Each region's answer to "which secret do you run on": confirmed once it reports version; a region
+        that does not answer at all is not waited for (it reads the file when it starts)."""
         seen: dict[str, Any] = {}
         verify = self.config.tls_verify()
         with httpx.Client(timeout=2.0, verify=verify,
                           headers={"authorization": f"Bearer {self.secrets.api_token}"}) as client:
             for r in self.config.regions:
-                def on_version(url: str = r.url) -> bool:
+                answer: dict[str, Any] = {}
+
+                def on_version(url: str = r.url, answer: dict[str, Any] = answer) -> bool:
                     try:
                         got = client.get(url + routes.LEDGER_STATUS).json().get("secret_version")
-                    except (httpx.HTTPError, ValueError, AttributeError):
-                        return False
+                    except (httpx.HTTPError, ValueError, AttributeError) as exc:
+                        answer["down"] = type(exc).__name__
+                        return True
+                    answer.pop("down", None)
                     return isinstance(got, int) and got >= version
 
                 try:
-                    poll_until(on_version, timeout=wait, interval=0.1, what=f"{r.name} to load the new secret")
-                    seen[r.name] = "confirmed"
+                    poll_until(on_version, timeout=wait, interval=0.05, what=f"{r.name} to load the new secret")
+                    seen[r.name] = (f"not answering ({answer['down']}): it reads the secret when it starts"
+                                    if "down" in answer else "confirmed")
                 except PollTimeout:
-                    seen[r.name] = "unconfirmed (not answering; it reads the secret file when it is back)"
+                    seen[r.name] = f"unconfirmed: still on an older secret after {wait:g}s"
         return seen
-
