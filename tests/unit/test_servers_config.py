@@ -114,9 +114,11 @@ def test_topology_servers_names_each_server_after_its_region(tmp_path: Path) -> 
     secrets = load_secrets(cfg)
     servers = topology_servers(cfg, secrets)
     assert [s.name for s in servers] == ["etcd-1", "etcd-2", "etcd-3", "us-east-1-postgres", "us-east-1-seaweedfs",
-                                         "us-west-2-postgres", "us-west-2-seaweedfs"]
+                                         "us-west-2-postgres", "us-west-2-seaweedfs", "us-east-1-ledger-db",
+                                         "us-west-2-ledger-db"]
     assert [s.name for s in region_servers(cfg, secrets, "us-west-2")] == ["us-west-2-postgres",
-                                                                           "us-west-2-seaweedfs"]
+                                                                           "us-west-2-seaweedfs",
+                                                                           "us-west-2-ledger-db"]
     for s in servers:
         assert Path(cfg.data_dir) in s.data_dir.parents
         assert (s.region is None) == (s.kind == "etcd")
@@ -127,6 +129,7 @@ def test_init_servers_never_gives_two_listeners_one_port(tmp_path: Path) -> None
     for i in range(60):
         cfg = load_config(init_project(tmp_path / str(i), servers=True))
         assert cfg.access_point.port not in {p for r in cfg.regions for p in r.ports_in_use() if p != r.port}
+        assert cfg.ledger is not None and len(set(cfg.ledger.ports.values())) == 2
 
 
 def test_free_ports_avoids_what_it_is_told_to(tmp_path: Path) -> None:

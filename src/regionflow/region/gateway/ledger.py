@@ -26,10 +26,10 @@ def parse_amount(text: str) -> Decimal:
         raise ValueError(f"{text!r} is not a decimal amount (e.g. \"12.50\")") from None
     if not amount.is_finite() or amount <= 0:
         raise ValueError(f"amount must be positive, got {text!r}")
+    if amount >= MAX_AMOUNT:  # before quantize, which cannot represent a huge exponent with two decimals
+        raise ValueError(f"amount {text!r} is too large (the limit is {MAX_AMOUNT})")
     if amount != amount.quantize(Decimal("0.01")):
         raise ValueError(f"amount {text!r} has more than two decimals")
-    if amount >= MAX_AMOUNT:
-        raise ValueError(f"amount {text!r} is too large (the limit is {MAX_AMOUNT})")
     return amount.quantize(Decimal("0.01"))
 
 
@@ -104,8 +104,10 @@ def router(region: Region, tokens: TokenCheck) -> APIRouter:
             balances = {k: Decimal(v) for k, v in body.accounts.items()}
         except InvalidOperation:
             raise HTTPException(422, "every opening balance must be a decimal string") from None
-        if any(not b.is_finite() or b < 0 or b != b.quantize(Decimal("0.01")) for b in balances.values()):
-            raise HTTPException(422, "opening balances must be non-negative with at most two decimals")
+        if any(not b.is_finite() or b < 0 or b >= MAX_AMOUNT or b != b.quantize(Decimal("0.01"))
+               for b in balances.values()):
+            raise HTTPException(422, f"opening balances must be non-negative, below {MAX_AMOUNT}, with at most two "
+                                     "decimals")
         try:
             return {"region": region.name, "created": ledger.open_accounts(balances), "requested": len(balances)}
         except LedgerUnavailable as exc:
