@@ -173,6 +173,45 @@ def _print_missing(r: dict[str, Any]) -> None:
     out.print(table)
 
 
+user_app = typer.Typer(no_args_is_help=True, help="Users of the ledger's web UI (/ledger/).")
+ledger_app.add_typer(user_app, name="user")
+
+
+@user_app.command("add")
+def user_add(
+    name: Annotated[str, typer.Argument(metavar="NAME")],
+    admin: Annotated[bool, typer.Option("--admin", help="May fail over and back from the UI.")] = False,
+    replace: Annotated[bool, typer.Option("--replace", help="Give an existing user a new password.")] = False,
+    password_stdin: Annotated[bool, typer.Option("--password-stdin", help="Read the password from stdin "
+                                                                          "(default: generate one).")] = False,
+    config: ConfigOpt = DEFAULT_CONFIG, as_json: JsonOpt = False,
+) -> None:
+    """Add a UI user; prints the generated password once (only its scrypt hash is kept)."""
+    import sys
+
+    from regionflow.workloads.ledger.users import UserStore, users_path
+
+    cfg = _cfg(config)
+    given = sys.stdin.readline().rstrip("\n") if password_stdin else None
+    password = call(lambda: UserStore(users_path(cfg.data_dir)).add(name, admin=admin, password=given,
+                                                                     replace=replace), code=2)
+    info = {"user": name, "admin": admin, "password": None if given else password}
+    emit(info, as_json, lambda i: out.print(
+        f"added {'admin ' if admin else ''}user {name}" + (f"; password (shown once): {password}" if not given else ""),
+        highlight=False))
+
+
+@user_app.command("list")
+def user_list(config: ConfigOpt = DEFAULT_CONFIG, as_json: JsonOpt = False) -> None:
+    """The UI's users and whether each is an admin."""
+    from regionflow.workloads.ledger.users import UserStore, users_path
+
+    cfg = _cfg(config)
+    names = call(lambda: UserStore(users_path(cfg.data_dir)).names())
+    emit(names, as_json, lambda n: out.print("\n".join(f"{k}{' (admin)' if v else ''}" for k, v in n.items())
+                                             or "no users", highlight=False))
+
+
 def register(app: typer.Typer) -> None:
     """Add the ledger group to app."""
     app.add_typer(ledger_app, name="ledger")

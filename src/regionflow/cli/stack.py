@@ -104,7 +104,16 @@ def init(
         plan_note += ("; each region on its own SeaweedFS and PostgreSQL, the routing control on 3 etcd members "
                       "(`regionflow up` starts them)")
     if cfg.ledger:
-        plan_note += "; the ledger's PostgreSQL primary and standby (`regionflow up` starts them)"
+        from regionflow.workloads.ledger.users import UserStore, users_path
+
+        store = UserStore(users_path(cfg.data_dir))
+        if "admin" not in call(store.names):
+            password = call(lambda: store.add("admin", admin=True))
+            info["ledger_user"] = {"user": "admin", "password": password}
+            plan_note += (f"; the ledger's PostgreSQL primary and standby (`regionflow up` starts them); ledger UI "
+                          f"{cfg.access_point_url}/ledger/ user admin, password (shown once) {password}")
+        else:
+            plan_note += "; the ledger's PostgreSQL primary and standby (`regionflow up` starts them)"
     emit(info, as_json, lambda i: out.print(
         f"wrote {path}: regions {', '.join(i['regions'])} (primary {cfg.primary}), access point "
         f"{cfg.access_point_url}, secrets in {cfg.secrets_file} (0600){plan_note}. Next: regionflow up",

@@ -48,12 +48,23 @@ STREAMED_UPLOAD_TIMEOUT = httpx.Timeout(30.0, connect=1.0, read=600.0)
 _HOP_HEADERS = {"connection", "keep-alive", "transfer-encoding", "te", "upgrade", "host", "content-length"}
 
 
+def _refuse_cookies(client: httpx.AsyncClient) -> None:
+    """Make client's cookie jar accept none (every domain refused). The policy is set on the client's own jar:
+    httpx copies a jar given to its constructor into a new one, without the policy."""
+    from http.cookiejar import DefaultCookiePolicy
+
+    client.cookies.jar.set_policy(DefaultCookiePolicy(allowed_domains=[]))
+
+
 class Regions:
     def __init__(self, config: Config):
         self.config = config
         self.urls = {r.name: config.region_url(r.name) for r in config.regions}
         self.control = CachedControl(open_control(config.control), ttl=HEALTH_TTL)
+        # One client forwards every caller's requests: it must keep no cookies, or a Set-Cookie meant for one
+        # caller (a ledger UI sign-in) would ride along on everybody else's requests.
         self.client = httpx.AsyncClient(timeout=FORWARD_TIMEOUT, verify=config.tls_verify())
+        _refuse_cookies(self.client)
         self._health: dict[str, tuple[float, bool]] = {}
 
     async def healthy(self, name: str) -> bool:

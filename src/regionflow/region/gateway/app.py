@@ -16,6 +16,7 @@ from regionflow.region.gateway import faults as faults_routes
 from regionflow.region.gateway import health as health_routes
 from regionflow.region.gateway import jobs as jobs_routes
 from regionflow.region.gateway import ledger as ledger_routes
+from regionflow.region.gateway import ledger_ui as ledger_ui_routes
 from regionflow.region.gateway import objects as objects_routes
 from regionflow.region.gateway import replication as replication_routes
 from regionflow.region.gateway import switch as switch_routes
@@ -46,7 +47,7 @@ def create_app(region: Region) -> FastAPI:
     areas = [health_routes, objects_routes, jobs_routes, replication_routes, switch_routes, triggers_routes,
              faults_routes]
     if region.ledger is not None:
-        areas.append(ledger_routes)
+        areas += [ledger_routes, ledger_ui_routes]
     for area in areas:
         area_router = area.router(region, tokens)
         served += [(method, route.path) for route in area_router.routes if isinstance(route, APIRoute)
