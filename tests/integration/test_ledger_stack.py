@@ -210,9 +210,20 @@ def test_kill_under_load_failover_missing_report_reapply_and_zero_loss_failback(
                    what="us-west-2 to follow the new primary")
 
 
-def test_rotated_secret_refuses_the_old_password(servers_root):  # noqa: F811
-    with running_stack(servers_root, init_args=("--ledger",)) as stack:
+def _canary_ok(stack: Stack, region: str) -> float:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with stack.http(region) as h:
+        text = h.get("/metrics").text
+    return next(s.value for f in text_string_to_metric_families(text) for s in f.samples
+                if s.name == "regionflow_ledger_canary_total" and s.labels == {"status": "succeeded"})
+
+
+def test_rotated_secret_refuses_the_old_password_and_the_canaries_go_on(servers_root):  # noqa: F811
+    with running_stack(servers_root, init_args=("--ledger",), extra_config="[canary]\ninterval = 0.3") as stack:
         _seed(stack)
+        for region in (EAST, WEST):  # each region's canary transfer goes through the access point
+            poll_until(lambda r=region: _canary_ok(stack, r) >= 2, timeout=WAIT, what=f"{region}'s ledger canary")
         plan = stack.root / "plans" / "rotate.yaml"
         plan.write_text("name: rotate\nregions: [us-east-1, us-west-2]\nworkflows:\n  us-east-1:\n"
                         "    - name: rotate the database secret\n      kind: rotate_secret\n      timeout: 60\n")
@@ -221,7 +232,7 @@ def test_rotated_secret_refuses_the_old_password(servers_root):  # noqa: F811
         port = stack.config.ledger.ports[EAST]
         with psycopg.connect(host="127.0.0.1", port=port, user=old.user, password=old.password, dbname="ledger",
                              connect_timeout=3) as conn:
-            assert conn.execute("select count(*) from accounts").fetchone() == (ACCOUNTS,)
+            assert conn.execute("select count(*) from accounts where id like 'acct-%'").fetchone() == (ACCOUNTS,)
         record = stack.rf_json("plan", "run", str(plan), "--activate", EAST, timeout=200)
         assert record["status"] == "SUCCEEDED", record
         output = record["steps"][0]["output"]
@@ -238,6 +249,14 @@ def test_rotated_secret_refuses_the_old_password(servers_root):  # noqa: F811
         a, b = account_ids(ACCOUNTS)[:2]
         with stack.http() as h:
             assert _transfer(h, a, b, "1.00").status_code == 201  # the regions run on the new login
+        for region in (EAST, WEST):
+            seen = _canary_ok(stack, region)
+            poll_until(lambda r=region, n=seen: _canary_ok(stack, r) >= n + 2, timeout=WAIT,
+                       what=f"{region}'s ledger canary after the rotation")
+        audit = _audit(stack)
+        canaries = [acc for acc in audit["accounts"] if acc["id"].startswith("canary-")]
+        assert len(canaries) == 4 and sum(Decimal(acc["balance"]) for acc in canaries) == Decimal("4.00")
+        assert Decimal(audit["total_balance"]) == BALANCE * ACCOUNTS + Decimal("4.00")
 
 
 def test_ledger_drill_passes():

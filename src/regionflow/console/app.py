@@ -62,6 +62,13 @@ METRICS: dict[str, tuple[str, dict[str, str]]] = {
        for s in (ExecutionStatus.SUCCEEDED, ExecutionStatus.FAILED)},
     "notifications_sent": ("regionflow_notifications_total", {"status": NotifyOutcome.SENT}),
     "epoch": ("regionflow_epoch", {}),
+    # The ledger workload (zero where there is none).
+    "ledger_transfers": ("regionflow_ledger_transfers_total", {"outcome": "created"}),
+    "ledger_replay_lag_seconds": ("regionflow_ledger_replay_lag_seconds", {}),
+    "ledger_canary_succeeded": ("regionflow_ledger_canary_total", {"status": "succeeded"}),
+    "ledger_canary_failed": ("regionflow_ledger_canary_total", {"status": "failed"}),
+    "ledger_commit_seconds_sum": ("regionflow_ledger_commit_seconds_sum", {}),
+    "ledger_commit_seconds_count": ("regionflow_ledger_commit_seconds_count", {}),
 }
 
 
@@ -71,7 +78,10 @@ def parse_metrics(text: str) -> dict[str, float]:
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             index[(sample.name, frozenset(sample.labels.items()))] = sample.value
-    return {key: index.get((name, frozenset(labels.items())), 0.0) for key, (name, labels) in METRICS.items()}
+    values = {key: index.get((name, frozenset(labels.items())), 0.0) for key, (name, labels) in METRICS.items()}
+    count = values["ledger_commit_seconds_count"]
+    values["ledger_commit_ms_avg"] = round(1000 * values["ledger_commit_seconds_sum"] / count, 2) if count else 0.0
+    return values
 
 
 def _json_or_none(resp: httpx.Response | None) -> Any:

@@ -158,6 +158,8 @@ class Region:
             (lambda: self.triggers.run(self._stop), "triggers")]
         if self.config.canary.interval > 0:
             loops.append((self._canary, "canary"))
+            if self.ledger is not None:
+                loops.append((self._ledger_canary, "ledger-canary"))
         if self.config.replication.watch_interval > 0:
             loops.append((lambda: self.watcher.run(self._stop, self.config.replication.watch_interval), "watch"))
         for target, name in loops:
@@ -187,6 +189,15 @@ class Region:
         while not self._stop.wait(self.config.canary.interval):
             ok = canary.once() is not None
             self.canary_last = CanaryResult(ok=ok, at=time.time())
+
+    def _ledger_canary(self) -> None:
+        from regionflow.workloads.ledger.canary import LedgerCanary
+
+        canary = LedgerCanary(self.name, self.config.access_point_url, self.secrets.api_token,
+                              self.secrets.admin_token, metrics=self.ledger_metrics, verify=self.config.tls_verify(),
+                              timeout=self.config.canary.timeout)
+        while not self._stop.wait(self.config.canary.interval):
+            canary.once()
 
     def _evaluate(self) -> None:
         """Continuous plan evaluation: the failover plan could run right now (or says why not)."""

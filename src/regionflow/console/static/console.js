@@ -17,6 +17,8 @@ const PANELS = [
     series: [["chunk_started", "started"], ["chunk_succeeded", "succeeded"], ["chunk_failed", "failed"]] },
   { id: "lag", title: "Replication lag (s)", replication: "lag_seconds" },
   { id: "backlog", title: "Replication backlog (changes)", replication: "backlog" },
+  { id: "ledger", title: "Ledger transfers committed", series: [["ledger_transfers", "transfers"]] },
+  { id: "ledger-lag", title: "Ledger replay lag (s)", series: [["ledger_replay_lag_seconds", "replay lag"]] },
 ];
 const STATS = [
   ["files_split", "files split"], ["files_processed", "files processed"], ["files_reconciled", "reconciled"],
@@ -24,6 +26,8 @@ const STATS = [
   ["orchestrator_failed", "orch. failed"], ["chunk_started", "chunks started"],
   ["chunk_succeeded", "chunks succeeded"], ["chunk_failed", "chunks failed"], ["rows_ok", "rows ok"],
   ["rows_rejected", "rows rejected"], ["files_skipped", "skipped (standby)"],
+  ["ledger_transfers", "ledger transfers"], ["ledger_commit_ms_avg", "commit ms (avg)"],
+  ["ledger_canary_succeeded", "ledger canary ok"], ["ledger_canary_failed", "ledger canary failed"],
 ];
 
 const state = { overview: null, history: {}, built: false, job: null, exec: null, switching: null, approving: null };

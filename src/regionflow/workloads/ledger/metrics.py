@@ -17,8 +17,14 @@ class LedgerMetrics:
         self.replay_lag = Gauge("regionflow_ledger_replay_lag_seconds",
                                 "This region's ledger node: seconds its replay trails (0 on the primary)",
                                 registry=registry)
+        self.canary = Counter("regionflow_ledger_canary_total", "Ledger canary transfers", ["status"],
+                              registry=registry)
+        self.canary_latency = Gauge("regionflow_ledger_canary_latency_seconds",
+                                    "Latency of the last successful ledger canary transfer", registry=registry)
         for outcome in OUTCOMES:
             self.transfers.labels(outcome)
+        for status in ("succeeded", "failed"):
+            self.canary.labels(status)
 
     def observe(self, outcome: str, seconds: float) -> None:
         self.transfers.labels(outcome).inc()
