@@ -40,6 +40,7 @@ lint: setup
 
 bench: setup
 	$(BIN)/python benchmarks/pipeline.py --rows 1000000
+	$(BIN)/python benchmarks/ledger_commit.py --transfers 2000
 
 clean:
 	rm -rf $(VENV) demo-out test-artifacts .pytest_cache .ruff_cache .hypothesis .mypy_cache
