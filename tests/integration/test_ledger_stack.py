@@ -52,6 +52,11 @@ def _client_factory(stack: Stack):
     return lambda: stack.http(timeout=10)
 
 
+def _scalar(node, statement: str, dbname: str = "postgres"):
+    with node.connect(dbname) as conn:
+        return conn.execute(statement).fetchone()[0]
+
+
 def _tcp_open(port: int) -> bool:
     with socket.socket() as s:
         s.settimeout(1)
@@ -116,8 +121,8 @@ def test_kill_under_load_failover_missing_report_reapply_and_zero_loss_failback(
         with nodes[WEST].connect() as conn:
             conn.execute("alter system set primary_conninfo = ''")
             conn.execute("select pg_reload_conf()")
-        poll_until(lambda: nodes[WEST].connect().execute("select count(*) from pg_stat_wal_receiver").fetchone()
-                   == (0,), timeout=WAIT, what="the standby's WAL receiver to stop")
+        poll_until(lambda: _scalar(nodes[WEST], "select count(*) from pg_stat_wal_receiver") == 0, timeout=WAIT,
+                   what="the standby's WAL receiver to stop")
         with acks_path.open("a") as acks:
             run_load(_client_factory(stack), account_ids(ACCOUNTS), 40, 4, acks=acks, retry_for=WAIT)
         unreplicated = {a["transfer_id"] for a in read_acks(acks_path)} - replicated
@@ -208,6 +213,49 @@ def test_kill_under_load_failover_missing_report_reapply_and_zero_loss_failback(
         assert roles == {f"{EAST}-ledger-db": ("primary", False), f"{WEST}-ledger-db": ("standby", False)}
         poll_until(lambda: _audit(stack, WEST)["transfer_count"] == final["transfer_count"], timeout=WAIT,
                    what="us-west-2 to follow the new primary")
+
+
+def test_synchronous_commit_loses_no_acknowledged_transfer_when_the_primary_dies(servers_root,  # noqa: F811
+                                                                                 tmp_path):
+    with running_stack(servers_root, init_args=("--ledger",), settings={"synchronous": "true"}) as stack:
+        _seed(stack)
+        nodes = ledger_nodes(stack.config, stack.secrets)
+        with nodes[EAST].connect() as conn:
+            assert conn.execute("select sync_state from pg_stat_replication").fetchall() == [("sync",)]
+        # The standby stops receiving: east's commits now wait for it, so none is acknowledged.
+        with nodes[WEST].connect() as conn:
+            conn.execute("alter system set primary_conninfo = ''")
+            conn.execute("select pg_reload_conf()")
+        acks_path = tmp_path / "acks.jsonl"
+        acks_path.touch()
+        box: dict = {}
+
+        def load() -> None:
+            with acks_path.open("a") as f:
+                box["r"] = run_load(_client_factory(stack), account_ids(ACCOUNTS), 60, 4, acks=f, retry_for=240)
+
+        loader = threading.Thread(target=load, daemon=True)
+        loader.start()
+        # Wait until east has a commit written locally and waiting for the standby.
+        poll_until(lambda: _scalar(nodes[EAST], "select count(*) from pg_stat_activity where wait_event = 'SyncRep'")
+                   >= 1, timeout=WAIT, what="commits waiting for the synchronous standby")
+        assert read_acks(acks_path) == []
+        kill_region(stack.config, EAST)
+        record = stack.rf_json("failover", "--plan", "ledger", "--to", WEST, "--yes", timeout=400)
+        assert record["status"] == "SUCCEEDED", record
+        loader.join(300)
+        assert box["r"].gave_up == 0 and box["r"].acknowledged == 60
+        stack.rf("up", "--detach", timeout=120)  # east back, fenced: its unacknowledged commits are recorded
+        report = stack.rf_json("ledger", "missing")
+        assert report["count"] >= 1
+        acks = read_acks(acks_path)
+        acked_ids = {a["transfer_id"] for a in acks}
+        assert not acked_ids & {t["transfer_id"] for t in report["transfers"]}  # RPO 0: nothing acknowledged lost
+        final = _audit(stack)
+        assert acked_ids <= {t["transfer_id"] for t in final["transfers"]}
+        # Every reported transfer was retried under its key and committed on us-west-2 instead.
+        assert {t["idempotency_key"] for t in report["transfers"]} <= {a["idempotency_key"] for a in acks}
+        assert Decimal(final["total_balance"]) == BALANCE * ACCOUNTS
 
 
 def _canary_ok(stack: Stack, region: str) -> float:

@@ -132,6 +132,11 @@ def test_plans_are_found_by_name(tmp_path: Path) -> None:
         plan_by_name(cfg, "nope")
 
 
+def test_a_ledger_topology_fails_over_with_the_ledger_plan_by_default(tmp_path: Path) -> None:
+    assert Path(load_config(_ledger_project(tmp_path)).plan_path) == builtin_plans_dir() / "ledger.yaml"
+    assert Path(load_config(init_project(tmp_path / "plain")).plan_path) == builtin_plans_dir() / "batch.yaml"
+
+
 def test_the_ledger_plan_uses_the_database_steps_both_ways() -> None:
     plan = load_plan(str(builtin_plans_dir() / "ledger.yaml"), step_registry())
     kinds = {region: [s.kind for s in plan.workflow(region)] for region in ("us-west-2", "us-east-1")}
@@ -182,3 +187,23 @@ def test_the_write_outage_is_the_longest_gap_after_the_kill() -> None:
 def test_account_ids_sort_in_order() -> None:
     ids = account_ids(12000)
     assert ids[0] == "acct-00001" and ids == sorted(ids) and len(set(ids)) == 12000
+
+
+def test_the_console_reads_the_ledger_metrics_of_a_region() -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from regionflow.console.app import parse_metrics
+    from regionflow.workloads.ledger.metrics import LedgerMetrics
+
+    registry = CollectorRegistry()
+    metrics = LedgerMetrics(registry)
+    metrics.observe("created", 0.004)
+    metrics.observe("created", 0.006)
+    metrics.observe("repeated", 0.001)
+    metrics.canary.labels("succeeded").inc()
+    metrics.replay_lag.set(0.25)
+    values = parse_metrics(generate_latest(registry).decode())
+    assert values["ledger_transfers"] == 2 and values["ledger_commit_ms_avg"] == 5.0
+    assert values["ledger_canary_succeeded"] == 1 and values["ledger_canary_failed"] == 0
+    assert values["ledger_replay_lag_seconds"] == 0.25
+    assert parse_metrics("")["ledger_commit_ms_avg"] == 0.0  # a region without the ledger

@@ -405,12 +405,14 @@ class Config(_Model):
 
     @property
     def plan_path(self) -> str:
-        """The configured region-switch plan, or the built-in one (examples/plans/batch.yaml)."""
+        """The configured region-switch plan, or the built-in one: examples/plans/batch.yaml, or with a
+        [ledger] examples/plans/ledger.yaml (the batch plan's steps and the database's)."""
         if self.plan:
             return self.plan
         from importlib import resources
 
-        return str(resources.files("regionflow.switch").joinpath("plans/batch.yaml"))
+        builtin = "plans/ledger.yaml" if self.ledger is not None else "plans/batch.yaml"
+        return str(resources.files("regionflow.switch").joinpath(builtin))
 
     def tls_verify(self) -> Verify:
         """What every client of this topology verifies the listeners' certificates with: a context trusting

@@ -93,7 +93,9 @@ def ensure_ledger(config: Config, secrets: Secrets) -> LedgerSecret | None:
         with primary.connect("ledger") as conn, conn.transaction():
             for statement in SCHEMA:
                 conn.execute(statement)  # constant DDL
-        standbys = [r for r, n in nodes.items() if n is not primary]
+        # A fenced node (an old primary waiting for its failback) is no standby: no slot holding WAL for it,
+        # and synchronous commits must not wait for it.
+        standbys = [r for r, n in nodes.items() if n is not primary and not n.fenced]
         for region in standbys:
             primary.ensure_slot(region)
         assert config.ledger is not None
