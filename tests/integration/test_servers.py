@@ -26,7 +26,7 @@ from stackkit import EAST, WEST, Stack, running_stack
 pytestmark = [pytest.mark.timeout(900), pytest.mark.slow]
 
 SERVERS = ("etcd-1", "etcd-2", "etcd-3", f"{EAST}-postgres", f"{EAST}-seaweedfs", f"{WEST}-postgres",
-           f"{WEST}-seaweedfs")
+           f"{WEST}-seaweedfs", f"{EAST}-ledger-db", f"{WEST}-ledger-db")
 
 
 @pytest.fixture(scope="module")
@@ -146,7 +146,9 @@ def _kill_region_and_its_seaweedfs_with_files_in_flight_then_failover_and_failba
     stack.signal(f"{EAST}-seaweedfs", signal.SIGKILL)
     stack.eventually(lambda: EAST not in stack.rf_json("status")["processes"], timeout=30, what="us-east-1 dead")
 
-    result = stack.rf_json("failover", "--to", WEST, "--yes", timeout=180)
+    # The batch plan by name: this test measures the batch switch (the ledger plan, the default on a topology
+    # with a ledger, is tested with the ledger in test_ledger_stack.py).
+    result = stack.rf_json("failover", "--plan", "batch", "--to", WEST, "--yes", timeout=180)
     assert result["status"] == "SUCCEEDED", result
     assert result["rto_seconds"] < 5.0, result["rto_seconds"]
     assert _etcdctl_get(stack, "/regionflow/control")["active_region"] == WEST
@@ -176,7 +178,7 @@ def _kill_region_and_its_seaweedfs_with_files_in_flight_then_failover_and_failba
     # Fail back once us-east-1 has caught up (as `regionflow status` shows an operator): the switch's RTO
     # is then the switch itself, not the time to copy what us-west-2 did meanwhile.
     stack.replicated_both_ways(timeout=120)
-    back = stack.rf_json("failback", "--yes", timeout=180)
+    back = stack.rf_json("failback", "--plan", "batch", "--yes", timeout=180)
     assert back["status"] == "SUCCEEDED", back
     steps = [(s["kind"], round(s["ended"] - s["started"], 3)) for s in back["steps"]]
     assert back["rto_seconds"] < 5.0, (back["rto_seconds"], steps)

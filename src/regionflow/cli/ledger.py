@@ -72,6 +72,9 @@ def load(
 
     cfg = _cfg(config)
     token = call(lambda: load_secrets(cfg)).api_token
+    from regionflow.api import routes
+
+    _api(cfg, routes.LEDGER_STATUS)  # a stack that is not up is one line now, not a retry per transfer
 
     def client() -> httpx.Client:
         return httpx.Client(base_url=cfg.access_point_url, headers=auth_header(token), timeout=10.0,
