@@ -172,7 +172,8 @@ class _LedgerDrill:
         if back["status"] != "SUCCEEDED":
             raise RegionflowError(f"failback {back['execution_id']} {back['status']}: {back.get('error')}")
         self.say(f"failback to {PRIMARY}: {back['status']} (RTO {back.get('rto_seconds')} s)")
-        with self.client() as c:
+        # Read from the final primary itself: the access point follows the routing control within a second.
+        with self.client(region=PRIMARY) as c:
             final = c.get(routes.LEDGER_AUDIT).json()
             missing = c.get(routes.LEDGER_MISSING).json()
         with self.client(region=STANDBY) as c:

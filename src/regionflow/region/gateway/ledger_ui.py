@@ -56,9 +56,10 @@ def sign_in_page(nonce: str, message: str = "") -> str:
 <button type="submit">Sign in</button></form></main></body></html>"""
 
 
-def app_page(session: Session, region: str) -> str:
+def app_page(session: Session, region: str, primary: str, regions: list[str]) -> str:
+    # What the buttons need is in the page itself: they work before the first state poll has answered.
     data = html.escape(json.dumps({"user": session.user, "admin": session.admin, "csrf": session.csrf,
-                                   "region": region}))
+                                   "region": region, "primary": primary, "regions": regions}))
     return _static("ledger.html").replace("{{SESSION}}", data)
 
 
@@ -89,7 +90,8 @@ def router(region: Region, tokens: TokenCheck) -> APIRouter:
     @r.get(routes.LEDGER_UI)
     def page(request: Request) -> Response:
         session = session_of(request)
-        body = app_page(session, region.name) if session else sign_in_page(signer.login_nonce())
+        body = (app_page(session, region.name, config.primary, config.region_names) if session
+                else sign_in_page(signer.login_nonce()))
         return HTMLResponse(body, headers=_HEADERS)
 
     @r.post("/ledger/login")

@@ -6,6 +6,7 @@
   const $ = (id) => document.getElementById(id);
   let execution = null;  // {execution_id, region} while a switch runs
   let pendingKey = null;  // one idempotency key per transfer the user means: a double click pays once
+  const RETRIES = 40;  // 503s retried for about 20 s
 
   function text(el, value) { el.textContent = value == null ? "" : String(value); }
   function cell(row, value, cls) { const td = row.insertCell(); text(td, value); if (cls) td.className = cls; return td; }
@@ -73,18 +74,24 @@
     if (state.accounts) fillAccounts(state.accounts);
     if (state.transfers) fillTransfers(state.transfers);
     fillMissing(state.missing);
-    session.primary = state.primary_region;
-    session.regions = state.regions;
   }
 
   $("transfer-form").addEventListener("submit", async (ev) => {
     ev.preventDefault();
     pendingKey = pendingKey || crypto.randomUUID();
     $("send-button").disabled = true;
-    const { status, data } = await post("/ledger/ui/transfers",
-      { from: $("from").value, to: $("to").value, amount: $("amount").value, idempotency_key: pendingKey });
-    $("send-button").disabled = false;
     const result = $("transfer-result");
+    const body = { from: $("from").value, to: $("to").value, amount: $("amount").value, idempotency_key: pendingKey };
+    let status, data;
+    // 503: the ledger is between primaries (a switch in progress). Retried under the same key, it pays once.
+    for (let attempt = 1; ; attempt++) {
+      ({ status, data } = await post("/ledger/ui/transfers", body));
+      if (status !== 503 || attempt >= RETRIES) break;
+      result.className = "";
+      text(result, `the ledger is switching regions (${data.detail}); retrying…`);
+      await new Promise((done) => setTimeout(done, 500));
+    }
+    $("send-button").disabled = false;
     if (status === 201 || status === 200) {
       result.className = "ok";
       text(result, `sent ${data.amount} from ${data.from} to ${data.to}: committed in ${data.region} (transfer ${data.transfer_id.slice(0, 8)})`);
@@ -99,7 +106,7 @@
   });
 
   function askConfirm(action) {
-    const others = (session.regions || []).filter((r) => r !== session.primary);
+    const others = session.regions.filter((r) => r !== session.primary);
     const target = action === "failover" ? others[0] : session.primary;
     text($("confirm-target"), target);
     text($("confirm-action"), action === "failover" ? `fail over to ${target}` : `fail back to ${target}`);
