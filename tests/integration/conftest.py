@@ -32,3 +32,21 @@ def stack(tmp_path: Path, stack_config: str) -> Iterator[Stack]:
     """A real two-region stack in tmp_path/stack, stopped after the test even when it fails."""
     with running_stack(tmp_path / "stack", stack_config) as s:
         yield s
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """One headless Debian chromium per test module (browserkit.chromium)."""
+    from browserkit import chromium
+
+    with chromium() as b:
+        yield b
+
+
+@pytest.fixture
+def page(browser):
+    """A fresh page on the module's browser; JavaScript errors on it fail the test."""
+    from browserkit import console_page
+
+    with console_page(browser) as pg:
+        yield pg

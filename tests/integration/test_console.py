@@ -10,10 +10,10 @@ import signal
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Page, expect
 from prometheus_client.parser import text_string_to_metric_families
 
-from browserkit import chromium, console_page, login, shot
+from browserkit import login, shot
 from regionflow.switch.plan import load_plan
 from regionflow.workloads.registry import step_registry
 from stackkit import EAST, WEST, Stack, running_stack
@@ -33,16 +33,6 @@ def stack(tmp_path_factory) -> Stack:
         yield s
 
 
-@pytest.fixture(scope="module")
-def browser():
-    with chromium() as b:
-        yield b
-
-
-@pytest.fixture
-def page(browser: Browser):
-    with console_page(browser) as pg:
-        yield pg
 
 
 def metrics(stack: Stack, region: str) -> dict[tuple[str, frozenset], float]:

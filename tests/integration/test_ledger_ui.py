@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Page, expect
 
-from browserkit import chromium, console_page, shot
+from browserkit import shot
 from regionflow.workloads.ledger.users import UserStore, users_path
 from stackkit import EAST, WEST, Stack, running_stack
 
@@ -36,16 +36,6 @@ def stack() -> Stack:
         shutil.rmtree(base, ignore_errors=True)
 
 
-@pytest.fixture(scope="module")
-def browser():
-    with chromium() as b:
-        yield b
-
-
-@pytest.fixture
-def page(browser: Browser):
-    with console_page(browser) as pg:
-        yield pg
 
 
 def sign_in(page: Page, stack: Stack, user: str, password: str = PASSWORD) -> None:

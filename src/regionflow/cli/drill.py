@@ -130,6 +130,17 @@ def drill(
         raise typer.Exit(1)
 
 
+def _print_verdict(table: Table, r: dict[str, Any]) -> None:
+    """A drill's invariants into its table, the table printed, then its violations and error."""
+    for name, ok in r["invariants"].items():
+        table.add_row(name.replace("_", " "), "[green]ok[/]" if ok else "[red]FAILED[/]")
+    out.print(table)
+    for v in r["violations"][:20]:
+        err.print(f"violation: {v}", highlight=False, soft_wrap=True)
+    if r.get("error"):
+        err.print(f"[red]error:[/] {r['error']}", highlight=False, soft_wrap=True)
+
+
 def _print_ledger_drill(r: dict[str, Any]) -> None:
     verdict = "[green]PASSED[/]" if r["passed"] else "[red]FAILED[/]"
     table = Table(title=f"ledger drill {r['scenario']}: {verdict} ({r['seconds']:.1f} s)", show_header=False)
@@ -147,13 +158,7 @@ def _print_ledger_drill(r: dict[str, Any]) -> None:
                               f"{r['final']['total_balance']} (seeded {r['final']['seeded_total']})"),
         ):
             table.add_row(label, value)
-    for name, ok in r["invariants"].items():
-        table.add_row(name.replace("_", " "), "[green]ok[/]" if ok else "[red]FAILED[/]")
-    out.print(table)
-    for v in r["violations"][:20]:
-        err.print(f"violation: {v}", highlight=False, soft_wrap=True)
-    if r.get("error"):
-        err.print(f"[red]error:[/] {r['error']}", highlight=False, soft_wrap=True)
+    _print_verdict(table, r)
     if r.get("stack_dir"):
         out.print(f"stack kept: {r['stack_dir']}", highlight=False, soft_wrap=True)
 
@@ -175,13 +180,7 @@ def _print_drill(r: dict[str, Any]) -> None:
                                f"{r['chunk_executions_beyond_one']})"),
     ):
         table.add_row(label, value)
-    for name, ok in r["invariants"].items():
-        table.add_row(name.replace("_", " "), "[green]ok[/]" if ok else "[red]FAILED[/]")
-    out.print(table)
-    for v in r["violations"][:20]:
-        err.print(f"violation: {v}", highlight=False, soft_wrap=True)
-    if r.get("error"):
-        err.print(f"[red]error:[/] {r['error']}", highlight=False, soft_wrap=True)
+    _print_verdict(table, r)
     for k, v in r["paths"].items():
         if v:
             out.print(f"{k}: {v}", highlight=False, soft_wrap=True)
