@@ -14,12 +14,15 @@ result is kept beside the report.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
+from psycopg.rows import namedtuple_row
+
 from regionflow.servers.ledger_db import LedgerNode
 
-__all__ = ["missing_report", "reapply_missing", "record_missing"]
+__all__ = ["MISSING_SQL", "missing_report", "reapply_missing", "record_missing", "report_of"]
 
 
 def record_missing(old: LedgerNode, primary: LedgerNode, old_region: str) -> dict[str, Any]:
@@ -43,19 +46,26 @@ def record_missing(old: LedgerNode, primary: LedgerNode, old_region: str) -> dic
     return report
 
 
+MISSING_SQL = "select * from missing_transfers order by committed_at, transfer_id"
+
+
+def report_of(rows: Sequence[Any]) -> dict[str, Any]:
+    """The report of missing_transfers rows (attribute access: SQLAlchemy rows or psycopg namedtuples)."""
+    transfers = [{"transfer_id": str(r.transfer_id), "idempotency_key": r.idempotency_key, "from": r.from_account,
+                  "to": r.to_account, "amount": f"{r.amount:.2f}", "region": r.region,
+                  "committed_at": r.committed_at.isoformat() if r.committed_at else None,
+                  "old_primary": r.old_primary, "found_at": r.found_at.isoformat(),
+                  "reapplied_at": r.reapplied_at.isoformat() if r.reapplied_at else None,
+                  "reapply_result": r.reapply_result} for r in rows]
+    return {"count": len(transfers), "amount": f"{sum((r.amount for r in rows), Decimal(0)):.2f}",
+            "transfers": transfers}
+
+
 def missing_report(node: LedgerNode) -> dict[str, Any]:
     """Every recorded missing transfer, oldest commit first, with totals."""
     with node.connect("ledger") as conn:
-        rows = conn.execute(
-            "select transfer_id, idempotency_key, from_account, to_account, amount, region, committed_at, "
-            "old_primary, found_at, reapplied_at, reapply_result from missing_transfers "
-            "order by committed_at, transfer_id").fetchall()
-    transfers = [{"transfer_id": str(r[0]), "idempotency_key": r[1], "from": r[2], "to": r[3],
-                  "amount": f"{r[4]:.2f}", "region": r[5], "committed_at": r[6].isoformat() if r[6] else None,
-                  "old_primary": r[7], "found_at": r[8].isoformat(),
-                  "reapplied_at": r[9].isoformat() if r[9] else None, "reapply_result": r[10]} for r in rows]
-    return {"count": len(transfers), "amount": f"{sum((r[4] for r in rows), Decimal(0)):.2f}",
-            "transfers": transfers}
+        rows = conn.cursor(row_factory=namedtuple_row).execute(MISSING_SQL).fetchall()
+    return report_of(rows)
 
 
 def reapply_missing(primary: LedgerNode) -> dict[str, Any]:

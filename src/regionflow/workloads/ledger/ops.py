@@ -31,6 +31,9 @@ from regionflow.workloads.ledger.secret import LedgerSecret, read_secret, secret
 __all__ = ["LedgerError", "LedgerOps"]
 
 START_TIMEOUT = 120.0
+# The service's logins: every role that is a member of the group holding the ledger's privileges.
+_APP_ROLES = ("select r.rolname from pg_roles r join pg_auth_members m on m.member = r.oid "
+              "join pg_roles g on g.oid = m.roleid where g.rolname = %s")
 
 
 class LedgerError(RegionflowError):
@@ -95,8 +98,7 @@ class LedgerOps:
             # Backends read the reload at their next statement; ending the service's sessions makes sure
             # no transaction begun before the reload commits after it.
             conn.execute("select pg_terminate_backend(pid) from pg_stat_activity where pid <> pg_backend_pid() "
-                         "and usename in (select r.rolname from pg_roles r join pg_auth_members m on m.member = "
-                         "r.oid join pg_roles g on g.oid = m.roleid where g.rolname = %s)", (APP_GROUP,))
+                         f"and usename in ({_APP_ROLES})", (APP_GROUP,))
             # Resetting the file now (not the running server) keeps the setting out of later starts.
             conn.execute("alter system reset default_transaction_read_only")
             row = conn.execute("select pg_current_wal_lsn()::text").fetchone()
@@ -260,10 +262,8 @@ class LedgerOps:
         write_secret(self.secret_file, new)
         confirmed = self._regions_on(version, wait)
         with primary.connect("ledger") as conn:
-            for role in [r[0] for r in conn.execute(
-                    "select r.rolname from pg_roles r join pg_auth_members m on m.member = r.oid join pg_roles g "
-                    "on g.oid = m.roleid where g.rolname = %s and r.rolname <> %s and r.rolcanlogin",
-                    (APP_GROUP, user)).fetchall()]:
+            for role in [r[0] for r in conn.execute(f"{_APP_ROLES} and r.rolname <> %s and r.rolcanlogin",
+                                                    (APP_GROUP, user)).fetchall()]:
                 conn.execute(sql.SQL("alter role {} nologin password null").format(sql.Identifier(role)))
                 conn.execute("select pg_terminate_backend(pid) from pg_stat_activity where usename = %s", (role,))
         return {"old_user": secret.user, "new_user": user, "secret_version": version, "regions": confirmed}

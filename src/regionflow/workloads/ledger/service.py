@@ -31,8 +31,6 @@ from regionflow.workloads.ledger.secret import LedgerSecret, SecretWatcher
 
 __all__ = ["LedgerService", "LedgerUnavailable", "TransferRefused", "TransferRequest"]
 
-CENT = Decimal("0.01")
-MAX_AMOUNT = Decimal("1000000000000")
 
 
 class LedgerUnavailable(RegionflowError):
@@ -250,18 +248,9 @@ class LedgerService:
 
     def missing(self) -> dict[str, Any]:
         """The missing-transaction report as recorded on the primary (read from this region's node)."""
-        def read(c: Connection) -> dict[str, Any]:
-            rows = c.execute(sa.text("select * from missing_transfers order by committed_at, transfer_id")).all()
-            transfers = [{"transfer_id": str(r.transfer_id), "idempotency_key": r.idempotency_key,
-                          "from": r.from_account, "to": r.to_account, "amount": f"{r.amount:.2f}",
-                          "region": r.region, "committed_at": r.committed_at.isoformat() if r.committed_at else None,
-                          "old_primary": r.old_primary, "found_at": r.found_at.isoformat(),
-                          "reapplied_at": r.reapplied_at.isoformat() if r.reapplied_at else None,
-                          "reapply_result": r.reapply_result} for r in rows]
-            return {"count": len(transfers), "amount": f"{sum((r.amount for r in rows), Decimal(0)):.2f}",
-                    "transfers": transfers}
+        from regionflow.workloads.ledger.missing import MISSING_SQL, report_of
 
-        return self._read(read)
+        return self._read(lambda c: report_of(c.execute(sa.text(MISSING_SQL)).all()))
 
     def node_view(self) -> dict[str, Any]:
         """What the region's own node says: role and positions (reachable: False when it cannot be asked)."""
