@@ -11,7 +11,7 @@ import polars as pl
 from regionflow.workloads.batch.chunk import ChunkPlan, process_chunk
 from regionflow.workloads.batch.enrich import ReferenceIndex
 from regionflow.workloads.batch.pipeline import Pipeline
-from regionflow.workloads.batch.split import split_stream
+from regionflow.workloads.batch.split import ChunkCut, split_stream
 
 
 @dataclass
@@ -30,14 +30,15 @@ def reference_frame_from_csv(text: str, pipeline: Pipeline) -> ReferenceIndex | 
     return ReferenceIndex.build(df, pipeline.enrichment.reference_key, pipeline.enrichment.fields)
 
 
-def run_pure(data: bytes, pipeline: Pipeline, chunk_rows: int, reference: ReferenceIndex | None) -> PureRun:
-    chunks: list[tuple[bytes, int, int]] = []
-    result = split_stream(io.BytesIO(data), pipeline, chunk_rows, lambda i, d, f, r: chunks.append((d, f, r)))
+def run_pure(data: bytes, pipeline: Pipeline, chunk_rows: int | ChunkCut,
+             reference: ReferenceIndex | None) -> PureRun:
+    result = split_stream(io.BytesIO(data), pipeline, chunk_rows if isinstance(chunk_rows, ChunkCut) else ChunkCut(rows=chunk_rows))
     plan = ChunkPlan(pipeline.to_dict(), result.columns, len(result.header)).build()
     outputs, rejects, ok = [], [], 0
-    for body, first, rows in chunks:
-        outcome = process_chunk(body, plan, reference, first)
-        assert outcome.rows_in == rows
+    chunks = result.chunks
+    for c in chunks:
+        outcome = process_chunk(data[c.offset:c.offset + c.length], plan, reference, c.first_row)
+        assert outcome.rows_in == c.rows
         outputs.append(outcome.output)
         rejects.extend(outcome.rejects)
         ok += outcome.rows_ok

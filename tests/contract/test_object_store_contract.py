@@ -291,6 +291,35 @@ def test_open_keeps_its_version_across_an_overwrite(store: ObjectStore) -> None:
     assert store.get("k") == b"new"
 
 
+def test_a_copy_is_independent_of_its_source(store: ObjectStore) -> None:
+    store.put("src", b"first" * 1000)
+    copied = store.copy("src", "dst")
+    store.put("src", b"second")
+    assert store.delete("src")
+    assert store.get("dst") == b"first" * 1000 and store.head("dst") == copied
+    with store.open("dst") as fh:
+        store.put("dst", b"third")
+        assert fh.read() == b"first" * 1000
+    assert store.get("dst") == b"third"
+
+
+def test_read_range_gives_those_bytes_and_the_version_they_came_from(store: ObjectStore) -> None:
+    data = bytes(range(256)) * 40
+    first = store.put("r", data, metadata={"job": "j1"})
+    for start, length in [(0, 10), (100, 1), (5000, 5240), (10000, 500), (10240, 7), (99999, 3), (3, 0)]:
+        info, got = store.read_range("r", start, length)
+        assert got == data[start:start + length], (start, length)
+        assert (info.version_id, info.etag, info.size, info.metadata) == (first.version_id, first.etag, len(data),
+                                                                           {"job": "j1"})
+    second = store.put("r", b"new")
+    info, got = store.read_range("r", 1, 10)
+    assert (info.version_id, got) == (second.version_id, b"ew")
+    with pytest.raises(ObjectNotFound):
+        store.read_range("absent", 0, 10)
+    with pytest.raises(ValueError):
+        store.read_range("r", -1, 10)
+
+
 # ---------------------------------------------------------------------------------------------- keys
 
 BAD_KEYS = ["", "/etc/passwd", "../x", "a/../../x", "a//b", "a/./b", "a\\b", "C:/x", "a\x00b", "x/",

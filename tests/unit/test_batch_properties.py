@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from batchkit import reference_frame_from_csv, run_pure
 from regionflow.workloads.batch.pipeline import default_pipeline
+from regionflow.workloads.batch.split import ChunkCut, split_stream
 from regionflow.workloads.batch.validate import RowValidator
 
 PIPELINE = default_pipeline()
@@ -73,6 +74,30 @@ def test_rows_in_equals_ok_plus_rejected_and_order_is_kept(rows, chunk_rows, ter
     assert [r[0] for r in run.rejects] == expected_rejected
     got = list(csv.reader(io.StringIO(run.output.decode(), newline="")))
     assert got == expected_ok
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(rows=rows, chunk_bytes=st.integers(1, 200), terminator=st.sampled_from(["\n", "\r\n"]),
+       blank_lines=st.booleans())
+def test_chunks_cut_by_bytes_give_what_one_chunk_gives(rows, chunk_bytes, terminator, blank_lines):
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator=terminator, quoting=csv.QUOTE_ALL)
+    writer.writerow(HEADER)
+    for row in rows:
+        writer.writerow(row)
+        if blank_lines:
+            buf.write(terminator)
+    data = buf.getvalue().encode()
+    whole = run_pure(data, PIPELINE, 10**6, REF)
+    cut = run_pure(data, PIPELINE, ChunkCut(bytes=chunk_bytes), REF)
+    assert (cut.rows_in, cut.rows_ok, cut.output, cut.rejects) == (whole.rows_in, whole.rows_ok, whole.output,
+                                                                     whole.rejects)
+    # every chunk but the last reaches the byte budget, and none is empty
+    split = split_stream(io.BytesIO(data), PIPELINE, ChunkCut(bytes=chunk_bytes))
+    assert all(c.rows > 0 for c in split.chunks)
+    assert all(c.length >= chunk_bytes for c in split.chunks[:-1])
+    assert [c.first_row for c in split.chunks] == [1 + sum(p.rows for p in split.chunks[:i])
+                                                  for i in range(len(split.chunks))]
 
 
 values = st.text(alphabet=st.sampled_from(list("aé Z9-")), max_size=12)

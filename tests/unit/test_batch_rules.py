@@ -130,3 +130,14 @@ def test_header_only_file_completes_with_no_rows(pipeline, ref):
 def test_file_without_trailing_newline(pipeline, ref):
     run = run_pure((HEADER + row()).encode(), pipeline, 1000, ref)
     assert run.rows_ok == 1
+
+
+def test_auto_chunk_size_keeps_every_worker_busy_within_bounds():
+    from regionflow.workloads.batch.split import MAX_CHUNK_BYTES, MIN_CHUNK_BYTES, auto_chunk_bytes
+
+    assert auto_chunk_bytes(10_000, 2) == MIN_CHUNK_BYTES  # a small file is one chunk
+    assert auto_chunk_bytes(10 << 30, 2) == MAX_CHUNK_BYTES  # a huge one never needs a huge worker
+    size = 71_000_000
+    for workers in (1, 2, 4):
+        chunks = -(-size // auto_chunk_bytes(size, workers))
+        assert 4 * workers - 1 <= chunks <= 4 * workers  # several chunks per worker, few in all

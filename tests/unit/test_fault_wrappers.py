@@ -75,6 +75,7 @@ OBJECT_CALLS: dict[str, Callable[[ObjectStore], Any]] = {
     "delete": lambda s: s.delete("k"),
     "scan": lambda s: s.scan(""),
     "adopt": lambda s: s.adopt("k"),
+    "read_range": lambda s: s.read_range("k", 0, 10),
 }
 
 

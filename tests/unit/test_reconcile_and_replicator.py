@@ -92,12 +92,12 @@ def test_practice_reconcile_reports_and_changes_nothing(west):
     assert west.state.get_job(running.job_id).owner_region == EAST and _queued(west) == set()
 
 
-def test_reconcile_lists_a_job_whose_chunks_and_input_are_gone_as_missing(west):
+def test_reconcile_lists_a_job_whose_input_is_gone_with_chunks_to_do_as_missing(west):
     job = _job(west, "split", JobStatus.SPLIT, with_input=False)
-    west.state.add_chunks(job.job_id, [ChunkRecord(job.job_id, 0, f"work/{job.job_id}/chunks/000000.csv", 1, 1)],
+    west.state.add_chunks(job.job_id, [ChunkRecord(job.job_id, 0, job.input_key, 1, 1, byte_offset=0, byte_length=9)],
                           epoch=1)
     missing = reconcile(west, epoch=2)["missing"]
-    assert missing[0]["missing"] == [job.input_key, f"work/{job.job_id}/chunks/000000.csv"]
+    assert missing[0]["missing"] == [job.input_key]
 
 
 class FakeSource:

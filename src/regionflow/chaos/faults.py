@@ -242,6 +242,10 @@ class GuardedObjectStore(_Guarded[ObjectStore]):
         """ObjectStore.open, after the fault check (reads from the handle are not checked)."""
         return self._checked().open(key)
 
+    def read_range(self, key: str, start: int, length: int) -> tuple[ObjectInfo, bytes]:
+        """ObjectStore.read_range, after the fault check."""
+        return self._checked().read_range(key, start, length)
+
     def head(self, key: str) -> ObjectInfo | None:
         """ObjectStore.head, after the fault check."""
         return self._checked().head(key)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import multiprocessing
 import os
 import threading
@@ -15,8 +16,15 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
+def _start_worker(parent_pid: int, preload: tuple[str, ...]) -> None:
+    """Runs in each worker as it starts: follow the parent, import what the tasks will need."""
+    _exit_with_parent(parent_pid)
+    for module in preload:
+        importlib.import_module(module)
+
+
 def _exit_with_parent(parent_pid: int) -> None:
-    """Runs in each worker: die when the orchestrator dies (even by SIGKILL) instead of lingering."""
+    """Die when the orchestrator dies (even by SIGKILL) instead of lingering."""
 
     def watch() -> None:
         while os.getppid() == parent_pid:
@@ -27,14 +35,17 @@ def _exit_with_parent(parent_pid: int) -> None:
 
 
 class LocalExecutor:
-    def __init__(self, workers: int = 2):
+    def __init__(self, workers: int = 2, preload: tuple[str, ...] = ()):
+        """preload: modules each worker imports as it starts (while the parent still prepares the work),
+        so the first tasks do not wait for them."""
         self.workers = max(1, workers)
+        self.preload = preload
         self._pool: ProcessPoolExecutor | None = None
 
     def _ensure_pool(self) -> ProcessPoolExecutor:
         if self._pool is None:
             self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
-                                             initializer=_exit_with_parent, initargs=(os.getpid(),))
+                                             initializer=_start_worker, initargs=(os.getpid(), self.preload))
         return self._pool
 
     def warm_up(self) -> None:

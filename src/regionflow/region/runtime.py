@@ -67,7 +67,7 @@ class Region:
         self.objects = FeedingObjectStore(self.plain_objects, self.state)
         self.control = CachedControl(guard_control(open_control(config.control), self.faults), ttl=1.0)
         self.control.initialize(config.primary)
-        self.executor = LocalExecutor(rc.workers)
+        self.executor = LocalExecutor(rc.workers, preload=("regionflow.workloads.batch.worker",))
         self.batch = BatchService(name, self.objects, self.state, self.metrics.batch, self.owner)
         # One outbox for the whole stack, like one mail system: the job id dedupes across regions.
         notifier = (open_notifier(config.notifier) if config.notifier

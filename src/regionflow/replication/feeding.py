@@ -50,6 +50,9 @@ class FeedingObjectStore:
     def open(self, key: str) -> BinaryIO:
         return self.inner.open(key)
 
+    def read_range(self, key: str, start: int, length: int) -> tuple[ObjectInfo, bytes]:
+        return self.inner.read_range(key, start, length)
+
     def head(self, key: str) -> ObjectInfo | None:
         return self.inner.head(key)
 

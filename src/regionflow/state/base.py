@@ -67,6 +67,8 @@ class ChunkRecord:
     out_etag: str | None = None
     rows_ok: int | None = None
     rows_rejected: int | None = None
+    byte_offset: int | None = None  # the chunk's range of the input (object_key names the input)
+    byte_length: int | None = None
 
 
 @dataclass

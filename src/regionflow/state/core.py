@@ -16,12 +16,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Connection, Table, func, select
+from sqlalchemy import Connection, Table, func, inspect, select, text
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from regionflow.sqlite_engine import write_transaction
 from regionflow.state.hlc import HybridClock
-from regionflow.state.schema import VERSIONED_TABLES, change_feed, feed_key, metadata, row_versions
+from regionflow.state.schema import ADDED_COLUMNS, VERSIONED_TABLES, change_feed, feed_key, metadata, row_versions
 from regionflow.state.sql import (
     batches,
     bulk_insert,
@@ -54,6 +54,18 @@ def deletion_entry(table: Table, key: str, epoch: int) -> FeedEntry:
     return (table.name, key, None, epoch)
 
 
+def _add_missing_columns(conn: Connection) -> None:
+    """Bring a store created by an earlier release up to the current tables (create_all adds no columns)."""
+    inspector = inspect(conn)
+    for table_name, names in ADDED_COLUMNS.items():
+        present = {c["name"] for c in inspector.get_columns(table_name)}
+        for name in names:
+            if name not in present:
+                column = metadata.tables[table_name].c[name]
+                kind = column.type.compile(dialect=conn.dialect)
+                conn.execute(text(f'ALTER TABLE {table_name} ADD COLUMN {name} {kind}'))
+
+
 class StoreCore:
     """The engine, clock and transactions of a SqlStateStore; the per-area mixins build on it."""
 
@@ -66,6 +78,7 @@ class StoreCore:
             with self._write() as conn:
                 xact_lock(conn, _SCHEMA_LOCK)
                 metadata.create_all(conn)
+                _add_missing_columns(conn)
         except (OperationalError, InterfaceError) as exc:  # the first connection: down, or login refused
             self._engine.dispose()
             raise unavailable(self._engine.url, exc) from None

@@ -56,7 +56,13 @@ chunks = Table(
     Column("out_etag", String),
     Column("rows_ok", BigInteger),
     Column("rows_rejected", BigInteger),
+    # The chunk's byte range of its job's input (chunks are ranges of the input, not objects of their own).
+    Column("byte_offset", BigInteger),
+    Column("byte_length", BigInteger),
 )
+
+# Columns added after a table was first released: a store created before gets them at open (all nullable).
+ADDED_COLUMNS = {"chunks": ("byte_offset", "byte_length")}
 
 rejects = Table(
     "rejects",

@@ -92,6 +92,12 @@ class ObjectStore(Protocol):
         """Open the object for streaming reads; raise ObjectNotFound when absent. Close it after use."""
         ...
 
+    def read_range(self, key: str, start: int, length: int) -> tuple[ObjectInfo, bytes]:
+        """The object's info and its bytes [start, start + length) (fewer past its end), both of the one
+        version current when read; raise ObjectNotFound when absent. What a chunk worker reads its byte
+        range of an input with: one request, and the info says which version the bytes came from."""
+        ...
+
     def head(self, key: str) -> ObjectInfo | None:
         """Return the object's info, or None when absent."""
         ...

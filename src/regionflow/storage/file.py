@@ -21,6 +21,7 @@ import contextlib
 import hashlib
 import json
 import os
+import secrets
 import tempfile
 import time
 from collections.abc import Iterable, Iterator
@@ -97,6 +98,10 @@ class FileObjectStore:
         if not os.path.realpath(path).startswith(self._real_areas[area] + os.sep):
             raise InvalidKey(f"object key {key!r} resolves outside the bucket")
 
+    def data_path(self, key: str) -> Path:
+        """The file holding key's current bytes (replaced, never rewritten, by a later put)."""
+        return self._data(key)
+
     def _data(self, key: str) -> Path:
         return self._path("objects", key)
 
@@ -156,14 +161,21 @@ class FileObjectStore:
         version_id: str | None = None,
     ) -> ObjectInfo:
         """Store data at key atomically (readers see the old object or the new one); see ObjectStore.put."""
+        self._data(key), self._meta(key)  # refuse a bad key before reading anything
+        tmp_data, etag, size = self._spool(data_blocks(data))
+        return self._commit(key, tmp_data, etag, size, content_type=content_type, metadata=metadata,
+                            version_id=version_id)
+
+    def _commit(self, key: str, tmp_data: str, etag: str, size: int, *, content_type: str,
+                metadata: dict[str, str] | None, version_id: str | None) -> ObjectInfo:
+        """Make the spooled file tmp_data the object at key, with a new metadata sidecar (tmp_data is
+        consumed either way)."""
         data_path, meta_path = self._data(key), self._meta(key)
         meta = dict(metadata or {})
-        if not all(isinstance(k, str) and isinstance(v, str) for k, v in meta.items()):
-            raise TypeError("object metadata keys and values must be str")
-        pending: list[str] = []
+        pending: list[str] = [tmp_data]
         try:
-            tmp_data, etag, size = self._spool(data_blocks(data))
-            pending.append(tmp_data)
+            if not all(isinstance(k, str) and isinstance(v, str) for k, v in meta.items()):
+                raise TypeError("object metadata keys and values must be str")
             info = ObjectInfo(key=key, etag=etag, version_id=version_id or new_version_id(), size=size,
                               content_type=content_type, metadata=meta, last_modified=time.time())
             record = {"etag": info.etag, "version_id": info.version_id, "size": info.size,
@@ -228,6 +240,14 @@ class FileObjectStore:
         with self.open(key) as fh:
             return fh.read()
 
+    def read_range(self, key: str, start: int, length: int) -> tuple[ObjectInfo, bytes]:
+        """The object's info and bytes [start, start + length) of that version; see ObjectStore.read_range."""
+        if start < 0 or length < 0:
+            raise ValueError("a byte range needs start >= 0 and length >= 0")
+        info, fh = self._open_current(key)
+        with fh:
+            return info, os.pread(fh.fileno(), length, start) if length else b""
+
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         """Yield every object whose key starts with prefix, in key order."""
         meta_root = os.path.join(self.root, "meta")
@@ -267,8 +287,27 @@ class FileObjectStore:
         self._data(dst)  # refuse a bad destination before reading anything
         info, fh = self._open_current(src)
         with fh:
-            return self.put(dst, fh, content_type=info.content_type,
-                            metadata=info.metadata if metadata is None else metadata)
+            linked = self._link_spool(self._data(src), fh)
+            if linked is None:
+                return self.put(dst, fh, content_type=info.content_type,
+                                metadata=info.metadata if metadata is None else metadata)
+            return self._commit(dst, linked, info.etag, info.size, content_type=info.content_type,
+                                metadata=info.metadata if metadata is None else metadata, version_id=None)
+
+    def _link_spool(self, path: Path, fh: BinaryIO) -> str | None:
+        """A temp name for the very file fh reads, found at path (a hard link: object files are never
+        written in place, so a copy may share them); None where links are not possible or path was
+        replaced since fh was opened."""
+        tmp = os.path.join(self.root, "tmp", f"link-{secrets.token_hex(8)}")
+        try:
+            os.link(path, tmp, follow_symlinks=False)
+        except OSError:
+            return None
+        linked, opened = os.stat(tmp, follow_symlinks=False), os.fstat(fh.fileno())
+        if (linked.st_dev, linked.st_ino) != (opened.st_dev, opened.st_ino):
+            os.unlink(tmp)
+            return None
+        return tmp
 
     def delete(self, key: str) -> bool:
         """Remove the object; True if it existed. Deleting an absent key is not an error."""

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import hashlib
 import io
 import json
@@ -332,6 +333,32 @@ class S3ObjectStore:
         """Return the whole content; raise ObjectNotFound when absent."""
         with self.open(key) as fh:
             return fh.read()
+
+    def read_range(self, key: str, start: int, length: int) -> tuple[ObjectInfo, bytes]:
+        """Info and bytes [start, start + length) of one version from one ranged GET; see ObjectStore.read_range."""
+        from botocore.exceptions import ClientError
+
+        _check_key(key)
+        if start < 0 or length < 0:
+            raise ValueError("a byte range needs start >= 0 and length >= 0")
+        answer = None
+        with self._calling(f"get {key!r}", absent=key):
+            try:
+                if length:
+                    answer = self._client.get_object(Bucket=self.bucket, Key=key,
+                                                     Range=f"bytes={start}-{start + length - 1}")
+            except ClientError as exc:
+                if _code(exc) not in ("416", "InvalidRange"):
+                    raise
+        if answer is None:  # nothing to read: an empty range, or one starting at or past the end
+            if (info := self.head(key)) is None:
+                raise ObjectNotFound(f"no object at {key!r}")
+            return info, b""
+        with io.BufferedReader(_Body(answer["Body"], f"{key!r}"), buffer_size=1 << 20) as fh:
+            data = fh.read()
+        total = answer.get("ContentRange", "").rpartition("/")[2]
+        info = self._decode(key, answer)  # (its size is the range's: the whole object's is after the /)
+        return (dataclasses.replace(info, size=int(total)) if total.isdigit() else info), data
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         """Yield every object whose key starts with prefix, in key order, each with head()'s info."""

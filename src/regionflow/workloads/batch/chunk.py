@@ -12,7 +12,7 @@ from typing import Any
 
 import polars as pl
 
-from regionflow.workloads.batch.enrich import ReferenceIndex
+from regionflow.workloads.batch.enrich import FOUND, ReferenceIndex
 from regionflow.workloads.batch.pipeline import Pipeline
 from regionflow.workloads.batch.records import split_records
 from regionflow.workloads.batch.validate import RowValidator
@@ -20,6 +20,7 @@ from regionflow.workloads.batch.validate import RowValidator
 FIELD_COUNT = "field count"
 KEY_NOT_FOUND = "enrichment: key not found"
 _ROW = "__rf_row"
+_RECORD = "__rf_record"
 
 
 @dataclass
@@ -53,39 +54,53 @@ class ChunkOutcome:
     rejects: list[tuple[int, str, str]] = field(default_factory=list)  # (row_no, raw, reason)
 
 
-def _parse(records: list[str], plan: CompiledPlan) -> tuple[pl.DataFrame, list[int]]:
-    """Field columns for every record (null where the count is wrong) and the per-record field count."""
-    series = pl.Series("r", records, dtype=pl.String)
-    if not any(plan.quote in r for r in records):
-        parts = series.str.split(plan.delimiter)
-        counts = parts.list.len().to_list()
-        cols = {f: parts.list.get(i, null_on_oob=True) for f, i in plan.columns.items()}
-        return pl.DataFrame(cols), counts
-    # Each record is parsed as a little file so quoted CR/LF inside it are read as data.
-    rows = [next(csv.reader(io.StringIO(r, newline=""), delimiter=plan.delimiter, quotechar=plan.quote), [])
-            for r in records]
-    counts = [len(r) for r in rows]
-    cols = {f: pl.Series(f, [r[i] if i < len(r) else None for r in rows], dtype=pl.String)
-            for f, i in plan.columns.items()}
-    return pl.DataFrame(cols), counts
+def _records(data: bytes, plan: CompiledPlan) -> pl.Series:
+    """Every non-blank record of the chunk, in order, as text without its CR/LF terminator."""
+    if plan.quote.encode("utf-8") not in data:
+        # No quotes, so no quoted newline: every line is a record, and polars cuts them all at once.
+        lines = pl.Series(_RECORD, [data.decode("utf-8")], dtype=pl.String).str.split("\n").explode()
+        lines = lines.str.strip_suffix("\r")
+        return lines.filter(lines.str.len_bytes() > 0)
+    return pl.Series(_RECORD, [r.decode("utf-8") for r in split_records(data, ord(plan.quote))], dtype=pl.String)
+
+
+def _parse(records: pl.Series, plan: CompiledPlan) -> tuple[pl.DataFrame, pl.Series]:
+    """Field columns for every record (null where the record is too short) and each record's field count.
+
+    Records without a quote are split on the delimiter by polars; a record with a quote is parsed as a
+    little file by the csv module, so quoted delimiters and CR/LF inside it are read as data.
+    """
+    parts = records.str.split(plan.delimiter)
+    counts = parts.list.len()
+    cols = {f: parts.list.get(i, null_on_oob=True).alias(f) for f, i in plan.columns.items()}
+    quoted = records.str.contains(plan.quote, literal=True)
+    if quoted.any():
+        at = quoted.arg_true()
+        rows = [next(csv.reader(io.StringIO(r, newline=""), delimiter=plan.delimiter, quotechar=plan.quote), [])
+                for r in records.gather(at).to_list()]
+        counts = counts.scatter(at, [len(r) for r in rows])
+        for f, i in plan.columns.items():
+            cols[f] = cols[f].scatter(at, [r[i] if i < len(r) else None for r in rows])
+    return pl.DataFrame(list(cols.values())), counts
 
 
 def process_chunk(data: bytes, plan: CompiledPlan, reference: ReferenceIndex | None,
                   first_row: int) -> ChunkOutcome:
-    """Process one chunk whose first record is data row number first_row (1-based)."""
-    records = [r.decode("utf-8") for r in split_records(data, ord(plan.quote))]
+    """Process one chunk (raw record bytes) whose first record is data row number first_row (1-based)."""
+    records = _records(data, plan)
     n = len(records)
     if n == 0:
         return ChunkOutcome(b"", 0, 0)
     df, counts = _parse(records, plan)
-    df = df.with_columns(pl.Series(_ROW, range(n), dtype=pl.Int64))
+    df = df.with_row_index(_ROW)
     rejects: list[tuple[int, str, str]] = []
 
-    wrong = [i for i, c in enumerate(counts) if c != plan.width]
-    for i in wrong:
-        rejects.append((first_row + i, records[i], f"{FIELD_COUNT}: expected {plan.width} fields, got {counts[i]}"))
-    if wrong:
-        df = df.filter(~pl.col(_ROW).is_in(wrong))
+    wrong = counts != plan.width
+    if wrong.any():
+        for i in wrong.arg_true().to_list():
+            rejects.append((first_row + i, records[i],
+                            f"{FIELD_COUNT}: expected {plan.width} fields, got {counts[i]}"))
+        df = df.filter(~wrong)
 
     candidates = plan.validator.candidates(df)
     if candidates.any():
@@ -103,10 +118,12 @@ def process_chunk(data: bytes, plan: CompiledPlan, reference: ReferenceIndex | N
     if enrichment is not None:
         if reference is None:
             raise RuntimeError(f"reference table {enrichment.table!r} is not loaded")
-        found, positions = reference.lookup(df.get_column(enrichment.key))
-        for idx in df.get_column(_ROW).filter(pl.Series(~found)).to_list():
-            rejects.append((first_row + idx, records[idx], KEY_NOT_FOUND))
-        df = df.filter(pl.Series(found)).hstack(reference.values[positions[found]])
+        df = reference.join(df, enrichment.key)
+        found = df.get_column(FOUND)
+        if not found.all():
+            for idx in df.get_column(_ROW).filter(~found).to_list():
+                rejects.append((first_row + idx, records[idx], KEY_NOT_FOUND))
+            df = df.filter(found)
 
     rejects.sort()
     out = df.select([pl.col(src).alias(header) for header, src in plan.pipeline.output.items()])

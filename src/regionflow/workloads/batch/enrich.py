@@ -1,7 +1,8 @@
-"""Enrichment lookups: the reference table sorted by key once, searched per chunk.
+"""Enrichment lookups: the reference table keyed once, saved as Arrow IPC and memory-mapped by every worker.
 
-A hash join of a small chunk against a large table rebuilds the hash table every time; a sorted key
-array built once (and memory-mapped by every worker) keeps each lookup proportional to the chunk.
+Each chunk first narrows the table to the keys it holds (one pass over the table's keys, no hash table
+of the whole table to build) and then joins that small remainder, so a lookup costs a scan of the
+table's key column plus work proportional to the chunk.
 """
 
 from __future__ import annotations
@@ -10,48 +11,56 @@ import os
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import polars as pl
+
+KEY = "__rf_key"
+FOUND = "__rf_found"
 
 
 class ReferenceIndex:
-    def __init__(self, keys: np.ndarray, values: pl.DataFrame):
-        self.keys = keys  # sorted, fixed-width unicode
-        self.values = values  # enrichment fields, rows in the order of keys
+    def __init__(self, table: pl.DataFrame):
+        self.table = table  # KEY (unique), the enrichment fields, FOUND (always true)
 
     @classmethod
     def build(cls, frame: pl.DataFrame, key: str, fields: list[str]) -> ReferenceIndex:
-        """Index a reference table (text columns) on key, keeping only the enrichment fields."""
+        """Index a reference table (text columns) on key, keeping only the enrichment fields; the first
+        row of a repeated key wins."""
         missing = [f for f in [key, *fields] if f not in frame.columns]
         if missing:
             raise ValueError(f"reference table lacks column(s) {missing}")
-        keys = np.asarray(frame.get_column(key).to_list(), dtype=str)
-        order = np.argsort(keys, kind="stable")
-        return cls(keys[order], frame.select(fields)[order])
+        table = (frame.select(pl.col(key).alias(KEY), *fields)
+                 .unique(subset=[KEY], keep="first", maintain_order=True)
+                 .with_columns(pl.lit(True).alias(FOUND)))
+        return cls(table)
 
-    def lookup(self, keys: pl.Series) -> tuple[np.ndarray, np.ndarray]:
-        """(found mask, row positions in values) for each key."""
-        wanted = np.asarray(keys.to_list(), dtype=str)
-        if len(self.keys) == 0 or len(wanted) == 0:
-            return np.zeros(len(wanted), dtype=bool), np.zeros(len(wanted), dtype=np.int64)
-        pos = np.minimum(np.searchsorted(self.keys, wanted), len(self.keys) - 1)
-        return self.keys[pos] == wanted, pos
+    @property
+    def fields(self) -> list[str]:
+        return [c for c in self.table.columns if c not in (KEY, FOUND)]
+
+    def join(self, df: pl.DataFrame, key: str) -> pl.DataFrame:
+        """df with the enrichment fields added (null where the key is not found) and a boolean FOUND
+        column, rows in df's order."""
+        keys = df.get_column(key)
+        present = self.table.filter(pl.col(KEY).is_in(keys.implode()))
+        joined = df.join(present, left_on=key, right_on=KEY, how="left", maintain_order="left", coalesce=True)
+        return joined.with_columns(pl.col(FOUND).fill_null(False))
 
     def save(self, base: Path) -> None:
-        """Write base.keys.npy and base.arrow atomically (each via a temp file and rename)."""
+        """Write base.arrow atomically (a temp file renamed into place)."""
         base.parent.mkdir(parents=True, exist_ok=True)
-        for suffix, write in ((".keys.npy", lambda p: np.save(p, self.keys, allow_pickle=False)),
-                              (".arrow", lambda p: self.values.write_ipc(p))):
-            fd, tmp = tempfile.mkstemp(dir=base.parent, suffix=".tmp")
-            os.close(fd)
-            with open(tmp, "wb") as fh:
-                write(fh)
-            os.replace(tmp, f"{base}{suffix}")
+        fd, tmp = tempfile.mkstemp(dir=base.parent, suffix=".tmp")
+        os.close(fd)
+        try:
+            self.table.write_ipc(tmp)
+            os.replace(tmp, f"{base}.arrow")
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
 
     @classmethod
     def load(cls, base: str | Path) -> ReferenceIndex:
-        return cls(np.load(f"{base}.keys.npy", mmap_mode="r", allow_pickle=False), pl.read_ipc(f"{base}.arrow"))
+        return cls(pl.read_ipc(f"{base}.arrow"))
 
     @staticmethod
     def exists(base: Path) -> bool:
-        return Path(f"{base}.keys.npy").exists() and Path(f"{base}.arrow").exists()
+        return Path(f"{base}.arrow").exists()

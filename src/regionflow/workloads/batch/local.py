@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import os
@@ -21,7 +22,8 @@ from regionflow.state import open_state_store
 from regionflow.state.base import JobRecord, JobStatus
 from regionflow.storage.file import FileObjectStore
 from regionflow.workloads.batch.events import FixedOwner, ProgressHook
-from regionflow.workloads.batch.orchestrator import INPUT_PREFIX, Orchestrator
+from regionflow.workloads.batch.enrich import ReferenceIndex
+from regionflow.workloads.batch.orchestrator import INPUT_PREFIX, Orchestrator, reference_cache_base
 from regionflow.workloads.batch.pipeline import Pipeline
 from regionflow.workloads.batch.reference import load_reference_table
 
@@ -56,12 +58,14 @@ class LocalRunResult:
 
 
 @contextmanager
-def _workdir(state_dir: Path | None) -> Iterator[Path]:
+def _workdir(state_dir: Path | None, beside: Path) -> Iterator[Path]:
     if state_dir is not None:
         state_dir.mkdir(parents=True, exist_ok=True)
         yield state_dir
         return
-    tmp = Path(tempfile.mkdtemp(prefix="regionflow-process-"))
+    # Beside the output, so that the finished output can be linked there instead of copied.
+    beside.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".regionflow-process-", dir=beside))
     try:
         yield tmp
     finally:
@@ -108,11 +112,11 @@ def process_file(
     if pipeline.enrichment is not None and reference_path is None:
         raise RegionflowError(f"the pipeline enriches from {pipeline.enrichment.table!r}: pass --reference")
     started = time.perf_counter()
-    with _workdir(state_dir) as workdir:
+    with _workdir(state_dir, out_path.parent) as workdir:
         bucket = workdir / "bucket"
         objects = FileObjectStore(bucket)
         state = open_state_store(f"sqlite:///{workdir / 'state.db'}", LOCAL_REGION)
-        executor = LocalExecutor(workers)
+        executor = LocalExecutor(workers, preload=("regionflow.workloads.batch.worker",))
         executor.warm_up()
         try:
             enrichment = pipeline.enrichment
@@ -121,7 +125,11 @@ def process_file(
                 marker = workdir / f"reference-{enrichment.table}.sha256"
                 digest = _sha256_file(reference_path)
                 if info is None or not marker.exists() or marker.read_text() != digest:
-                    load_reference_table(state, enrichment.table, reference_path, enrichment.reference_key)
+                    loaded = load_reference_table(state, enrichment.table, reference_path, enrichment.reference_key)
+                    # Indexed now, from the frame in hand, rather than read back out of the state store.
+                    ReferenceIndex.build(loaded.frame, enrichment.reference_key, enrichment.fields).save(
+                        reference_cache_base(workdir / "cache", enrichment.table, loaded.info.revision,
+                                             enrichment.reference_key))
                     marker.write_text(digest)
             key = f"{INPUT_PREFIX}{input_path.name}"
             orchestrator = Orchestrator(
@@ -133,13 +141,14 @@ def process_file(
             )
             # The same content under the same name is the same job: resume it (or report it) rather than
             # start over, even after its input was archived.
-            digest = _sha256_file(input_path)
+            # (A fresh store has no earlier job: the input's hash is then left to the put.)
+            digest = _sha256_file(input_path) if state_dir is not None else None
             earlier = next((j for j in state.list_jobs() if j.input_key == key and j.input_etag == digest
-                            and j.status != JobStatus.FAILED), None)
+                            and j.status != JobStatus.FAILED), None) if digest is not None else None
             if earlier is not None:
                 job_id = earlier.job_id
             else:
-                existing = objects.head(key)
+                existing = objects.head(key) if digest is not None else None
                 if existing is None or existing.etag != digest:
                     with input_path.open("rb") as fh:
                         objects.put(key, fh, content_type="text/csv")
@@ -151,7 +160,7 @@ def process_file(
             output = rejects = None
             if job.status == JobStatus.COMPLETED:
                 output = out_path
-                _copy_out(objects, job.output_key or "", out_path)
+                _copy_out(objects, job.output_key or "", out_path, link=state_dir is None)
                 if rejects_path is not None:
                     rejects = rejects_path
                     write_rejects_csv(state, job_id, rejects_path)
@@ -163,9 +172,23 @@ def process_file(
             state.close()
 
 
-def _copy_out(objects: FileObjectStore, key: str, dest: Path) -> None:
+def _copy_out(objects: FileObjectStore, key: str, dest: Path, *, link: bool) -> None:
+    """Put the object's bytes at dest atomically: a hard link to the object's file when the store is about
+    to be deleted (nothing can change the object after that), else a copy."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(f".{dest.name}.tmp")
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()
+    if link:
+        try:
+            os.link(objects.data_path(key), tmp)
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)  # as a copy would be made (the store keeps its files private)
+            os.replace(tmp, dest)
+            return
+        except OSError:
+            pass  # another file system, or one without links: copy
     with objects.open(key) as src, tmp.open("wb") as dst:
         shutil.copyfileobj(src, dst, 1 << 20)
     os.replace(tmp, dest)

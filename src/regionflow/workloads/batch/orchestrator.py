@@ -1,7 +1,8 @@
 """The orchestrator: drives a job's persisted state machine, one idempotent step at a time.
 
 INITIALIZED -> SPLIT -> PROCESSING -> MERGED -> NOTIFIED -> COMPLETED (or FAILED, with a reason).
-Every step may be cut short by a crash and run again: chunk objects and outputs are deterministic,
+Chunks are byte ranges of the input, recorded at split; workers read their range from the input itself.
+Every step may be cut short by a crash and run again: chunk outputs are deterministic,
 chunk completion is recorded once per chunk, and the notification is recorded before it is sent.
 Before each step the current owner is re-read; a region that no longer owns the job stops (DESIGN §3).
 """
@@ -40,7 +41,7 @@ from regionflow.workloads.batch.enrich import ReferenceIndex
 from regionflow.workloads.batch.events import Lifecycle, OrchestratorEvents
 from regionflow.workloads.batch.pipeline import Pipeline
 from regionflow.workloads.batch.reference import reference_frame
-from regionflow.workloads.batch.split import read_header, split_stream
+from regionflow.workloads.batch.split import ChunkCut, ChunkRange, auto_chunk_bytes, read_header, split_stream
 from regionflow.workloads.batch.worker import ChunkResult, ChunkTask, run_chunk_task
 
 log = logging.getLogger("regionflow.orchestrator")
@@ -68,6 +69,11 @@ def input_source(objects: ObjectStore, job: JobRecord) -> str | None:
     if archived is not None and archived.etag == job.input_etag:
         return archived.key
     return None
+
+
+def reference_cache_base(cache_dir: Path, table: str, revision: int, key: str) -> Path:
+    """Where the index of a reference table's revision is cached (the name carries the index format)."""
+    return cache_dir / f"ref-{table}-r{revision}-{key}-arrow2"
 
 
 class InputMissing(RegionflowError):
@@ -181,20 +187,18 @@ class Orchestrator:
         source = self.input_source(job)
         if source is None:
             raise InputMissing(f"input {job.input_key} version {job.version_id} is not in {self.region}")
-        chunk_rows = self.chunk_rows or self.pipeline.chunk_rows
-        work = self._work(job)
+        info = self.objects.head(source)
+        cut = self._chunk_cut(info.size if info is not None else 0)
         emitted = 0
 
-        def emit(idx: int, data: bytes, first_row: int, rows: int) -> None:
+        def emit(chunk: ChunkRange) -> None:
             nonlocal emitted
-            self.objects.put(f"{work}chunks/{idx:06d}.csv", data, content_type="text/csv",
-                             metadata={"job": job.job_id, "first_row": str(first_row), "rows": str(rows)})
-            emitted += rows
+            emitted += chunk.rows
             self.events.progress("split", emitted, 0)
 
         try:
             with self.objects.open(source) as stream:
-                result = split_stream(stream, self.pipeline, chunk_rows, emit)
+                result = split_stream(stream, self.pipeline, cut, emit)
         except FileRefused as exc:
             self._discard_work(job)
             self.state.transition_job(job.job_id, epoch=job.owner_epoch, from_status=JobStatus.INITIALIZED,
@@ -202,11 +206,12 @@ class Orchestrator:
             return
         crash_point("split:chunks_written")
         layout = {"header": result.header, "columns": result.columns}
-        self.objects.put(f"{work}layout.json", json.dumps(layout).encode(), content_type="application/json")
+        self.objects.put(f"{self._work(job)}layout.json", json.dumps(layout).encode(),
+                         content_type="application/json")
         chunks = [
-            ChunkRecord(job_id=job.job_id, idx=i, object_key=f"{work}chunks/{i:06d}.csv", first_row=first,
-                        rows=rows)
-            for i, (first, rows) in enumerate(result.chunks)
+            ChunkRecord(job_id=job.job_id, idx=c.idx, object_key=job.input_key, first_row=c.first_row, rows=c.rows,
+                        byte_offset=c.offset, byte_length=c.length)
+            for c in result.chunks
         ]
         self.state.add_chunks(job.job_id, chunks, epoch=job.owner_epoch)
         crash_point("split:chunks_recorded")
@@ -214,6 +219,13 @@ class Orchestrator:
         self.state.transition_job(job.job_id, epoch=job.owner_epoch, from_status=JobStatus.INITIALIZED,
                                   to_status=JobStatus.SPLIT, rows_in=result.rows_in, chunks_total=len(chunks))
         crash_point("split:done")
+
+    def _chunk_cut(self, size: int) -> ChunkCut:
+        """Rows per chunk when the run or the pipeline names them, else a byte size chosen from the input."""
+        rows = self.chunk_rows or self.pipeline.chunk_rows
+        if rows:
+            return ChunkCut(rows=rows)
+        return ChunkCut(bytes=auto_chunk_bytes(size, self.executor.workers))
 
     def _discard_work(self, job: JobRecord) -> None:
         for info in list(self.objects.list(self._work(job))):
@@ -231,11 +243,14 @@ class Orchestrator:
         done = len(chunks) - len(todo)
         self.events.progress("chunks", done, len(chunks))
         if todo:
-            self._restore_chunks(job, todo, chunk_rows=chunks[0].rows if chunks else None)
+            source = self.input_source(job)
+            if source is None:
+                raise InputMissing(f"chunks {[c.idx for c in todo][:5]} of {job.job_id} need its input "
+                                   f"{job.input_key}, which is not in {self.region}")
             reference = self._reference_path()
             while todo:
                 self._fence(job)
-                todo, done = self._run_chunks(job, todo, plan, reference, done, len(chunks))
+                todo, done = self._run_chunks(job, todo, plan, reference, source, done, len(chunks))
         crash_point("process:all_chunks_done")
         self._merge(job, self.state.list_chunks(job.job_id))
 
@@ -258,26 +273,6 @@ class Orchestrator:
         self.objects.put(key, json.dumps(layout).encode(), content_type="application/json")
         return layout
 
-    def _restore_chunks(self, job: JobRecord, todo: list[ChunkRecord], chunk_rows: int | None) -> None:
-        """Chunk objects that never reached this region (a failover) are cut again from the input: the
-        split is deterministic, so they come out identical."""
-        lost = {c.idx for c in todo if self.objects.head(c.object_key) is None}
-        if not lost:
-            return
-        source = self.input_source(job)
-        if source is None:
-            raise InputMissing(f"chunks {sorted(lost)[:5]} of {job.job_id} and its input {job.input_key} are not "
-                               f"in {self.region}")
-        work = self._work(job)
-
-        def emit(idx: int, data: bytes, first_row: int, rows: int) -> None:
-            if idx in lost:
-                self.objects.put(f"{work}chunks/{idx:06d}.csv", data, content_type="text/csv",
-                                 metadata={"job": job.job_id, "first_row": str(first_row), "rows": str(rows)})
-
-        with self.objects.open(source) as stream:
-            split_stream(stream, self.pipeline, chunk_rows or self.pipeline.chunk_rows, emit)
-
     def _chunk_output_present(self, chunk: ChunkRecord) -> bool:
         if chunk.status != ChunkStatus.DONE or not chunk.out_key:
             return False
@@ -285,15 +280,15 @@ class Orchestrator:
         return info is not None and info.etag == chunk.out_etag
 
     def _run_chunks(self, job: JobRecord, todo: list[ChunkRecord], plan: ChunkPlan, reference: str | None,
-                    done: int, total: int) -> tuple[list[ChunkRecord], int]:
+                    source: str, done: int, total: int) -> tuple[list[ChunkRecord], int]:
         by_idx = {c.idx: c for c in todo}
         attempts = self.state.start_chunks(job.job_id, [c.idx for c in todo], epoch=job.owner_epoch)
         for _ in todo:
             self._emit(Lifecycle.CHUNK_STARTED, job.job_id)
         tasks = [
             ChunkTask(job_id=job.job_id, idx=c.idx, store_url=self.store_url, store_options=self.store_options,
-                      chunk_key=c.object_key,
-                      out_key=f"{self._work(job)}out/{c.idx:06d}.csv", first_row=c.first_row, plan=plan,
+                      source_key=source, source_etag=job.input_etag, byte_offset=c.byte_offset or 0,
+                      byte_length=c.byte_length or 0, out_key=f"{self._work(job)}out/{c.idx:06d}.csv", first_row=c.first_row, plan=plan,
                       reference_path=reference, fault_file=self.fault_file)
             for c in todo
         ]
@@ -350,7 +345,7 @@ class Orchestrator:
                 f"reference table {enrichment.table!r} is not loaded in {self.region} "
                 "(run `regionflow reference load`)"
             )
-        base = self.cache_dir / f"ref-{enrichment.table}-r{info.revision}-{enrichment.reference_key}"
+        base = reference_cache_base(self.cache_dir, enrichment.table, info.revision, enrichment.reference_key)
         if not ReferenceIndex.exists(base):
             frame = reference_frame(self.state, enrichment.table)
             ReferenceIndex.build(frame, enrichment.reference_key, enrichment.fields).save(base)

@@ -52,7 +52,8 @@ class Pipeline(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     name: str
-    chunk_rows: int = Field(default=1000, gt=0)
+    # None: chunks are cut by bytes, sized from the input and the worker count (split.auto_chunk_bytes).
+    chunk_rows: int | None = Field(default=None, gt=0)
     csv: CsvDialect = Field(default_factory=CsvDialect)
     fields: dict[str, str] = Field(min_length=1)  # field name -> input header
     schema_: dict[str, Any] = Field(alias="schema")

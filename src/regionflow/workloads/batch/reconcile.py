@@ -30,12 +30,13 @@ def _missing_objects(batch: BatchService, job: JobRecord) -> list[str]:
     if job.status == JobStatus.INITIALIZED:
         return [] if has_input else [job.input_key]
     if job.status in (JobStatus.SPLIT, JobStatus.PROCESSING):
-        pending = [c for c in batch.state.list_chunks(job.job_id) if c.status != ChunkStatus.DONE]
-        lost = [c.object_key for c in pending if batch.objects.head(c.object_key) is None]
-        done_lost = [c.out_key for c in batch.state.list_chunks(job.job_id)
+        # Pending chunks are ranges of the input; a done chunk whose output is lost is redone from it too.
+        chunks = batch.state.list_chunks(job.job_id)
+        pending = any(c.status != ChunkStatus.DONE for c in chunks)
+        done_lost = [c.out_key for c in chunks
                      if c.status == ChunkStatus.DONE and c.out_key and batch.objects.head(c.out_key) is None]
-        if (lost or done_lost) and not has_input:
-            return [job.input_key, *lost, *done_lost]
+        if (pending or done_lost) and not has_input:
+            return [job.input_key, *done_lost]
     return []
 
 

@@ -26,8 +26,9 @@ def record_ends(buf: bytes, quote: int, in_quote: bool = False) -> tuple[np.ndar
     return ends, bool((len(quotes) + int(in_quote)) & 1)
 
 
-def record_spans(buf: bytes, ends: np.ndarray, start: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """(starts, stops) of the non-blank records that end at ends, without their CR/LF terminator.
+def record_spans(buf: bytes, ends: np.ndarray, start: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(starts, stops, term_ends) of the non-blank records that end at ends: stops exclude the CR/LF
+    terminator, term_ends are just past it.
 
     buf[start:] must begin a record. A blank line (nothing, or only CR) is not a record.
     """
@@ -41,7 +42,7 @@ def record_spans(buf: bytes, ends: np.ndarray, start: int = 0) -> tuple[np.ndarr
         has_cr = (stops > starts) & (arr[np.maximum(stops - 1, 0)] == CR)
         stops -= has_cr
     keep = stops > starts
-    return starts[keep], stops[keep]
+    return starts[keep], stops[keep], ends[keep].astype(np.int64) + 1
 
 
 def split_records(text_bytes: bytes, quote: int) -> list[bytes]:
@@ -51,5 +52,5 @@ def split_records(text_bytes: bytes, quote: int) -> list[bytes]:
     if in_quote:
         # An unterminated quote: the rest of the buffer is one record, kept so it can be rejected.
         ends = np.append(ends, len(buf) - 1)
-    starts, stops = record_spans(buf, ends)
+    starts, stops, _ = record_spans(buf, ends)
     return [buf[s:e] for s, e in zip(starts.tolist(), stops.tolist(), strict=True)]

@@ -1,7 +1,10 @@
-"""Split: stream an input object into chunk objects of N records, checking the file as a whole.
+"""Split: scan an input object once, checking the file as a whole, and cut it into chunks as byte ranges.
 
 The file is read in blocks; record boundaries come from records.record_ends, so quoted newlines never
-split a record. A chunk holds raw record bytes (no header) exactly as they were in the input.
+split a record. A chunk is a byte range of the (immutable, versioned) input: from its first record's
+first byte to its last record's terminator, blank lines included (they are not records). Workers read
+their range from the input itself, so a split writes no chunk objects and nothing but the input has to be
+replicated for a region to take a job over.
 """
 
 from __future__ import annotations
@@ -22,6 +25,38 @@ from regionflow.workloads.batch.records import record_ends, record_spans
 BLOCK_SIZE = 8 * 1024 * 1024
 MAX_RECORD_BYTES = 64 * 1024 * 1024
 BOM = b"\xef\xbb\xbf"
+# Chunk sizes chosen from the file when the pipeline names none: enough chunks to keep every worker busy
+# to the end (CHUNKS_PER_WORKER), each big enough that its fixed cost (a state transaction, an object
+# write, a task round trip) is noise, and small enough to bound a worker's memory.
+CHUNKS_PER_WORKER = 4
+MIN_CHUNK_BYTES = 1 << 20
+MAX_CHUNK_BYTES = 16 << 20
+
+
+def auto_chunk_bytes(size: int, workers: int) -> int:
+    """The byte size to cut chunks at for an input of size bytes processed by workers workers."""
+    return max(MIN_CHUNK_BYTES, min(MAX_CHUNK_BYTES, size // (max(1, workers) * CHUNKS_PER_WORKER) + 1))
+
+
+@dataclass(frozen=True)
+class ChunkRange:
+    idx: int
+    offset: int  # byte offset in the input of the chunk's first record
+    length: int  # bytes from there to the end of the chunk's last record (its terminator included)
+    first_row: int  # 1-based data row number of the first record
+    rows: int
+
+
+@dataclass(frozen=True)
+class ChunkCut:
+    """Where chunks end: after `rows` records, or at the first record reaching `bytes` bytes."""
+
+    rows: int | None = None
+    bytes: int | None = None
+
+    def __post_init__(self) -> None:
+        if (self.rows is None) == (self.bytes is None) or (self.rows or self.bytes or 0) < 1:
+            raise ValueError("a chunk cut needs exactly one of rows or bytes, at least 1")
 
 
 @dataclass
@@ -29,7 +64,7 @@ class SplitResult:
     header: list[str]
     columns: dict[str, int]  # field -> column index
     rows_in: int
-    chunks: list[tuple[int, int]]  # (first_row, rows) per chunk
+    chunks: list[ChunkRange]
 
 
 def map_header(header: list[str], pipeline: Pipeline) -> dict[str, int]:
@@ -66,16 +101,57 @@ class Readable(Protocol):
     def read(self, size: int = -1, /) -> bytes: ...
 
 
+class _Chunker:
+    """Groups records (absolute start and end offsets, in file order) into chunk ranges."""
+
+    def __init__(self, cut: ChunkCut, emit: Callable[[ChunkRange], None]):
+        self.cut = cut
+        self.emit = emit
+        self.chunks: list[ChunkRange] = []
+        self.rows_in = 0
+        self._start = 0  # offset of the open chunk's first record
+        self._end = 0  # end of its last record so far
+        self._rows = 0
+
+    def add(self, starts: np.ndarray, ends: np.ndarray) -> None:
+        i, n = 0, len(starts)
+        while i < n:
+            if self._rows == 0:
+                self._start = int(starts[i])
+            if self.cut.rows is not None:
+                last = min(i + self.cut.rows - self._rows, n) - 1
+            else:
+                # the first record whose end reaches the chunk's byte budget closes it
+                reach = int(np.searchsorted(ends, self._start + (self.cut.bytes or 0), side="left"))
+                last = min(max(reach, i), n - 1)
+            taken = last - i + 1
+            self._rows += taken
+            self.rows_in += taken
+            self._end = int(ends[last])
+            i = last + 1
+            full = (self._rows == self.cut.rows if self.cut.rows is not None
+                    else self._end - self._start >= (self.cut.bytes or 0))
+            if full:
+                self.flush()
+
+    def flush(self) -> None:
+        if self._rows:
+            chunk = ChunkRange(idx=len(self.chunks), offset=self._start, length=self._end - self._start,
+                               first_row=self.rows_in - self._rows + 1, rows=self._rows)
+            self.emit(chunk)
+            self.chunks.append(chunk)
+        self._rows = 0
+
+
 def split_stream(
     stream: Readable,
     pipeline: Pipeline,
-    chunk_rows: int,
-    emit_chunk: Callable[[int, bytes, int, int], None],
+    cut: ChunkCut,
+    emit_chunk: Callable[[ChunkRange], None] = lambda _chunk: None,
 ) -> SplitResult:
-    """Read stream to the end, calling emit_chunk(index, data, first_row, rows) for each full chunk.
+    """Read stream to the end, calling emit_chunk(range) for each chunk as it closes.
 
-    Raises FileRefused for problems with the file as a whole; chunks already emitted are then
-    the caller's to discard.
+    Raises FileRefused for problems with the file as a whole (nothing emitted is then to be used).
     """
     quote = ord(pipeline.csv.quote)
     decoder = codecs.getincrementaldecoder("utf-8")("strict")
@@ -85,18 +161,7 @@ def split_stream(
     in_quote = False
     offset = 0  # file offset of carry[0]
     first_block = True
-    rows_in = 0
-    chunks: list[tuple[int, int]] = []
-    parts: list[bytes] = []
-    part_rows = 0
-
-    def flush() -> None:
-        nonlocal parts, part_rows
-        if part_rows:
-            first = rows_in - part_rows + 1
-            emit_chunk(len(chunks), b"\n".join(parts) + b"\n", first, part_rows)
-            chunks.append((first, part_rows))
-        parts, part_rows = [], 0
+    chunker = _Chunker(cut, emit_chunk)
 
     while True:
         block = stream.read(BLOCK_SIZE)
@@ -110,6 +175,7 @@ def split_stream(
                 offset = len(BOM)
         scan_from = len(carry)
         buf = carry + block
+        file_end = offset + len(buf)  # (before a missing final newline is supplied below)
         if eof:
             if not buf:
                 break
@@ -124,35 +190,27 @@ def split_stream(
             ends = np.append(ends, len(buf) - 1)
             state = False
         in_quote = state
-        starts, stops = record_spans(buf, ends)
-        cut = int(ends[-1]) + 1 if len(ends) else 0
-        carry, offset = buf[cut:], offset + cut
+        starts, stops, term_ends = record_spans(buf, ends)
+        cut_at = int(ends[-1]) + 1 if len(ends) else 0
+        carry, block_offset, offset = buf[cut_at:], offset, offset + cut_at
         if len(carry) > MAX_RECORD_BYTES:
             raise FileRefused(
-                f"a record longer than {MAX_RECORD_BYTES // (1024 * 1024)} MiB after data row {rows_in} "
+                f"a record longer than {MAX_RECORD_BYTES // (1024 * 1024)} MiB after data row {chunker.rows_in} "
                 "(unbalanced quote?)"
             )
-        i, n = 0, len(starts)
-        if header is None and n:
+        i = 0
+        if header is None and len(starts):
             raw = buf[starts[0]:stops[0]].decode("utf-8")
             header = next(csv.reader([raw], delimiter=pipeline.csv.delimiter, quotechar=pipeline.csv.quote))
             columns = map_header(header, pipeline)
             i = 1
-        while i < n:
-            take = min(chunk_rows - part_rows, n - i)
-            parts.append(buf[starts[i]:stops[i + take - 1]])
-            part_rows += take
-            rows_in += take
-            i += take
-            if part_rows == chunk_rows:
-                flush()
+        chunker.add(starts[i:] + block_offset, np.minimum(term_ends[i:] + block_offset, file_end))
         if eof:
             break
     if header is None:
         raise FileRefused("input has no header (only blank lines)")
-    flush()
-    return SplitResult(header=header, columns=columns, rows_in=rows_in, chunks=chunks)
-
+    chunker.flush()
+    return SplitResult(header=header, columns=columns, rows_in=chunker.rows_in, chunks=chunker.chunks)
 
 
 class _HeaderRead(Exception):
@@ -160,20 +218,20 @@ class _HeaderRead(Exception):
 
 
 def read_header(stream: BinaryIO, pipeline: Pipeline) -> tuple[list[str], dict[str, int]]:
-    """The input's header and field -> column mapping, reading no further than the first chunk."""
+    """The input's header and field -> column mapping, reading no further than the first data row."""
     found: list[SplitResult] = []
 
-    def stop(_idx: int, _data: bytes, _first: int, _rows: int) -> None:
+    def stop(_chunk: ChunkRange) -> None:
         raise _HeaderRead
 
     # The first block is kept: the stream may not seek (an S3 object's body does not).
     head = stream.read(BLOCK_SIZE)
     with contextlib.suppress(_HeaderRead):  # stopped at the first data row, on purpose
-        found.append(split_stream(_Chain(head, stream), pipeline, 1, stop))
+        found.append(split_stream(_Chain(head, stream), pipeline, ChunkCut(rows=1), stop))
     if found:
         return found[0].header, found[0].columns
     # stopped at the first data row: the header was read and mapped just before it
-    result = split_stream(_Prefix(head), pipeline, 1 << 40, lambda *_: None)
+    result = split_stream(_Prefix(head), pipeline, ChunkCut(rows=1 << 40))
     return result.header, result.columns
 
 

@@ -1,13 +1,20 @@
-"""The chunk task that runs in an executor worker: read chunk, process, write the chunk output."""
+"""The chunk task that runs in an executor worker: read the chunk's byte range of the input, process it,
+write the chunk output. Stores, compiled plans and the reference index stay warm in the worker process
+across chunks and jobs."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 from regionflow.crashpoints import crash_point
+from regionflow.errors import RegionflowError
 from regionflow.storage import ObjectInfo, ObjectStore, open_object_store
 from regionflow.workloads.batch.chunk import ChunkPlan, CompiledPlan, process_chunk
 from regionflow.workloads.batch.enrich import ReferenceIndex
+
+
+class InputChanged(RegionflowError):
+    """The object a chunk reads from was replaced: the job's input is not (or no longer) there."""
 
 
 @dataclass
@@ -15,7 +22,10 @@ class ChunkTask:
     job_id: str
     idx: int
     store_url: str
-    chunk_key: str
+    source_key: str  # the input (or its archive copy) holding the chunk's bytes
+    source_etag: str  # sha256 of the input: the bytes must come from that content
+    byte_offset: int
+    byte_length: int
     out_key: str
     first_row: int
     plan: ChunkPlan
@@ -68,7 +78,10 @@ def run_chunk_task(task: ChunkTask) -> ChunkResult:
             store = guard_objects(store, FaultRegistry(task.fault_file))
         _stores[task.store_url] = store
     plan = _cached_plan(task)
-    data = store.get(task.chunk_key)
+    info, data = store.read_range(task.source_key, task.byte_offset, task.byte_length)
+    if info.etag != task.source_etag:
+        raise InputChanged(f"{task.source_key} is no longer the job's input (sha256 {info.etag[:12]}, "
+                           f"expected {task.source_etag[:12]})")
     crash_point(f"chunk:{task.idx}")
     outcome = process_chunk(data, plan, _cached_reference(task.reference_path), task.first_row)
     info = store.put(task.out_key, outcome.output, content_type="text/csv",
