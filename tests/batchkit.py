@@ -32,7 +32,8 @@ def reference_frame_from_csv(text: str, pipeline: Pipeline) -> ReferenceIndex | 
 
 def run_pure(data: bytes, pipeline: Pipeline, chunk_rows: int | ChunkCut,
              reference: ReferenceIndex | None) -> PureRun:
-    result = split_stream(io.BytesIO(data), pipeline, chunk_rows if isinstance(chunk_rows, ChunkCut) else ChunkCut(rows=chunk_rows))
+    cut = chunk_rows if isinstance(chunk_rows, ChunkCut) else ChunkCut(rows=chunk_rows)
+    result = split_stream(io.BytesIO(data), pipeline, cut)
     plan = ChunkPlan(pipeline.to_dict(), result.columns, len(result.header)).build()
     outputs, rejects, ok = [], [], 0
     chunks = result.chunks

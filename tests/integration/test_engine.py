@@ -40,7 +40,8 @@ def test_reference_file_matches_an_independent_join(reference_data, tmp_path):
     assert (summary["rows_in"], summary["rows_ok"], summary["rows_rejected"]) == (10000, 10000, 0)
     # no --chunk-rows: chunks are cut by bytes, sized from the file for the default two workers
     with open(src, "rb") as fh:
-        expected_chunks = split_stream(fh, default_pipeline(), ChunkCut(bytes=auto_chunk_bytes(os.path.getsize(src), 2)))
+        cut = ChunkCut(bytes=auto_chunk_bytes(os.path.getsize(src), 2))
+        expected_chunks = split_stream(fh, default_pipeline(), cut)
     assert summary["chunks"] == len(expected_chunks.chunks) >= 1
     for key in ("seconds", "rows_per_second"):
         assert summary[key] > 0

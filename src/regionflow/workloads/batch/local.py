@@ -21,8 +21,8 @@ from regionflow.notify import OutboxNotifier, open_notifier
 from regionflow.state import open_state_store
 from regionflow.state.base import JobRecord, JobStatus
 from regionflow.storage.file import FileObjectStore
-from regionflow.workloads.batch.events import FixedOwner, ProgressHook
 from regionflow.workloads.batch.enrich import ReferenceIndex
+from regionflow.workloads.batch.events import FixedOwner, ProgressHook
 from regionflow.workloads.batch.orchestrator import INPUT_PREFIX, Orchestrator, reference_cache_base
 from regionflow.workloads.batch.pipeline import Pipeline
 from regionflow.workloads.batch.reference import load_reference_table
@@ -142,14 +142,14 @@ def process_file(
             # The same content under the same name is the same job: resume it (or report it) rather than
             # start over, even after its input was archived.
             # (A fresh store has no earlier job: the input's hash is then left to the put.)
-            digest = _sha256_file(input_path) if state_dir is not None else None
-            earlier = next((j for j in state.list_jobs() if j.input_key == key and j.input_etag == digest
-                            and j.status != JobStatus.FAILED), None) if digest is not None else None
+            input_digest = _sha256_file(input_path) if state_dir is not None else None
+            earlier = next((j for j in state.list_jobs() if j.input_key == key and j.input_etag == input_digest
+                            and j.status != JobStatus.FAILED), None) if input_digest is not None else None
             if earlier is not None:
                 job_id = earlier.job_id
             else:
-                existing = objects.head(key) if digest is not None else None
-                if existing is None or existing.etag != digest:
+                existing = objects.head(key) if input_digest is not None else None
+                if existing is None or existing.etag != input_digest:
                     with input_path.open("rb") as fh:
                         objects.put(key, fh, content_type="text/csv")
                 triggered = orchestrator.trigger(key)

@@ -288,7 +288,8 @@ class Orchestrator:
         tasks = [
             ChunkTask(job_id=job.job_id, idx=c.idx, store_url=self.store_url, store_options=self.store_options,
                       source_key=source, source_etag=job.input_etag, byte_offset=c.byte_offset or 0,
-                      byte_length=c.byte_length or 0, out_key=f"{self._work(job)}out/{c.idx:06d}.csv", first_row=c.first_row, plan=plan,
+                      byte_length=c.byte_length or 0, out_key=f"{self._work(job)}out/{c.idx:06d}.csv",
+                      first_row=c.first_row, plan=plan,
                       reference_path=reference, fault_file=self.fault_file)
             for c in todo
         ]
