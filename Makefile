@@ -39,7 +39,8 @@ lint: setup
 	$(BIN)/python scripts/check_architecture.py
 
 bench: setup
-	$(BIN)/python benchmarks/pipeline.py --rows 1000000
+	$(BIN)/python benchmarks/pipeline.py --rows 400000 1000000
+	$(BIN)/python benchmarks/end_to_end.py --rows 1000000
 	$(BIN)/python benchmarks/ledger_commit.py --transfers 2000
 
 clean:

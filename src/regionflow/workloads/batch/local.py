@@ -11,6 +11,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,7 @@ from regionflow.errors import RegionflowError
 from regionflow.executor import LocalExecutor
 from regionflow.notify import OutboxNotifier, open_notifier
 from regionflow.state import open_state_store
-from regionflow.state.base import JobRecord, JobStatus
+from regionflow.state.base import JobRecord, JobStatus, StateStore
 from regionflow.storage.file import FileObjectStore
 from regionflow.workloads.batch.enrich import ReferenceIndex
 from regionflow.workloads.batch.events import FixedOwner, ProgressHook
@@ -118,19 +119,11 @@ def process_file(
         state = open_state_store(f"sqlite:///{workdir / 'state.db'}", LOCAL_REGION)
         executor = LocalExecutor(workers, preload=("regionflow.workloads.batch.worker",))
         executor.warm_up()
+        background = ThreadPoolExecutor(1, thread_name_prefix="reference")
         try:
-            enrichment = pipeline.enrichment
-            if enrichment is not None and reference_path is not None:
-                info = state.reference_info(enrichment.table)
-                marker = workdir / f"reference-{enrichment.table}.sha256"
-                digest = _sha256_file(reference_path)
-                if info is None or not marker.exists() or marker.read_text() != digest:
-                    loaded = load_reference_table(state, enrichment.table, reference_path, enrichment.reference_key)
-                    # Indexed now, from the frame in hand, rather than read back out of the state store.
-                    ReferenceIndex.build(loaded.frame, enrichment.reference_key, enrichment.fields).save(
-                        reference_cache_base(workdir / "cache", enrichment.table, loaded.info.revision,
-                                             enrichment.reference_key))
-                    marker.write_text(digest)
+            # The reference table loads while the input is stored (both mostly I/O and polars, which let
+            # go of the GIL); the job starts once both are done.
+            reference_loaded = background.submit(_load_reference, state, workdir, pipeline, reference_path)
             key = f"{INPUT_PREFIX}{input_path.name}"
             orchestrator = Orchestrator(
                 objects=objects, store_url=f"file://{bucket}", state=state, executor=executor,
@@ -146,12 +139,14 @@ def process_file(
             earlier = next((j for j in state.list_jobs() if j.input_key == key and j.input_etag == input_digest
                             and j.status != JobStatus.FAILED), None) if input_digest is not None else None
             if earlier is not None:
+                reference_loaded.result()
                 job_id = earlier.job_id
             else:
                 existing = objects.head(key) if input_digest is not None else None
                 if existing is None or existing.etag != input_digest:
                     with input_path.open("rb") as fh:
                         objects.put(key, fh, content_type="text/csv")
+                reference_loaded.result()
                 triggered = orchestrator.trigger(key)
                 assert triggered is not None  # the local region is always active
                 job_id = triggered
@@ -168,8 +163,26 @@ def process_file(
                                   workdir=workdir, output=output, rejects=rejects,
                                   kept=state_dir is not None)
         finally:
+            background.shutdown(wait=True)
             executor.close()
             state.close()
+
+
+def _load_reference(state: StateStore, workdir: Path, pipeline: Pipeline, reference_path: Path | None) -> None:
+    """Load the enrichment table into the store and index it, unless the same file is loaded already."""
+    enrichment = pipeline.enrichment
+    if enrichment is None or reference_path is None:
+        return
+    info = state.reference_info(enrichment.table)
+    marker = workdir / f"reference-{enrichment.table}.sha256"
+    digest = _sha256_file(reference_path)
+    if info is not None and marker.exists() and marker.read_text() == digest:
+        return
+    loaded = load_reference_table(state, enrichment.table, reference_path, enrichment.reference_key)
+    # Indexed now, from the frame in hand, rather than read back out of the state store.
+    ReferenceIndex.build(loaded.frame, enrichment.reference_key, enrichment.fields).save(
+        reference_cache_base(workdir / "cache", enrichment.table, loaded.info.revision, enrichment.reference_key))
+    marker.write_text(digest)
 
 
 def _copy_out(objects: FileObjectStore, key: str, dest: Path, *, link: bool) -> None:
