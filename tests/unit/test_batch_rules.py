@@ -133,11 +133,17 @@ def test_file_without_trailing_newline(pipeline, ref):
 
 
 def test_auto_chunk_size_keeps_every_worker_busy_within_bounds():
-    from regionflow.workloads.batch.split import MAX_CHUNK_BYTES, MIN_CHUNK_BYTES, auto_chunk_bytes
+    from regionflow.workloads.batch.split import (
+        CHUNKS_PER_WORKER,
+        MAX_CHUNK_BYTES,
+        MIN_CHUNK_BYTES,
+        auto_chunk_bytes,
+    )
 
     assert auto_chunk_bytes(10_000, 2) == MIN_CHUNK_BYTES  # a small file is one chunk
     assert auto_chunk_bytes(10 << 30, 2) == MAX_CHUNK_BYTES  # a huge one never needs a huge worker
-    size = 71_000_000
+    size = 60_000_000
     for workers in (1, 2, 4):
         chunks = -(-size // auto_chunk_bytes(size, workers))
-        assert 4 * workers - 1 <= chunks <= 4 * workers  # several chunks per worker, few in all
+        per = CHUNKS_PER_WORKER * workers
+        assert per - 1 <= chunks <= per  # several chunks per worker, few in all

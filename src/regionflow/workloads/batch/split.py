@@ -28,9 +28,9 @@ BOM = b"\xef\xbb\xbf"
 # Chunk sizes chosen from the file when the pipeline names none: enough chunks to keep every worker busy
 # to the end (CHUNKS_PER_WORKER), each big enough that its fixed cost (a state transaction, an object
 # write, a task round trip) is noise, and small enough to bound a worker's memory.
-CHUNKS_PER_WORKER = 4
+CHUNKS_PER_WORKER = 8
 MIN_CHUNK_BYTES = 1 << 20
-MAX_CHUNK_BYTES = 16 << 20
+MAX_CHUNK_BYTES = 8 << 20
 
 
 def auto_chunk_bytes(size: int, workers: int) -> int:
