@@ -73,7 +73,7 @@ def measure(rows: int, root: Path) -> dict:
         _until(drained, 120)
         body = data.orders.read_bytes()
         key = "input/e2e.csv"
-        with httpx.Client(base_url=config.access_point_url(), headers=headers, timeout=300) as ap:
+        with httpx.Client(base_url=config.access_point_url, headers=headers, timeout=300) as ap:
             started = time.perf_counter()
             ap.put(routes.object_path(key), content=body).raise_for_status()
         uploaded = time.perf_counter()
