@@ -214,3 +214,11 @@ def test_sigkill_mid_flight_then_resume(chunks_before_kill, bigger_sample, tmp_p
     resumed = subprocess.run(full, capture_output=True, text=True, timeout=120)
     assert resumed.returncode == 0, resumed.stderr
     _check_resumed(state_dir, out, ({**summary}, output, None))
+    # Only chunks that were in flight at the kill were processed twice: at most 2 x workers (2) of them.
+    state = open_state_store(f"sqlite:///{state_dir / 'state.db'}", "local")
+    try:
+        chunks = state.list_chunks(state.list_jobs()[0].job_id)
+    finally:
+        state.close()
+    assert all(c.attempts >= 1 for c in chunks)
+    assert sum(c.attempts - 1 for c in chunks) <= 4, [c.attempts for c in chunks if c.attempts > 1]

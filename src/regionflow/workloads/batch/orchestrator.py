@@ -282,20 +282,23 @@ class Orchestrator:
     def _run_chunks(self, job: JobRecord, todo: list[ChunkRecord], plan: ChunkPlan, reference: str | None,
                     source: str, done: int, total: int) -> tuple[list[ChunkRecord], int]:
         by_idx = {c.idx: c for c in todo}
-        attempts = self.state.start_chunks(job.job_id, [c.idx for c in todo], epoch=job.owner_epoch)
-        for _ in todo:
-            self._emit(Lifecycle.CHUNK_STARTED, job.job_id)
-        tasks = [
-            ChunkTask(job_id=job.job_id, idx=c.idx, store_url=self.store_url, store_options=self.store_options,
-                      source_key=source, source_etag=job.input_etag, byte_offset=c.byte_offset or 0,
-                      byte_length=c.byte_length or 0, out_key=f"{self._work(job)}out/{c.idx:06d}.csv",
-                      first_row=c.first_row, plan=plan,
-                      reference_path=reference, fault_file=self.fault_file)
-            for c in todo
-        ]
+        attempts: dict[int, int] = {}
+
+        def dispatched() -> Iterator[ChunkTask]:
+            # An attempt is counted as its chunk is handed to a worker, not before: after a crash only the
+            # chunks that were in flight (at most 2 x workers) count as processed again.
+            for c in todo:
+                attempts[c.idx] = self.state.start_chunk(job.job_id, c.idx, epoch=job.owner_epoch)
+                self._emit(Lifecycle.CHUNK_STARTED, job.job_id)
+                yield ChunkTask(job_id=job.job_id, idx=c.idx, store_url=self.store_url,
+                                store_options=self.store_options, source_key=source, source_etag=job.input_etag,
+                                byte_offset=c.byte_offset or 0, byte_length=c.byte_length or 0,
+                                out_key=f"{self._work(job)}out/{c.idx:06d}.csv", first_row=c.first_row, plan=plan,
+                                reference_path=reference, fault_file=self.fault_file)
+
         retry: list[ChunkRecord] = []
         unavailable: BaseException | None = None
-        for task, result in self.executor.map_unordered(run_chunk_task, tasks):
+        for task, result in self.executor.map_unordered(run_chunk_task, dispatched()):
             if isinstance(result, BaseException):
                 self._emit(Lifecycle.CHUNK_FAILED, job.job_id)
                 log.warning("chunk %s of %s failed (attempt %s): %r", task.idx, job.job_id, attempts[task.idx],
