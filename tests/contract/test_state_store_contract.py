@@ -402,6 +402,26 @@ def test_feed_hlc_keeps_growing_across_store_instances(state_url: str) -> None:
         b.close()
 
 
+def test_a_store_without_feed_records_its_rows_and_no_changes(state_url: str) -> None:
+    # `regionflow process`: no region replicates from this store, so nothing is fed (and the reference's
+    # text is not stored twice), while every read answers as in a store that keeps a feed.
+    store = open_state_store(state_url, REGION, feed=False)
+    try:
+        store.create_job(make_job("job-1"))
+        store.add_chunks("job-1", make_chunks("job-1", 2), epoch=1)
+        complete(store, "job-1", 0, make_rejects("job-1", 0, [3]))
+        info = store.load_reference("customers", "id", ["id", "name"], ["id,name\n1,a\n", "id,name\n2,b\n"], 2)
+        assert info.revision == 1
+        assert store.load_reference("customers", "id", ["id", "name"], ["id,name\n9,z\n"], 1).revision == 2
+        assert store.reference_parts("customers") == ["id,name\n9,z\n"]
+        done = store.list_chunks("job-1")[0]
+        assert (done.status, done.rows_ok, done.rows_rejected) == ("DONE", 9, 1)
+        assert [r.row_no for r in store.list_rejects("job-1")] == [3]
+        assert store.feed_since(0) == [] and store.feed_head() == 0
+    finally:
+        store.close()
+
+
 # ---------------------------------------------------------------------------------------------- concurrency
 
 

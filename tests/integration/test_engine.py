@@ -168,7 +168,8 @@ def test_crash_between_and_inside_steps_resumes_to_the_same_output(point, sample
 def test_killed_worker_process_is_replaced_and_its_chunk_retried(sample, clean_run, tmp_path):
     state_dir, out = tmp_path / "state", tmp_path / "out.csv"
     result = rf("process", str(sample / "orders.csv"), "--reference", str(sample / "financial_data.csv"),
-                "--out", str(out), "--chunk-rows", "400", "--workers", "2", "--state-dir", str(state_dir),
+                "--out", str(out), "--chunk-rows", "400", "--workers", "2", "--executor", "processes",
+                "--state-dir", str(state_dir),
                 env={"REGIONFLOW_CRASH_AT": "chunk:4", "REGIONFLOW_CRASH_MARKERS": str(tmp_path / "m")})
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "m" / "chunk_4").exists()  # the worker really died there

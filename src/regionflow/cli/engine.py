@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -17,6 +18,11 @@ if TYPE_CHECKING:
     from regionflow.workloads.batch.pipeline import Pipeline
 
 pipeline_app = typer.Typer(no_args_is_help=True, help="Inspect and check pipeline specs.")
+
+class ExecutorKind(StrEnum):
+    THREADS = "threads"
+    PROCESSES = "processes"
+
 
 SUMMARY_KEYS = ("rows_in", "rows_ok", "rows_rejected", "chunks", "seconds", "rows_per_second", "output", "rejects",
                 "job_id")
@@ -53,7 +59,10 @@ def process(
     rejects: Annotated[Path | None, typer.Option("--rejects", help="Write rejected rows here (row,reason,raw).")]
     = None,
     chunk_rows: Annotated[int | None, typer.Option("--chunk-rows", min=1, help="Rows per chunk.")] = None,
-    workers: Annotated[int, typer.Option("--workers", min=1, help="Worker processes.")] = 2,
+    workers: Annotated[int, typer.Option("--workers", min=1, help="Chunks processed at once.")] = 2,
+    executor: Annotated[ExecutorKind, typer.Option(
+        "--executor", help="threads: no interpreters to start; processes: each chunk in a worker process.")]
+    = ExecutorKind.THREADS,
     pipeline_file: Annotated[Path | None, typer.Option("--pipeline", help="Pipeline spec (TOML/YAML).")] = None,
     state_dir: Annotated[Path | None, typer.Option("--state-dir",
                                                    help="Keep the embedded store here; rerun to resume.")] = None,
@@ -80,7 +89,8 @@ def process(
                 bar.update(chunk_task, completed=done, total=total, visible=True)
 
         result = call(lambda: process_file(input_file, reference, out_file, pipeline=pipeline, rejects_path=rejects,
-                                           chunk_rows=chunk_rows, workers=workers, state_dir=state_dir,
+                                           chunk_rows=chunk_rows, workers=workers, executor=executor.value,
+                                           state_dir=state_dir,
                                            notifier_url=notifier, progress=progress), code=2)
     failed = result.job.status != JobStatus.COMPLETED
 

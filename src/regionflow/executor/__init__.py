@@ -1,6 +1,7 @@
-"""Executors run chunk work in parallel: a local process pool by default (Dask comes later)."""
+"""Executors run chunk work in parallel: a local process pool (a region), threads (`regionflow process`)."""
 
 from regionflow.executor.base import Executor
 from regionflow.executor.local import LocalExecutor
+from regionflow.executor.threads import ThreadExecutor
 
-__all__ = ["Executor", "LocalExecutor"]
+__all__ = ["Executor", "LocalExecutor", "ThreadExecutor"]

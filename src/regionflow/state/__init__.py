@@ -28,11 +28,12 @@ __all__ = [
 ]
 
 
-def open_state_store(url: str, region: str, *, password: str | None = None) -> StateStore:
+def open_state_store(url: str, region: str, *, password: str | None = None, feed: bool = True) -> StateStore:
     """Return the store for url: sqlite:///path/to/state.db or postgresql://user@host:port/db.
 
     password is used when a postgresql:// url has none (a region's own cluster: the URL is shown, the
     password is kept in the secrets); it never appears in the store's repr or in an error message.
+    feed=False: a store no region replicates from, which keeps no change feed (feed_since stays empty).
     StateUnavailable (one line) when the database cannot be reached or refuses the login."""
     from regionflow.errors import ConfigError
 
@@ -43,5 +44,5 @@ def open_state_store(url: str, region: str, *, password: str | None = None) -> S
 
         if scheme == "postgres":  # the libpq spelling
             url = "postgresql" + url[len("postgres"):]
-        return SqlStateStore(url, region, password=password)
+        return SqlStateStore(url, region, password=password, feed=feed)
     raise ConfigError(f"state store url {url!r}: unsupported scheme (expected sqlite:/// or postgresql://)")

@@ -69,9 +69,12 @@ def _add_missing_columns(conn: Connection) -> None:
 class StoreCore:
     """The engine, clock and transactions of a SqlStateStore; the per-area mixins build on it."""
 
-    def __init__(self, url: str, region: str, *, password: str | None = None) -> None:
+    def __init__(self, url: str, region: str, *, password: str | None = None, feed: bool = True) -> None:
         self.url = url  # as given: a password passed separately is only in the engine's URL
         self.region = region
+        # A store that no region replicates from (`regionflow process`) keeps no change feed: its writes
+        # cost what the rows cost, not twice that (a reference table's text would be stored again).
+        self.keeps_feed = feed
         self._clock = HybridClock()
         self._engine = store_engine(engine_url(url, password))
         try:
@@ -99,7 +102,7 @@ class StoreCore:
 
     def _append_feed(self, conn: Connection, entries: list[FeedEntry]) -> None:
         """Append changes at the end of a write, recording the versions of last-writer-wins rows."""
-        if not entries:
+        if not entries or not self.keeps_feed:
             return
         xact_lock(conn, _FEED_LOCK)
         last = conn.execute(select(change_feed.c.hlc).order_by(change_feed.c.seq.desc()).limit(1)).scalar()

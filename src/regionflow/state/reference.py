@@ -49,11 +49,12 @@ class ReferenceMixin(StoreCore):
             bulk_insert_dicts(conn, reference_parts, part_rows)
             info_row = fetch_row(conn, reference_tables, name=table)
             assert info_row is not None
-            gone = sorted(n for n in old if n >= len(parts))
-            feed = [deletion_entry(reference_parts, f"{table}/{n}", 0) for n in gone]
-            feed.extend(change_entry(reference_parts, r, 0) for r in part_rows)
-            feed.append(change_entry(reference_tables, info_row, 0))
-            self._append_feed(conn, feed)
+            if self.keeps_feed:  # (the parts' images are as big as the table: not built for nothing)
+                gone = sorted(n for n in old if n >= len(parts))
+                feed = [deletion_entry(reference_parts, f"{table}/{n}", 0) for n in gone]
+                feed.extend(change_entry(reference_parts, r, 0) for r in part_rows)
+                feed.append(change_entry(reference_tables, info_row, 0))
+                self._append_feed(conn, feed)
         return ReferenceInfo(table=table, key_column=key_column, columns=list(columns), rows=rows,
                              parts=len(parts), revision=info_row["revision"], loaded_at=info_row["loaded_at"])
 

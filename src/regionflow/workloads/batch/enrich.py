@@ -28,9 +28,11 @@ class ReferenceIndex:
         missing = [f for f in [key, *fields] if f not in frame.columns]
         if missing:
             raise ValueError(f"reference table lacks column(s) {missing}")
-        table = (frame.select(pl.col(key).alias(KEY), *fields)
-                 .unique(subset=[KEY], keep="first", maintain_order=True)
-                 .with_columns(pl.lit(True).alias(FOUND)))
+        table = frame.select(pl.col(key).alias(KEY), *fields)
+        # (A loaded table's keys are unique already; checking is much cheaper than an order-keeping unique.)
+        if table.get_column(KEY).n_unique() != table.height:
+            table = table.unique(subset=[KEY], keep="first", maintain_order=True)
+        table = table.with_columns(pl.lit(True).alias(FOUND))
         return cls(table)
 
     @property

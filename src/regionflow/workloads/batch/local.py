@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from regionflow.errors import RegionflowError
-from regionflow.executor import LocalExecutor
+from regionflow.executor import Executor, LocalExecutor, ThreadExecutor
 from regionflow.notify import OutboxNotifier, open_notifier
 from regionflow.state import open_state_store
 from regionflow.state.base import JobRecord, JobStatus, StateStore
@@ -30,6 +30,7 @@ from regionflow.workloads.batch.reference import load_reference_table
 
 LOCAL_REGION = "local"
 LOCAL_LINK_BASE = "http://127.0.0.1:8700"
+EXECUTORS = ("threads", "processes")
 
 
 @dataclass
@@ -99,6 +100,7 @@ def process_file(
     rejects_path: Path | None = None,
     chunk_rows: int | None = None,
     workers: int = 2,
+    executor: str = "threads",
     state_dir: Path | None = None,
     notifier_url: str | None = None,
     progress: ProgressHook | None = None,
@@ -106,8 +108,11 @@ def process_file(
     """Process one file end to end on an embedded store and copy the output (and rejects) out.
 
     With state_dir the store persists there, and running the same command again resumes the same
-    job where it stopped (the input is identified by its content).
+    job where it stopped (the input is identified by its content). executor: "threads" (the default:
+    no interpreters to start) or "processes" (each chunk isolated in a worker process).
     """
+    if executor not in EXECUTORS:
+        raise RegionflowError(f"executor {executor!r}: expected one of {', '.join(EXECUTORS)}")
     if not input_path.is_file():
         raise RegionflowError(f"{input_path}: no such file")
     if pipeline.enrichment is not None and reference_path is None:
@@ -116,17 +121,16 @@ def process_file(
     with _workdir(state_dir, out_path.parent) as workdir:
         bucket = workdir / "bucket"
         objects = FileObjectStore(bucket)
-        state = open_state_store(f"sqlite:///{workdir / 'state.db'}", LOCAL_REGION)
-        executor = LocalExecutor(workers, preload=("regionflow.workloads.batch.worker",))
-        executor.warm_up()
+        state = open_state_store(f"sqlite:///{workdir / 'state.db'}", LOCAL_REGION, feed=False)
+        pool = _executor(executor, workers)
         background = ThreadPoolExecutor(1, thread_name_prefix="reference")
         try:
-            # The reference table loads while the input is stored (both mostly I/O and polars, which let
-            # go of the GIL); the job starts once both are done.
+            # The reference table loads while the input is stored and split (both mostly I/O and polars,
+            # which let go of the GIL); the chunks start once both are done.
             reference_loaded = background.submit(_load_reference, state, workdir, pipeline, reference_path)
             key = f"{INPUT_PREFIX}{input_path.name}"
             orchestrator = Orchestrator(
-                objects=objects, store_url=f"file://{bucket}", state=state, executor=executor,
+                objects=objects, store_url=f"file://{bucket}", state=state, executor=pool,
                 notifier=open_notifier(notifier_url) if notifier_url else OutboxNotifier(workdir / "outbox"),
                 pipeline=pipeline, region=LOCAL_REGION, events=FixedOwner(LOCAL_REGION, progress=progress),
                 signing_key=_signing_key(workdir), link_base=LOCAL_LINK_BASE, cache_dir=workdir / "cache",
@@ -146,10 +150,11 @@ def process_file(
                 if existing is None or existing.etag != input_digest:
                     with input_path.open("rb") as fh:
                         objects.put(key, fh, content_type="text/csv")
-                reference_loaded.result()
                 triggered = orchestrator.trigger(key)
                 assert triggered is not None  # the local region is always active
                 job_id = triggered
+                orchestrator.run_job(job_id, until=JobStatus.SPLIT)  # (the split needs no reference)
+                reference_loaded.result()
             job = orchestrator.run_job(job_id)
             chunks = len(state.list_chunks(job_id))
             output = rejects = None
@@ -164,8 +169,16 @@ def process_file(
                                   kept=state_dir is not None)
         finally:
             background.shutdown(wait=True)
-            executor.close()
+            pool.close()
             state.close()
+
+
+def _executor(kind: str, workers: int) -> Executor:
+    if kind == "threads":
+        return ThreadExecutor(workers)
+    processes = LocalExecutor(workers, preload=("regionflow.workloads.batch.worker",))
+    processes.warm_up()
+    return processes
 
 
 def _load_reference(state: StateStore, workdir: Path, pipeline: Pipeline, reference_path: Path | None) -> None:

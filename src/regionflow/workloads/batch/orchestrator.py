@@ -141,8 +141,9 @@ class Orchestrator:
         return job.job_id
 
     # -- driving -----------------------------------------------------------------------------------
-    def run_job(self, job_id: str) -> JobRecord:
-        """Drive the job until it is COMPLETED or FAILED. Raises FencedOut if another owner took it."""
+    def run_job(self, job_id: str, *, until: JobStatus | None = None) -> JobRecord:
+        """Drive the job until it is COMPLETED or FAILED (or has reached `until`: a caller that has more to
+        prepare before the chunks run splits first). Raises FencedOut if another owner took it."""
         steps = {
             JobStatus.INITIALIZED: self._split,
             JobStatus.SPLIT: self._process,
@@ -152,7 +153,7 @@ class Orchestrator:
         }
         while True:
             job = self._job(job_id)
-            if job.status in TERMINAL_STATUSES:
+            if job.status in TERMINAL_STATUSES or job.status == until:
                 return job
             self._fence(job)
             steps[JobStatus(job.status)](job)

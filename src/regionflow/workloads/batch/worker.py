@@ -43,7 +43,8 @@ class ChunkResult:
     rejects: list[tuple[int, str, str]] = field(default_factory=list)
 
 
-# Per-process caches: a worker handles many chunks of the same job.
+# Per-process caches: a worker handles many chunks of the same job. Threads of one process share them
+# (ThreadExecutor): a miss seen by two threads at once builds twice, and each keeps what it built.
 _stores: dict[str, ObjectStore] = {}
 _plans: dict[str, tuple[ChunkPlan, CompiledPlan]] = {}
 _references: dict[str, ReferenceIndex] = {}
@@ -61,10 +62,12 @@ def _cached_plan(task: ChunkTask) -> CompiledPlan:
 def _cached_reference(path: str | None) -> ReferenceIndex | None:
     if path is None:
         return None
-    if path not in _references:
+    index = _references.get(path)
+    if index is None:
+        index = ReferenceIndex.load(path)
         _references.clear()
-        _references[path] = ReferenceIndex.load(path)
-    return _references[path]
+        _references[path] = index
+    return index
 
 
 def run_chunk_task(task: ChunkTask) -> ChunkResult:
