@@ -22,15 +22,15 @@ class ReferenceIndex:
         self.table = table  # KEY (unique), the enrichment fields, FOUND (always true)
 
     @classmethod
-    def build(cls, frame: pl.DataFrame, key: str, fields: list[str]) -> ReferenceIndex:
+    def build(cls, frame: pl.DataFrame, key: str, fields: list[str], *, keys_unique: bool = False) -> ReferenceIndex:
         """Index a reference table (text columns) on key, keeping only the enrichment fields; the first
-        row of a repeated key wins."""
+        row of a repeated key wins. keys_unique: the caller has made the keys unique (read_reference_csv)."""
         missing = [f for f in [key, *fields] if f not in frame.columns]
         if missing:
             raise ValueError(f"reference table lacks column(s) {missing}")
         table = frame.select(pl.col(key).alias(KEY), *fields)
         # (A loaded table's keys are unique already; checking is much cheaper than an order-keeping unique.)
-        if table.get_column(KEY).n_unique() != table.height:
+        if not keys_unique and table.get_column(KEY).n_unique() != table.height:
             table = table.unique(subset=[KEY], keep="first", maintain_order=True)
         table = table.with_columns(pl.lit(True).alias(FOUND))
         return cls(table)

@@ -20,13 +20,13 @@ from regionflow.errors import RegionflowError
 from regionflow.executor import Executor, LocalExecutor, ThreadExecutor
 from regionflow.notify import OutboxNotifier, open_notifier
 from regionflow.state import open_state_store
-from regionflow.state.base import JobRecord, JobStatus, StateStore
+from regionflow.state.base import JobRecord, JobStatus
 from regionflow.storage.file import FileObjectStore
 from regionflow.workloads.batch.enrich import ReferenceIndex
 from regionflow.workloads.batch.events import FixedOwner, ProgressHook
 from regionflow.workloads.batch.orchestrator import INPUT_PREFIX, Orchestrator, reference_cache_base
 from regionflow.workloads.batch.pipeline import Pipeline
-from regionflow.workloads.batch.reference import load_reference_table
+from regionflow.workloads.batch.reference import read_reference_csv
 
 LOCAL_REGION = "local"
 LOCAL_LINK_BASE = "http://127.0.0.1:8700"
@@ -125,9 +125,10 @@ def process_file(
         pool = _executor(executor, workers)
         background = ThreadPoolExecutor(1, thread_name_prefix="reference")
         try:
-            # The reference table loads while the input is stored and split (both mostly I/O and polars,
-            # which let go of the GIL); the chunks start once both are done.
-            reference_loaded = background.submit(_load_reference, state, workdir, pipeline, reference_path)
+            # The reference table is indexed while the input is stored and split (both mostly I/O and
+            # polars, which let go of the GIL); the chunks start once both are done.
+            reference_indexed = background.submit(_index_reference, workdir, pipeline, reference_path,
+                                                  kept=state_dir is not None)
             key = f"{INPUT_PREFIX}{input_path.name}"
             orchestrator = Orchestrator(
                 objects=objects, store_url=f"file://{bucket}", state=state, executor=pool,
@@ -143,7 +144,6 @@ def process_file(
             earlier = next((j for j in state.list_jobs() if j.input_key == key and j.input_etag == input_digest
                             and j.status != JobStatus.FAILED), None) if input_digest is not None else None
             if earlier is not None:
-                reference_loaded.result()
                 job_id = earlier.job_id
             else:
                 existing = objects.head(key) if input_digest is not None else None
@@ -154,7 +154,7 @@ def process_file(
                 assert triggered is not None  # the local region is always active
                 job_id = triggered
                 orchestrator.run_job(job_id, until=JobStatus.SPLIT)  # (the split needs no reference)
-                reference_loaded.result()
+            orchestrator.reference_index = reference_indexed.result()
             job = orchestrator.run_job(job_id)
             chunks = len(state.list_chunks(job_id))
             output = rejects = None
@@ -181,21 +181,22 @@ def _executor(kind: str, workers: int) -> Executor:
     return processes
 
 
-def _load_reference(state: StateStore, workdir: Path, pipeline: Pipeline, reference_path: Path | None) -> None:
-    """Load the enrichment table into the store and index it, unless the same file is loaded already."""
+def _index_reference(workdir: Path, pipeline: Pipeline, reference_path: Path | None, *, kept: bool) -> str | None:
+    """Index the enrichment table from the file given; the index's base path.
+
+    The run's reference is the file on its command line, so it is not loaded into the state store (where
+    a region keeps its tables to replicate them): indexing it is all the chunks need. A kept store
+    (--state-dir) names the index by the file's content, so a rerun with the same file reuses it.
+    """
     enrichment = pipeline.enrichment
     if enrichment is None or reference_path is None:
-        return
-    info = state.reference_info(enrichment.table)
-    marker = workdir / f"reference-{enrichment.table}.sha256"
-    digest = _sha256_file(reference_path)
-    if info is not None and marker.exists() and marker.read_text() == digest:
-        return
-    loaded = load_reference_table(state, enrichment.table, reference_path, enrichment.reference_key)
-    # Indexed now, from the frame in hand, rather than read back out of the state store.
-    ReferenceIndex.build(loaded.frame, enrichment.reference_key, enrichment.fields).save(
-        reference_cache_base(workdir / "cache", enrichment.table, loaded.info.revision, enrichment.reference_key))
-    marker.write_text(digest)
+        return None
+    version = _sha256_file(reference_path)[:16] if kept else "run"
+    base = reference_cache_base(workdir / "cache", enrichment.table, version, enrichment.reference_key)
+    if not ReferenceIndex.exists(base):
+        frame, _, _ = read_reference_csv(reference_path, enrichment.reference_key)
+        ReferenceIndex.build(frame, enrichment.reference_key, enrichment.fields, keys_unique=True).save(base)
+    return str(base)
 
 
 def _copy_out(objects: FileObjectStore, key: str, dest: Path, *, link: bool) -> None:

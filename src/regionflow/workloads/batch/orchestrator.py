@@ -71,8 +71,9 @@ def input_source(objects: ObjectStore, job: JobRecord) -> str | None:
     return None
 
 
-def reference_cache_base(cache_dir: Path, table: str, revision: int, key: str) -> Path:
-    """Where the index of a reference table's revision is cached (the name carries the index format)."""
+def reference_cache_base(cache_dir: Path, table: str, revision: int | str, key: str) -> Path:
+    """Where the index of a reference table's revision is cached (the name carries the index format).
+    revision: the table's revision in the state store, or the digest of the file a run indexed itself."""
     return cache_dir / f"ref-{table}-r{revision}-{key}-arrow2"
 
 
@@ -108,6 +109,9 @@ class Orchestrator:
     store_options: dict[str, str | None] = field(default_factory=dict)
     # Workers honour storage faults injected into the region (chaos experiments) through this file.
     fault_file: str | None = None
+    # The enrichment index a caller built from the file it was given (`regionflow process`); None: the
+    # state store's table, indexed once per revision.
+    reference_index: str | None = None
     skipped: int = field(default=0, init=False)
 
     # -- trigger ---------------------------------------------------------------------------------
@@ -344,6 +348,8 @@ class Orchestrator:
         enrichment = self.pipeline.enrichment
         if enrichment is None:
             return None
+        if self.reference_index is not None:
+            return self.reference_index
         info = self.state.reference_info(enrichment.table)
         if info is None:
             raise RegionflowError(
