@@ -19,7 +19,8 @@ import pytest
 
 from regionflow.servers.runner import start_server, stop_server, wait_servers_healthy
 from regionflow.servers.seaweedfs import SeaweedFS
-from regionflow.storage.s3 import S3ObjectStore, make_client
+from regionflow.storage.s3 import S3ObjectStore
+from regionflow.storage.s3_client import make_client
 
 ACCESS_KEY = "rf-test-access"
 SECRET_KEY = "rf-test-secret-" + uuid.uuid4().hex

@@ -1,7 +1,7 @@
 """Contract tests for the RoutingControl port; every adapter runs them (ADAPTERS, URL_FACTORIES).
 
 "etcd" runs against the session's shared 3-member cluster (etcdkit.etcd_shared), under a fresh key per
-test. "guarded-<kind>" runs the contract over the fault-injection wrapper (chaos.faults.GuardedControl)
+test. "guarded-<kind>" runs the contract over the fault-injection wrapper (chaos.guards.GuardedControl)
 around that kind of adapter, with no fault active: it must behave exactly like the control it wraps.
 etcd failures (members killed, quorum lost) are in test_control_etcd.py.
 """
@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from regionflow.chaos.faults import FaultRegistry, GuardedControl
+from regionflow.chaos.faults import FaultRegistry
+from regionflow.chaos.guards import GuardedControl
 from regionflow.control import CachedControl, ControlNotInitialized, ControlState, RoutingControl, open_control
 from regionflow.errors import ConfigError, ControlUnavailable, StaleEpoch
 

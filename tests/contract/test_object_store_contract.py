@@ -2,7 +2,7 @@
 tests/seaweedkit.py, a fresh bucket per test).
 
 Tests that look at the directory layout (escapes, temp files) take `file_store` instead. "guarded-file"
-runs the contract over the fault-injection wrapper (chaos.faults.GuardedObjectStore) with no fault
+runs the contract over the fault-injection wrapper (chaos.guards.GuardedObjectStore) with no fault
 active: it must behave exactly like its store.
 """
 
@@ -19,7 +19,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from regionflow.chaos.faults import FaultRegistry, GuardedObjectStore
+from regionflow.chaos.faults import FaultRegistry
+from regionflow.chaos.guards import GuardedObjectStore
 from regionflow.errors import InvalidKey, ObjectNotFound
 from regionflow.storage import ObjectStore
 from regionflow.storage.file import FileObjectStore
@@ -320,6 +321,45 @@ def test_read_range_gives_those_bytes_and_the_version_they_came_from(store: Obje
         store.read_range("r", -1, 10)
 
 
+def test_compose_stores_the_head_then_the_parts_in_order(store: ObjectStore) -> None:
+    big = os.urandom(9 * MiB + 5)  # over one S3 part, and many copy blocks
+    store.put("p/0", b"a,1\n")
+    store.put("p/1", b"")
+    store.put("p/2", big)
+    store.put("p/3", b"b,2\n")
+    old = store.put("out", b"previous")
+    info = store.compose("out", ["p/0", "p/1", "p/2", "p/3", "p/0"], head=b"k,v\n", content_type="text/csv",
+                         metadata={"rows": "3"})
+    expected = b"k,v\n" + b"a,1\n" + big + b"b,2\n" + b"a,1\n"
+    assert store.get("out") == expected
+    assert (info.etag, info.size, info.content_type, info.metadata) == (sha256(expected), len(expected), "text/csv",
+                                                                         {"rows": "3"})
+    assert store.head("out") == info and info.version_id != old.version_id
+    assert store.get("p/2") == big  # the parts are left as they were
+    assert store.compose("head-only", [], head=b"h\n").etag == sha256(b"h\n")
+    assert store.get("head-only") == b"h\n"
+    assert store.compose("empty", []).size == 0 and store.get("empty") == b""
+
+
+def test_compose_takes_parts_as_they_come_and_refuses_a_missing_one(store: ObjectStore) -> None:
+    store.put("p/0", b"x")
+    before = store.put("out", b"previous")
+    taken: list[str] = []
+
+    def parts() -> Iterator[str]:
+        for key in ["p/0", "p/absent", "p/0"]:
+            taken.append(key)
+            yield key
+
+    with pytest.raises(ObjectNotFound):
+        store.compose("out", parts(), head=b"h")
+    assert taken == ["p/0", "p/absent"]  # read one by one: a caller's generator runs between parts
+    assert store.get("out") == b"previous" and store.head("out") == before
+    with pytest.raises(ObjectNotFound):
+        store.compose("fresh", ["p/absent"])
+    assert store.head("fresh") is None
+
+
 # ---------------------------------------------------------------------------------------------- keys
 
 BAD_KEYS = ["", "/etc/passwd", "../x", "a/../../x", "a//b", "a/./b", "a\\b", "C:/x", "a\x00b", "x/",
@@ -348,6 +388,10 @@ def test_invalid_keys_are_refused(store: ObjectStore, tmp_path: Path, key: str) 
     store.put("ok", b"fine")
     with pytest.raises(InvalidKey):
         store.copy("ok", key)
+    with pytest.raises(InvalidKey):
+        store.compose(key, ["ok"])
+    with pytest.raises(InvalidKey):
+        store.compose("ok2", ["ok", key])
     store.delete("ok")
     assert list(store.list()) == []
     after = set(os.listdir(tmp_path.parent)), _tree(tmp_path)
@@ -485,6 +529,8 @@ def test_failed_put_leaves_no_temp_files(file_store: FileObjectStore) -> None:
         file_store.put("k", _failing_stream())
     with pytest.raises(TypeError):
         file_store.put("k", "a str is not bytes")  # type: ignore[arg-type]
+    with pytest.raises(ObjectNotFound):
+        file_store.compose("k", ["k", "absent"], head=b"h")
     assert file_store.get("k") == b"previous"
     assert list((file_store.root / "tmp").iterdir()) == []
 

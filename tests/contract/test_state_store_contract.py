@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 from statekit import complete, make_chunks, make_job, make_rejects
 
-from regionflow.chaos.faults import FaultRegistry, GuardedStateStore
+from regionflow.chaos.faults import FaultRegistry
+from regionflow.chaos.guards import GuardedStateStore
 from regionflow.errors import ConfigError, FencedOut, RegionflowError
 from regionflow.state import (
     Change,

@@ -11,12 +11,8 @@ from typing import Any
 
 import pytest
 
-from regionflow.chaos.faults import (
-    KINDS,
-    Fault,
-    FaultInjected,
-    FaultKind,
-    FaultRegistry,
+from regionflow.chaos.faults import KINDS, Fault, FaultInjected, FaultKind, FaultRegistry
+from regionflow.chaos.guards import (
     GuardedControl,
     GuardedObjectStore,
     GuardedStateStore,
@@ -76,6 +72,7 @@ OBJECT_CALLS: dict[str, Callable[[ObjectStore], Any]] = {
     "scan": lambda s: s.scan(""),
     "adopt": lambda s: s.adopt("k"),
     "read_range": lambda s: s.read_range("k", 0, 10),
+    "compose": lambda s: s.compose("k", ["k"], head=b"h"),
 }
 
 

@@ -13,7 +13,7 @@ from regionflow.errors import ConfigError
 def s3_endpoints(config: Config) -> dict[str, str]:
     """{region: S3 endpoint} when every region's store is a bucket named like the access point's on an S3
     endpoint (the access point then passes S3 requests through unchanged); ConfigError saying why not."""
-    from regionflow.storage.s3 import parse_s3_url
+    from regionflow.storage.s3_client import parse_s3_url
 
     endpoints: dict[str, str] = {}
     for rc in config.regions:

@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from regionflow.api.client import ApiClient
-from regionflow.chaos.faults import FaultRegistry, guard_control, guard_objects, guard_state
+from regionflow.chaos.faults import FaultRegistry
+from regionflow.chaos.guards import guard_control, guard_objects, guard_state
 from regionflow.config import Config, load_secrets
 from regionflow.control import CachedControl, open_control
 from regionflow.errors import RegionflowError

@@ -38,6 +38,13 @@ class FeedingObjectStore:
         self.record(info)
         return info
 
+    def compose(self, key: str, parts: Iterable[str], *, head: bytes = b"",
+                content_type: str = "application/octet-stream", metadata: dict[str, str] | None = None,
+                ) -> ObjectInfo:
+        info = self.inner.compose(key, parts, head=head, content_type=content_type, metadata=metadata)
+        self.record(info)
+        return info
+
     def delete(self, key: str) -> bool:
         existed = self.inner.delete(key)
         if existed:

@@ -116,7 +116,7 @@ class SeaweedFS(ManagedServer):
         # One client per timeout, made once (a boto3 client costs tens of ms); one attempt per call,
         # because probe() is polled and provision() runs only after a probe passed.
         if timeout not in self._clients:
-            from regionflow.storage.s3 import make_client
+            from regionflow.storage.s3_client import make_client
 
             self._clients[timeout] = make_client(self.endpoint, self.access_key, self.secret_key,
                                                  connect_timeout=min(timeout, 1.0), read_timeout=timeout,

@@ -22,7 +22,8 @@ def open_object_store(url: str, *, access_key: str | None = None, secret_key: st
 
         return FileObjectStore(url[len("file://") :])
     if url.startswith("s3://"):
-        from regionflow.storage.s3 import S3ObjectStore, parse_s3_url
+        from regionflow.storage.s3 import S3ObjectStore
+        from regionflow.storage.s3_client import parse_s3_url
 
         bucket, endpoint, region = parse_s3_url(url)
         return S3ObjectStore(bucket, endpoint=endpoint, region=region, access_key=access_key, secret_key=secret_key)

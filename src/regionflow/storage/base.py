@@ -110,6 +110,15 @@ class ObjectStore(Protocol):
         """Copy src to dst (a new version at dst); raise ObjectNotFound when src is absent."""
         ...
 
+    def compose(self, key: str, parts: Iterable[str], *, head: bytes = b"",
+                content_type: str = "application/octet-stream", metadata: dict[str, str] | None = None,
+                ) -> ObjectInfo:
+        """Store at key, atomically and as a new version, head followed by the bytes of each object in
+        parts, in order (the version current when it is reached): what a merge writes. The store copies
+        without passing the bytes through the caller where it can (the directory store in the kernel).
+        ObjectNotFound when a part is absent (nothing is stored then)."""
+        ...
+
     def delete(self, key: str) -> bool:
         """Remove the object; True if it existed. Deleting an absent key is not an error."""
         ...
@@ -126,3 +135,16 @@ class ObjectStore(Protocol):
         bytes, the time and the writer's metadata are kept; an object replaced while it is adopted is left
         to the next call. An object regionflow wrote comes back as head() gives it; None when absent."""
         ...
+
+
+def compose_by_streaming(store: ObjectStore, key: str, parts: Iterable[str], *, head: bytes,
+                         content_type: str, metadata: dict[str, str] | None) -> ObjectInfo:
+    """ObjectStore.compose for a store that can only put: the parts are read and written back in blocks."""
+
+    def blocks() -> Iterator[bytes]:
+        yield head
+        for part in parts:
+            with store.open(part) as fh:
+                yield from data_blocks(fh)
+
+    return store.put(key, blocks(), content_type=content_type, metadata=metadata)

@@ -38,21 +38,20 @@ import io
 import json
 import re
 import tempfile
-import threading
 import time
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, BinaryIO
-from urllib.parse import parse_qs, urlsplit
 
-from regionflow.errors import ConfigError, InvalidKey, ObjectNotFound, StoreUnavailable
+from regionflow.errors import InvalidKey, ObjectNotFound, StoreUnavailable
 from regionflow.ids import new_version_id
-from regionflow.storage.base import ObjectInfo, data_blocks, validate_key
+from regionflow.storage.base import ObjectInfo, compose_by_streaming, data_blocks, validate_key
+from regionflow.storage.s3_client import make_client
 
 if TYPE_CHECKING:
-    from mypy_boto3_s3 import S3Client
+    pass
 
-__all__ = ["PART_SIZE", "S3ObjectStore", "make_client", "parse_s3_url"]
+__all__ = ["PART_SIZE", "S3ObjectStore"]
 
 PART_SIZE = 8 << 20  # the multipart threshold and part size
 _MAX_PARTS = 9000  # S3 allows 10000; a margin for rounding
@@ -63,49 +62,8 @@ _LIST_HEADS = 8  # heads in flight while listing
 # Headers of an object an S3 client may have set that an in-place metadata rewrite must carry over.
 _KEPT_HEADERS = ("CacheControl", "ContentDisposition", "ContentEncoding", "ContentLanguage", "Expires")
 _PLAIN_KEY = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
-_session: Any = None
-_session_lock = threading.Lock()
 _NOT_FOUND = ("404", "NoSuchKey", "NotFound")
 _DENIED = ("403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidSecurity")
-
-
-def make_client(endpoint: str | None, access_key: str | None, secret_key: str | None, *,
-                region: str = "us-east-1", connect_timeout: float = 1.0, read_timeout: float = 5.0,
-                attempts: int = 2, pool: int = 32) -> S3Client:
-    """A boto3 S3 client for endpoint (None: AWS): path-style addressing, SigV4, short timeouts.
-
-    With access_key None, boto3's default credential chain applies (environment, profile, role)."""
-    from botocore.config import Config
-
-    config = Config(region_name=region, signature_version="s3v4", s3={"addressing_style": "path"},
-                    connect_timeout=connect_timeout, read_timeout=read_timeout, max_pool_connections=pool,
-                    retries={"total_max_attempts": attempts, "mode": "standard"})
-    global _session
-    # One session for the process: it loads the S3 service model once (a fresh one costs ~0.2 s per
-    # client). Making clients from a session is not thread-safe, using them is.
-    with _session_lock:
-        if _session is None:
-            import boto3
-
-            _session = boto3.session.Session()
-        return _session.client("s3", endpoint_url=endpoint, aws_access_key_id=access_key,
-                               aws_secret_access_key=secret_key, config=config)
-
-
-def parse_s3_url(url: str) -> tuple[str, str | None, str]:
-    """(bucket, endpoint or None, region) of ``s3://BUCKET?endpoint=http://host:port&region=us-east-1``."""
-    parts = urlsplit(url)
-    query = parse_qs(parts.query, keep_blank_values=True)
-    unknown = sorted(set(query) - {"endpoint", "region"})
-    if parts.scheme != "s3" or parts.path not in ("", "/") or unknown or any(len(v) > 1 for v in query.values()):
-        raise ConfigError(f"object store url {url!r}: expected s3://BUCKET[?endpoint=URL][&region=NAME]")
-    bucket = parts.netloc
-    if not 3 <= len(bucket) <= 63 or not all(c.islower() or c.isdigit() or c in ".-" for c in bucket):
-        raise ConfigError(f"object store url {url!r}: bucket names are 3-63 lower-case letters, digits, '.', '-'")
-    endpoint = query.get("endpoint", [None])[0]
-    if endpoint is not None and not endpoint.startswith(("http://", "https://")):
-        raise ConfigError(f"object store url {url!r}: endpoint must be an http:// or https:// URL")
-    return bucket, endpoint, query.get("region", ["us-east-1"])[0]
 
 
 def _code(exc: Exception) -> str:
@@ -398,8 +356,9 @@ class S3ObjectStore:
     def adopt(self, key: str) -> ObjectInfo | None:
         """The object's info; an object written around regionflow (no rf-sha256) first gets regionflow's
         metadata by a copy onto itself, conditional on its S3 ETag, so that an object replaced meanwhile
-        is not overwritten with the one that was hashed. The bytes, Last-Modified (and so S3's ETag) and
-        the writer's metadata and content headers stay as they were."""
+        is not overwritten with the one that was hashed. The bytes (and so S3's ETag), the writer's time
+        (as regionflow's; the store may stamp the copy's Last-Modified anew), metadata and content headers
+        stay as they were."""
         _check_key(key)
         for _ in range(5):
             answer = self._head(key)
@@ -439,7 +398,14 @@ class S3ObjectStore:
                 digest.update(block)
         return digest.hexdigest()
 
-    # -- copy / delete -----------------------------------------------------------------------------------
+    # -- copy / compose / delete -------------------------------------------------------------------------
+    def compose(self, key: str, parts: Iterable[str], *, head: bytes = b"",
+                content_type: str = "application/octet-stream", metadata: dict[str, str] | None = None,
+                ) -> ObjectInfo:
+        """head and then the parts' bytes at key, read and uploaded again: the sha256 (the etag) needs every
+        byte, so a server-side UploadPartCopy would not spare the read."""
+        return compose_by_streaming(self, key, parts, head=head, content_type=content_type, metadata=metadata)
+
     def copy(self, src: str, dst: str, *, metadata: dict[str, str] | None = None) -> ObjectInfo:
         """Copy src to dst server-side (a new version at dst, same content type); raise ObjectNotFound when
         src is absent. The user metadata is src's unless metadata is given."""

@@ -367,12 +367,11 @@ class Orchestrator:
         csv.writer(header, delimiter=self.pipeline.csv.delimiter, quotechar=self.pipeline.csv.quote,
                    lineterminator="\n").writerow(self.pipeline.output_header)
 
-        def body() -> Iterator[bytes]:
-            yield header.getvalue().encode("utf-8")
+        def parts() -> Iterator[str]:
             for i, chunk in enumerate(chunks):
                 if i == len(chunks) // 2:
                     crash_point("merge:midway")
-                yield self.objects.get(chunk.out_key or "")
+                yield chunk.out_key or ""
 
         rows_ok = sum(c.rows_ok or 0 for c in chunks)
         rows_rejected = sum(c.rows_rejected or 0 for c in chunks)
@@ -382,8 +381,10 @@ class Orchestrator:
             return
         self._fence(job)
         output_key = f"{OUTPUT_PREFIX}{self._name(job)}"
-        info = self.objects.put(output_key, body(), content_type="text/csv",
-                                metadata={"job": job.job_id, "rows": str(rows_ok)})
+        # Composed by the store (the directory store copies in the kernel): the chunk outputs are not read
+        # back into this process.
+        info = self.objects.compose(output_key, parts(), head=header.getvalue().encode("utf-8"),
+                                    content_type="text/csv", metadata={"job": job.job_id, "rows": str(rows_ok)})
         crash_point("merge:written")
         self.state.transition_job(job.job_id, epoch=job.owner_epoch, from_status=JobStatus.PROCESSING,
                                   to_status=JobStatus.MERGED, output_key=output_key, output_etag=info.etag,

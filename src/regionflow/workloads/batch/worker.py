@@ -76,7 +76,8 @@ def run_chunk_task(task: ChunkTask) -> ChunkResult:
     if store is None:
         store = open_object_store(task.store_url, **task.store_options)
         if task.fault_file:
-            from regionflow.chaos.faults import FaultRegistry, guard_objects
+            from regionflow.chaos.faults import FaultRegistry
+            from regionflow.chaos.guards import guard_objects
 
             store = guard_objects(store, FaultRegistry(task.fault_file))
         _stores[task.store_url] = store
