@@ -7,7 +7,6 @@ from typing import Annotated, Any
 
 import typer
 
-from regionflow.api import fleet
 from regionflow.cli.output import DEFAULT_CONFIG, ConfigOpt, JsonOpt, call, client, emit, fail, fleet_config, out
 
 fault_app = typer.Typer(no_args_is_help=True, help="Inject faults into a region (reverted automatically).")
@@ -53,6 +52,8 @@ def _print_faults(rows: list[dict[str, Any]]) -> None:
 @fault_app.command("list")
 def fault_list(config: ConfigOpt = DEFAULT_CONFIG, as_json: JsonOpt = False) -> None:
     """Active faults of every reachable region."""
+    from regionflow.api import fleet
+
     emit(fleet.all_faults(fleet_config(config)), as_json, _print_faults)
 
 

@@ -10,7 +10,6 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from regionflow.api import fleet
 from regionflow.cli.output import (
     DEFAULT_CONFIG,
     ConfigOpt,
@@ -155,6 +154,8 @@ def outbox(
 ) -> None:
     """Notifications: one per job, with the regions that recorded it (records are replicated); a duplicate
     send or a lagging replica shows as the records disagreeing."""
+    from regionflow.api import fleet
+
     rows, unreachable = fleet.all_notifications(fleet_config(config))
     if records:
         def render_records(_: object) -> None:

@@ -11,7 +11,6 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from regionflow.api import fleet
 from regionflow.cli.output import (
     DEFAULT_CONFIG,
     ConfigOpt,
@@ -71,6 +70,8 @@ def print_execution(record: dict[str, Any]) -> None:
 
 
 def _run_plan(config: Path, plan_file: str, target: str, practice: bool, as_json: bool, timeout: float) -> None:
+    from regionflow.api import fleet
+
     cfg = load_config(config)
     call(lambda: cfg.region(target))
     with_secrets(cfg)
@@ -168,6 +169,8 @@ def plan_validate(
 def plan_approve(execution_id: Annotated[str, typer.Argument()], config: ConfigOpt = DEFAULT_CONFIG,
                  region: RegionOpt = None, as_json: JsonOpt = False) -> None:
     """Approve a manual_approval step of a running execution."""
+    from regionflow.api import fleet
+
     cfg = load_config(config)
     check_region(cfg, region)
     with_secrets(cfg)
@@ -178,6 +181,7 @@ def plan_approve(execution_id: Annotated[str, typer.Argument()], config: ConfigO
 @plan_app.command("executions")
 def plan_executions(config: ConfigOpt = DEFAULT_CONFIG, as_json: JsonOpt = False) -> None:
     """Every recorded region-switch execution, newest first."""
+    from regionflow.api import fleet
 
     def render(rows: list[dict[str, Any]]) -> None:
         table = Table(title="plan executions")
@@ -196,6 +200,8 @@ def plan_executions(config: ConfigOpt = DEFAULT_CONFIG, as_json: JsonOpt = False
 def plan_show(execution_id: Annotated[str, typer.Argument()], config: ConfigOpt = DEFAULT_CONFIG,
               as_json: JsonOpt = False) -> None:
     """One execution: steps with start, end, status and output; RTO; missing-objects report."""
+    from regionflow.api import fleet
+
     match = [r for r in fleet.all_executions(fleet_config(config)) if r["execution_id"] == execution_id]
     if not match:
         fail(f"no execution {execution_id}", code=1)
@@ -205,6 +211,7 @@ def plan_show(execution_id: Annotated[str, typer.Argument()], config: ConfigOpt 
 @plan_app.command("triggers")
 def plan_triggers(config: ConfigOpt = DEFAULT_CONFIG, as_json: JsonOpt = False) -> None:
     """Each region's plan triggers: condition, whether it holds and since when, last evaluated, last fired."""
+    from regionflow.api import fleet
 
     def render(states: dict[str, dict[str, Any]]) -> None:
         table = Table(title="plan triggers (each evaluated by the region it activates)")
