@@ -7,8 +7,10 @@ between them (busy timeout, synchronous level, foreign keys) are parameters.
 
 from __future__ import annotations
 
+import threading
+import weakref
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any, Literal
 
 from sqlalchemy import Connection, Engine, create_engine, event
@@ -16,6 +18,11 @@ from sqlalchemy.engine import URL
 
 # The execution option write_transaction sets; the "begin" listener turns it into BEGIN IMMEDIATE.
 WRITE_OPTION = "regionflow_write"
+
+# One writer at a time per SQLite engine, queued in this process: threads waiting in SQLite's busy
+# handler instead sleep in growing steps (up to 100 ms) between tries, which with a few jobs writing side by
+# side cost more than the writes. Other processes still meet the busy timeout.
+_WRITERS: weakref.WeakKeyDictionary[Engine, threading.RLock] = weakref.WeakKeyDictionary()
 
 
 def sqlite_engine(url: URL, *, busy_timeout_ms: int, synchronous: Literal["NORMAL", "FULL"],
@@ -48,6 +55,7 @@ def sqlite_engine(url: URL, *, busy_timeout_ms: int, synchronous: Literal["NORMA
         write = conn.get_execution_options().get(WRITE_OPTION, False)
         conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
+    _WRITERS[engine] = threading.RLock()
     return engine
 
 
@@ -55,9 +63,11 @@ def sqlite_engine(url: URL, *, busy_timeout_ms: int, synchronous: Literal["NORMA
 def write_transaction(engine: Engine) -> Iterator[Connection]:
     """A connection in a write transaction, committed on exit (rolled back on an exception).
 
-    On a sqlite_engine it begins IMMEDIATE; other engines ignore the option and begin as usual.
+    On a sqlite_engine it begins IMMEDIATE, after the writers of this process before it; other engines
+    ignore the option and begin as usual.
     """
-    with engine.connect() as conn:
+    writers = _WRITERS.get(engine)
+    with writers if writers is not None else nullcontext(), engine.connect() as conn:
         conn.execution_options(**{WRITE_OPTION: True})
         with conn.begin():
             yield conn

@@ -425,7 +425,7 @@ def test_symlinked_directory_cannot_escape(file_store: FileObjectStore, outside:
     with pytest.raises(InvalidKey):
         file_store.copy("evil/x", "stolen")
     assert file_store.head("stolen") is None
-    assert [i.key for i in file_store.list()] == []
+    assert [i.key for i in file_store.list()] == [] and list(file_store.scan()) == []
     assert {p.name: p.read_bytes() for p in outside.iterdir()} == before
     assert not list((file_store.root / "tmp").iterdir())
 
@@ -463,6 +463,9 @@ def test_symlinked_object_file_cannot_escape(file_store: FileObjectStore, outsid
         file_store.put("link", b"overwrite")
     with pytest.raises((InvalidKey, ObjectNotFound)):
         file_store.get("link")
+    (file_store.root / "meta" / "link.json").symlink_to(outside / "target")
+    file_store.put("real", b"ok")
+    assert [key for key, _ in file_store.scan()] == ["real"]  # a symlinked sidecar is no object
     assert (outside / "target").read_bytes() == b"secret"
 
 

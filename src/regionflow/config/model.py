@@ -159,6 +159,8 @@ class RegionConfig(_Listener):
     objects: str  # file:///abs/dir or s3://bucket
     state: str  # sqlite:////abs/state.db or postgresql://...
     workers: int = Field(default=2, strict=True, ge=1)
+    # Jobs side by side, sharing the workers: a small file is mostly per-job steps (state writes, merge).
+    concurrent_jobs: int = Field(default=4, strict=True, ge=1)
     s3_endpoint: str | None = Field(default=None, min_length=1)  # http(s)://host:port of an s3:// store
     seaweedfs: SeaweedFSConfig | None = None
     postgres: PostgresServerConfig | None = None

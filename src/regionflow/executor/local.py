@@ -41,12 +41,16 @@ class LocalExecutor:
         self.workers = max(1, workers)
         self.preload = preload
         self._pool: ProcessPoolExecutor | None = None
+        # Several jobs may map at once (a region runs jobs side by side on one pool): the pool is made,
+        # and a broken one replaced, under this lock.
+        self._lock = threading.Lock()
 
     def _ensure_pool(self) -> ProcessPoolExecutor:
-        if self._pool is None:
-            self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
-                                             initializer=_start_worker, initargs=(os.getpid(), self.preload))
-        return self._pool
+        with self._lock:
+            if self._pool is None:
+                self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
+                                                 initializer=_start_worker, initargs=(os.getpid(), self.preload))
+            return self._pool
 
     def warm_up(self) -> None:
         """Start the worker processes now (they take a while to import), so the first chunks don't wait."""
@@ -65,7 +69,7 @@ class LocalExecutor:
                     yield item, exc
             return
         queue = iter(items)
-        running: dict[Future, T] = {}
+        running: dict[Future, tuple[T, ProcessPoolExecutor]] = {}
         limit = 2 * self.workers
         while True:
             broken = False
@@ -74,28 +78,32 @@ class LocalExecutor:
                     item = next(queue)
                 except StopIteration:
                     break
+                pool = self._ensure_pool()
                 try:
-                    running[self._ensure_pool().submit(fn, item)] = item
+                    running[pool.submit(fn, item)] = (item, pool)
                 except BrokenProcessPool as exc:
-                    self._discard_pool()
+                    self._discard_pool(pool)
                     yield item, exc
                     broken = True
             if not running:
                 return
             done, _ = wait(running, return_when=FIRST_COMPLETED)
             for fut in done:
-                item = running.pop(fut)
-                failure = fut.exception()
+                item, pool = running.pop(fut)
+                failure = BrokenProcessPool("the pool was replaced") if fut.cancelled() else fut.exception()
                 if isinstance(failure, BrokenProcessPool):
-                    self._discard_pool()
+                    self._discard_pool(pool)
                 yield item, (failure if failure is not None else fut.result())
 
-    def _discard_pool(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            self._pool = None
+    def _discard_pool(self, broken: ProcessPoolExecutor) -> None:
+        """Replace the pool if it is still the broken one (another caller may have replaced it already)."""
+        with self._lock:
+            if self._pool is broken:
+                self._pool = None
+        broken.shutdown(wait=False, cancel_futures=True)
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)

@@ -69,6 +69,7 @@ class Region:
         self.control = CachedControl(guard_control(open_control(config.control), self.faults), ttl=1.0)
         self.control.initialize(config.primary)
         self.executor = LocalExecutor(rc.workers, preload=("regionflow.workloads.batch.worker",))
+        self.concurrent_jobs = rc.concurrent_jobs
         self.batch = BatchService(name, self.objects, self.state, self.metrics.batch, self.owner)
         # One outbox for the whole stack, like one mail system: the job id dedupes across regions.
         notifier = (open_notifier(config.notifier) if config.notifier
@@ -153,7 +154,8 @@ class Region:
     def start(self) -> None:
         self.executor.warm_up()
         loops: list[tuple[Callable[[], None], str]] = [
-            (lambda: self.batch.run_jobs(self._stop), "jobs"), (self._sweep, "sweep"),
+            *((lambda: self.batch.run_jobs(self._stop), f"jobs-{i}") for i in range(self.concurrent_jobs)),
+            (self._sweep, "sweep"),
             (self._evaluate, "evaluate"), (lambda: self.fault_control.revert_expired(self._stop), "faults"),
             (lambda: self.uploads.recover_lagging(self._stop), "upload-sync"),
             (lambda: self.triggers.run(self._stop), "triggers")]

@@ -45,6 +45,14 @@ _AREAS = ("objects", "meta", "tmp")
 _MISSING = (FileNotFoundError, NotADirectoryError, IsADirectoryError)
 
 
+def _is_key(key: str) -> bool:
+    try:
+        validate_key(key)
+    except InvalidKey:
+        return False
+    return True
+
+
 def _may_hold(directory: str, prefix: str) -> bool:
     """Whether keys below directory (which ends with '/') can start with prefix."""
     return directory.startswith(prefix) or prefix.startswith(directory)
@@ -293,10 +301,31 @@ class FileObjectStore:
                 yield info
 
     def scan(self, prefix: str = "") -> Iterator[tuple[str, str]]:
-        """(key, fingerprint) of every object under prefix, in key order: the fingerprint is the version
-        id (only a put makes an object here, so every object has one)."""
-        for info in self.list(prefix):
-            yield info.key, info.version_id
+        """(key, fingerprint) of every object under prefix, in key order, from the directory entries alone
+        (a watcher scans every second; reading every sidecar made that grow with the bucket): the
+        fingerprint is the sidecar's inode, size and mtime, and every put renames a new sidecar into place."""
+        found: list[tuple[str, str]] = []
+        pending = [("", os.path.join(self.root, "meta"))]
+        while pending:
+            above, directory = pending.pop()
+            try:
+                entries = os.scandir(directory)
+            except _MISSING:
+                continue
+            with entries:
+                for entry in entries:
+                    if entry.is_dir(follow_symlinks=False):
+                        if _may_hold(f"{above}{entry.name}/", prefix):
+                            pending.append((f"{above}{entry.name}/", entry.path))
+                        continue
+                    key = above + entry.name[: -len(_META_SUFFIX)]
+                    # Only what a put makes: a sidecar file (no symlink) whose name is a key.
+                    if (not entry.name.endswith(_META_SUFFIX) or not key.startswith(prefix)
+                            or not entry.is_file(follow_symlinks=False) or not _is_key(key)):
+                        continue
+                    st = entry.stat(follow_symlinks=False)
+                    found.append((key, f"{st.st_ino}:{st.st_size}:{st.st_mtime_ns}"))
+        yield from sorted(found)
 
     def adopt(self, key: str) -> ObjectInfo | None:
         """head(key): a directory bucket holds only objects its puts made, each with its metadata."""

@@ -111,7 +111,8 @@ class BatchService:
             return bool(self._queued)
 
     def run_jobs(self, stop: threading.Event) -> None:
-        """Run queued jobs one at a time until stop is set."""
+        """Run queued jobs one at a time until stop is set (a region runs this on several threads: a job is
+        queued once, so each runs on one of them)."""
         while not stop.is_set():
             try:
                 job_id = self._queue.get(timeout=0.5)
