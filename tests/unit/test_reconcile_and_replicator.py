@@ -3,6 +3,7 @@ region (no processes, no network)."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 from typing import BinaryIO
@@ -236,3 +237,57 @@ def test_a_delete_is_not_applied_while_a_put_before_it_in_the_feed_has_not_arriv
     finally:
         rep.stop()
         state.close()
+
+
+class KindedSource(DyingSource):
+    """A source whose feed holds state rows too, each kind served to its own cursor."""
+
+    def __init__(self) -> None:
+        super().__init__(failing_key="")
+
+    def add_rows(self, changes: list[Change]) -> None:
+        for change in changes:
+            self.changes.append(dataclasses.replace(change, seq=len(self.changes) + 1))
+
+    def feed(self, since: int, limit: int, kind: str | None = None) -> tuple[list[Change], int]:
+        self._check()
+        wanted = [c for c in self.changes
+                  if c.seq > since and (kind is None or (c.table == "objects") == (kind == "objects"))]
+        return wanted[:limit], len(self.changes)
+
+
+def test_an_input_is_deleted_here_only_after_the_state_rows_before_its_delete(tmp_path):
+    # A job writes its rows, archives its input, then deletes it. Were the delete applied here ahead of the
+    # rows (the kinds replicate on two cursors), a region taking over would hold neither the input nor the
+    # job, and would forget the file.
+    source = KindedSource()
+    east_store = FileObjectStore(tmp_path / "east")
+    east = open_state_store(f"sqlite:///{tmp_path / 'east.db'}", EAST)
+    state = open_state_store(f"sqlite:///{tmp_path / 'west.db'}", WEST)
+    west_store = FileObjectStore(tmp_path / "west")
+    rep = Replicator(source, WEST, state, west_store, batch=10)
+    try:
+        source.put(east_store, "input/f.csv", b"a,b\n1,2\n")
+        assert rep.run_once() == 1 and west_store.head("input/f.csv") is not None  # the upload, replicated
+        job = JobRecord(job_id="job-f", input_key="input/f.csv", version_id="v1", input_etag="e", pipeline="p",
+                        owner_region=EAST, owner_epoch=1, created_at=time.time())
+        east.create_job(job)
+        source.add_rows(east.feed_since(0))
+        source.put(east_store, "archive/v1/f.csv", b"a,b\n1,2\n")
+        source.delete(east_store, "input/f.csv")
+        state.set_paused(rep.cursor("state"), True)  # the rows lag (paused here; a slow apply in life)
+        for _ in range(3):
+            rep.run_once()
+        assert west_store.head("archive/v1/f.csv") is not None  # the puts before the delete arrive
+        assert west_store.head("input/f.csv") is not None, "the delete overtook the job's rows"
+        assert state.get_job("job-f") is None and rep.checkpoint("objects") == 3
+        assert rep.run_once() == 0  # a pass that only waits for the rows reads nothing (no busy loop)
+        state.set_paused(rep.cursor("state"), False)
+        while rep.run_once():
+            pass
+        assert state.get_job("job-f") is not None and west_store.head("input/f.csv") is None
+        assert rep.caught_up_to(len(source.changes))
+    finally:
+        rep.stop()
+        state.close()
+        east.close()

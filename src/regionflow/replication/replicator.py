@@ -2,7 +2,11 @@
 one for objects and one for state rows, each stored here with its own pause flag: objects are copied
 (version ids kept), rows are applied with the checkpoint in the same transaction. Like object and table
 replication in the cloud, the two kinds may drift apart; reconcile and the orchestrator cope with a
-job whose objects have not arrived yet."""
+job whose objects have not arrived yet.
+
+One way they may not drift: an object is deleted here only once every state row before its delete in the
+feed is applied. A job archives and deletes its input after its rows are written; were the delete to
+overtake them, a region taking over would hold neither the input nor the job, and forget the file."""
 
 from __future__ import annotations
 
@@ -26,6 +30,7 @@ log = logging.getLogger("regionflow.replication")
 _SPOOL_BYTES = 8 << 20
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 KINDS = ("objects", "state")
+APPLY_ORDER = ("state", "objects")  # rows first: a delete waits for the rows before it (see above)
 FETCHERS = 4
 
 
@@ -112,19 +117,21 @@ class Replicator:
         st = self.status
         read = 0
         try:
-            for kind in KINDS:
+            for kind in APPLY_ORDER:
                 if self.state.is_paused(self.cursor(kind)):
                     continue
                 since = self.checkpoint(kind)
                 changes, head = self.source.feed(since, self.batch, kind)
                 # A short batch holds every change of this kind up to head, so the cursor may pass head.
                 upto = max(head, changes[-1].seq if changes else 0) if len(changes) < self.batch else changes[-1].seq
+                if kind == "objects":
+                    changes, upto = self._before_early_delete(changes, upto)
+                read += len(changes)  # (a held delete is not read: a pass that only waits for it reads 0)
                 if upto > since:
                     if kind == "objects":
                         self._apply_objects(changes, upto)
                     else:
                         self.state.apply_changes_and_checkpoint(self.cursor("state"), changes, upto)
-                read += len(changes)
             self._refresh_stats()
             st.reachable, st.last_error = True, None
         except SourceUnavailable as exc:
@@ -146,6 +153,15 @@ class Replicator:
             oldest = stats[kind]["oldest"]
             st.lag_seconds[kind] = max(0.0, now - oldest) if oldest else 0.0
         st.last_applied_at = self.state.replication_link(self.cursor("state")).get("applied_at")
+
+    def _before_early_delete(self, changes: list[Change], upto: int) -> tuple[list[Change], int]:
+        """The object changes (and how far the cursor may go) up to the first delete that the state rows
+        applied here have not reached: the cursor stops just before it until they have."""
+        rows_applied = self.checkpoint("state")
+        for i, change in enumerate(changes):
+            if change.row is None and change.seq > rows_applied:
+                return changes[:i], change.seq - 1
+        return changes, upto
 
     def _apply_objects(self, changes: list[Change], upto: int) -> None:
         # Only the last change of each key in the batch matters; distinct keys are fetched in parallel.
