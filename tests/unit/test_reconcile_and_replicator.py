@@ -265,22 +265,25 @@ def test_an_input_is_deleted_here_only_after_the_state_rows_before_its_delete(tm
     east = open_state_store(f"sqlite:///{tmp_path / 'east.db'}", EAST)
     state = open_state_store(f"sqlite:///{tmp_path / 'west.db'}", WEST)
     west_store = FileObjectStore(tmp_path / "west")
-    rep = Replicator(source, WEST, state, west_store, batch=10)
+    rep = Replicator(source, WEST, state, west_store, batch=10, ordered_delete=lambda key: key.startswith("input/"))
     try:
         source.put(east_store, "input/f.csv", b"a,b\n1,2\n")
-        assert rep.run_once() == 1 and west_store.head("input/f.csv") is not None  # the upload, replicated
+        source.put(east_store, "work/job-f/layout.json", b"{}")
+        assert rep.run_once() == 2 and west_store.head("input/f.csv") is not None  # the upload, replicated
         job = JobRecord(job_id="job-f", input_key="input/f.csv", version_id="v1", input_etag="e", pipeline="p",
                         owner_region=EAST, owner_epoch=1, created_at=time.time())
         east.create_job(job)
         source.add_rows(east.feed_since(0))
         source.put(east_store, "archive/v1/f.csv", b"a,b\n1,2\n")
+        source.delete(east_store, "work/job-f/layout.json")  # a work file's delete need not wait
         source.delete(east_store, "input/f.csv")
         state.set_paused(rep.cursor("state"), True)  # the rows lag (paused here; a slow apply in life)
         for _ in range(3):
             rep.run_once()
         assert west_store.head("archive/v1/f.csv") is not None  # the puts before the delete arrive
+        assert west_store.head("work/job-f/layout.json") is None
         assert west_store.head("input/f.csv") is not None, "the delete overtook the job's rows"
-        assert state.get_job("job-f") is None and rep.checkpoint("objects") == 3
+        assert state.get_job("job-f") is None and rep.checkpoint("objects") == len(source.changes) - 1
         assert rep.run_once() == 0  # a pass that only waits for the rows reads nothing (no busy loop)
         state.set_paused(rep.cursor("state"), False)
         while rep.run_once():

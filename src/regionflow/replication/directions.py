@@ -16,12 +16,13 @@ class ReplicationSet:
     """Implements switch.context.ReplicationView over this region's replicators."""
 
     def __init__(self, target: str, sources: Iterable[FeedSource], state: StateStore, objects: ObjectStore, *,
-                 on_object: Callable[[str], None] | None = None, interval: float = 0.2, batch: int = 500):
+                 on_object: Callable[[str], None] | None = None, interval: float = 0.2, batch: int = 500,
+                 ordered_delete: Callable[[str], bool] = lambda key: True):
         self.target = target
         self.state = state
         self.replicators = {
             source.name: Replicator(source, target, state, objects, on_object=on_object, interval=interval,
-                                    batch=batch)
+                                    batch=batch, ordered_delete=ordered_delete)
             for source in sources
         }
 

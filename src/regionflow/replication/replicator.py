@@ -4,9 +4,11 @@ one for objects and one for state rows, each stored here with its own pause flag
 replication in the cloud, the two kinds may drift apart; reconcile and the orchestrator cope with a
 job whose objects have not arrived yet.
 
-One way they may not drift: an object is deleted here only once every state row before its delete in the
-feed is applied. A job archives and deletes its input after its rows are written; were the delete to
-overtake them, a region taking over would hold neither the input nor the job, and forget the file."""
+One way they may not drift: an object that a workload finds its work by (batch: its inputs; the
+`ordered_delete` predicate) is deleted here only once every state row before its delete in the feed is
+applied. A job archives and deletes its input after its rows are written; were the delete to overtake
+them, a region taking over would hold neither the input nor the job, and forget the file. Other deletes
+(a job's work files) do not wait: holding them would tie every object behind them to the rows' pace."""
 
 from __future__ import annotations
 
@@ -88,8 +90,10 @@ class DirectionStatus:
 
 class Replicator:
     def __init__(self, source: FeedSource, target_region: str, state: StateStore, objects: ObjectStore,
-                 on_object: Callable[[str], None] | None = None, interval: float = 0.2, batch: int = 500):
+                 on_object: Callable[[str], None] | None = None, interval: float = 0.2, batch: int = 500,
+                 ordered_delete: Callable[[str], bool] = lambda key: True):
         self.source = source
+        self.ordered_delete = ordered_delete  # keys whose deletes wait for the state rows before them
         self.state = state
         self.objects = objects  # the plain store: replicated puts are not fed again
         self.on_object = on_object
@@ -159,7 +163,7 @@ class Replicator:
         applied here have not reached: the cursor stops just before it until they have."""
         rows_applied = self.checkpoint("state")
         for i, change in enumerate(changes):
-            if change.row is None and change.seq > rows_applied:
+            if change.row is None and change.seq > rows_applied and self.ordered_delete(change.key):
                 return changes[:i], change.seq - 1
         return changes, upto
 
