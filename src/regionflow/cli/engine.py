@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
 pipeline_app = typer.Typer(no_args_is_help=True, help="Inspect and check pipeline specs.")
 
+
 class ExecutorKind(StrEnum):
     THREADS = "threads"
     PROCESSES = "processes"
