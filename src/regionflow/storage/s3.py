@@ -41,15 +41,12 @@ import tempfile
 import time
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import Any, BinaryIO
 
 from regionflow.errors import InvalidKey, ObjectNotFound, StoreUnavailable
 from regionflow.ids import new_version_id
 from regionflow.storage.base import ObjectInfo, compose_by_streaming, data_blocks, validate_key
 from regionflow.storage.s3_client import make_client
-
-if TYPE_CHECKING:
-    pass
 
 __all__ = ["PART_SIZE", "S3ObjectStore"]
 

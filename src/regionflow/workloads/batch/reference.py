@@ -19,7 +19,6 @@ class ReferenceLoad:
     info: ReferenceInfo
     duplicates: int  # rows dropped because a later row had the same key
     blank_keys: int  # rows dropped because their key was empty
-    frame: pl.DataFrame  # the table as loaded (for a caller that indexes it right away)
 
 
 def read_reference_csv(source: str | Path | bytes, key_column: str) -> tuple[pl.DataFrame, int, int]:
@@ -50,7 +49,7 @@ def load_reference_table(state: StateStore, table: str, source: str | Path | byt
     df, duplicates, blank = read_reference_csv(source, key_column)
     parts = [df.slice(i, PART_ROWS).write_csv() for i in range(0, max(df.height, 1), PART_ROWS)]
     info = state.load_reference(table, key_column, df.columns, parts, df.height)
-    return ReferenceLoad(info=info, duplicates=duplicates, blank_keys=blank, frame=df)
+    return ReferenceLoad(info=info, duplicates=duplicates, blank_keys=blank)
 
 
 def reference_frame(state: StateStore, table: str) -> pl.DataFrame:
