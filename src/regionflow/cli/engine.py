@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -18,11 +17,6 @@ if TYPE_CHECKING:
     from regionflow.workloads.batch.pipeline import Pipeline
 
 pipeline_app = typer.Typer(no_args_is_help=True, help="Inspect and check pipeline specs.")
-
-
-class ExecutorKind(StrEnum):
-    THREADS = "threads"
-    PROCESSES = "processes"
 
 
 SUMMARY_KEYS = ("rows_in", "rows_ok", "rows_rejected", "chunks", "seconds", "rows_per_second", "output", "rejects",
@@ -61,9 +55,11 @@ def process(
     = None,
     chunk_rows: Annotated[int | None, typer.Option("--chunk-rows", min=1, help="Rows per chunk.")] = None,
     workers: Annotated[int, typer.Option("--workers", min=1, help="Chunks processed at once.")] = 2,
-    executor: Annotated[ExecutorKind, typer.Option(
-        "--executor", help="threads: no interpreters to start; processes: each chunk in a worker process.")]
-    = ExecutorKind.THREADS,
+    executor: Annotated[str, typer.Option(
+        "--executor", metavar="threads|processes|tcp://HOST:PORT|dask://local?workers=N",
+        help="threads: no interpreters to start; processes: each chunk in a worker process; tcp://HOST:PORT: "
+             "a running Dask scheduler; dask://local?workers=N: a Dask cluster started for the run.")]
+    = "threads",
     pipeline_file: Annotated[Path | None, typer.Option("--pipeline", help="Pipeline spec (TOML/YAML).")] = None,
     state_dir: Annotated[Path | None, typer.Option("--state-dir",
                                                    help="Keep the embedded store here; rerun to resume.")] = None,
@@ -90,7 +86,7 @@ def process(
                 bar.update(chunk_task, completed=done, total=total, visible=True)
 
         result = call(lambda: process_file(input_file, reference, out_file, pipeline=pipeline, rejects_path=rejects,
-                                           chunk_rows=chunk_rows, workers=workers, executor=executor.value,
+                                           chunk_rows=chunk_rows, workers=workers, executor=executor,
                                            state_dir=state_dir,
                                            notifier_url=notifier, progress=progress), code=2)
     failed = result.job.status != JobStatus.COMPLETED

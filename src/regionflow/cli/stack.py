@@ -38,6 +38,11 @@ def status_table(status: dict[str, Any]) -> Table:
             table.add_row(f"uploads ({name})", "[yellow]lagging[/]" if lagging else "[green]sync[/]", "", "",
                           f"acknowledged without waiting for {', '.join(lagging)}" if lagging
                           else "acknowledged once every region stored them")
+    for name, r in status["regions"].items():
+        ex = r.get("executor")
+        if ex:
+            table.add_row(f"executor ({name})", "[green]ok[/]" if ex["available"] else "[red]unavailable[/]", "", "",
+                          executor_line(ex))
     for srv in status.get("servers", []):
         if "error" in srv:
             table.add_row("servers", "[red]unknown[/]", "", "", srv["error"])
@@ -53,6 +58,13 @@ def status_table(status: dict[str, Any]) -> Table:
             f"backlog {d['backlog']['objects']} obj / {d['backlog']['state']} state, "
             f"lag {max(d['lag_seconds'].values()):.1f}s")
     return table
+
+
+def executor_line(ex: dict[str, Any]) -> str:
+    """One region's executor as `status` shows it: kind, address, workers, chunks in flight."""
+    where = "" if ex["address"] == "local" else f" {ex['address']}"
+    line = f"{ex['kind']}{where}, {ex['workers']} worker(s), {ex['in_flight']} in flight"
+    return line if ex["available"] else f"{line} ({ex.get('error') or 'not connected'})"
 
 
 def _node_detail(srv: dict[str, Any]) -> str:

@@ -26,7 +26,9 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 
 from regionflow.config.servers import EtcdMemberConfig, LedgerConfig, PostgresServerConfig, SeaweedFSConfig
 from regionflow.config.tls import Verify, check_ca_file, client_verify, server_files
+from regionflow.config.units import parse_size
 from regionflow.errors import ConfigError
+from regionflow.executor.url import check_region_executor
 from regionflow.workloads.batch.pipeline import Pipeline, default_pipeline
 from regionflow.workloads.batch.pipeline import load_pipeline as _load_pipeline_file
 
@@ -82,20 +84,6 @@ def resolve_url(url: str, base: Path) -> str:
             return url
         return f"{scheme}:///{resolve_path(path, base)}{sep}{query}"
     return url
-
-
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?i?B?)?\s*$", re.IGNORECASE)
-_UNITS = {"": 1, "B": 1, "K": 10**3, "KB": 10**3, "KIB": 2**10, "M": 10**6, "MB": 10**6, "MIB": 2**20,
-          "G": 10**9, "GB": 10**9, "GIB": 2**30, "T": 10**12, "TB": 10**12, "TIB": 2**40}
-
-
-def parse_size(text: str) -> int:
-    """Bytes in a size such as "5GiB", "512 MB" or "1048576"; ValueError for anything else."""
-    m = _SIZE.match(text)
-    unit = (m.group(2) or "").upper() if m else ""
-    if not m or unit not in _UNITS:
-        raise ValueError(f"{text!r} is not a size (e.g. 1048576, 512MiB, 5GiB)")
-    return int(float(m.group(1)) * _UNITS[unit])
 
 
 def _scheme(url: str) -> str:
@@ -161,6 +149,9 @@ class RegionConfig(_Listener):
     workers: int = Field(default=2, strict=True, ge=1)
     # Jobs side by side, sharing the workers: a small file is mostly per-job steps (state writes, merge).
     concurrent_jobs: int = Field(default=4, strict=True, ge=1)
+    # Where chunks run: "processes" (a pool of `workers` on this machine), a Dask scheduler
+    # ("tcp://HOST:PORT") or a Dask cluster the region starts ("dask://local?workers=N").
+    executor: str = Field(default="processes", min_length=1)
     s3_endpoint: str | None = Field(default=None, min_length=1)  # http(s)://host:port of an s3:// store
     seaweedfs: SeaweedFSConfig | None = None
     postgres: PostgresServerConfig | None = None
@@ -176,6 +167,11 @@ class RegionConfig(_Listener):
     @classmethod
     def _objects(cls, v: str) -> str:
         return _check_url(v, _OBJECT_SCHEMES, "file://.regionflow/us-east-1/objects")
+
+    @field_validator("executor")
+    @classmethod
+    def _executor(cls, v: str) -> str:
+        return check_region_executor(v)
 
     @field_validator("state")
     @classmethod

@@ -12,6 +12,8 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from concurrent.futures.process import BrokenProcessPool
 from typing import TypeVar
 
+from regionflow.executor.base import ExecutorStatus, InFlight
+
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -44,6 +46,7 @@ class LocalExecutor:
         # Several jobs may map at once (a region runs jobs side by side on one pool): the pool is made,
         # and a broken one replaced, under this lock.
         self._lock = threading.Lock()
+        self._in_flight = InFlight()
 
     def _ensure_pool(self) -> ProcessPoolExecutor:
         with self._lock:
@@ -64,12 +67,20 @@ class LocalExecutor:
         if self.workers == 1:
             for item in items:
                 try:
-                    yield item, fn(item)
+                    outcome: R | BaseException = self._in_flight.counted(fn)(item)
                 except Exception as exc:  # reported to the caller, who decides on retries
-                    yield item, exc
+                    outcome = exc
+                yield item, outcome
             return
         queue = iter(items)
         running: dict[Future, tuple[T, ProcessPoolExecutor]] = {}
+        try:
+            yield from self._map(fn, queue, running)
+        finally:
+            self._in_flight.add(-len(running))  # a caller that stopped early: no longer waited for
+
+    def _map(self, fn: Callable[[T], R], queue: Iterator[T],
+             running: dict[Future, tuple[T, ProcessPoolExecutor]]) -> Iterator[tuple[T, R | BaseException]]:
         limit = 2 * self.workers
         while True:
             broken = False
@@ -81,6 +92,7 @@ class LocalExecutor:
                 pool = self._ensure_pool()
                 try:
                     running[pool.submit(fn, item)] = (item, pool)
+                    self._in_flight.add(1)
                 except BrokenProcessPool as exc:
                     self._discard_pool(pool)
                     yield item, exc
@@ -90,6 +102,7 @@ class LocalExecutor:
             done, _ = wait(running, return_when=FIRST_COMPLETED)
             for fut in done:
                 item, pool = running.pop(fut)
+                self._in_flight.add(-1)
                 failure = BrokenProcessPool("the pool was replaced") if fut.cancelled() else fut.exception()
                 if isinstance(failure, BrokenProcessPool):
                     self._discard_pool(pool)
@@ -101,6 +114,10 @@ class LocalExecutor:
             if self._pool is broken:
                 self._pool = None
         broken.shutdown(wait=False, cancel_futures=True)
+
+    def status(self) -> ExecutorStatus:
+        return ExecutorStatus(kind="processes" if self.workers > 1 else "inline", address="local",
+                              workers=self.workers, in_flight=self._in_flight.count)
 
     def close(self) -> None:
         with self._lock:

@@ -13,6 +13,8 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import TypeVar
 
+from regionflow.executor.base import ExecutorStatus, InFlight
+
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -21,6 +23,7 @@ class ThreadExecutor:
     def __init__(self, workers: int = 2):
         self.workers = max(1, workers)
         self._pool: ThreadPoolExecutor | None = None
+        self._in_flight = InFlight()
 
     def map_unordered(self, fn: Callable[[T], R], items: Iterable[T]) -> Iterator[tuple[T, R | BaseException]]:
         """Run fn over items on the threads, at most 2 x workers in flight so memory stays bounded."""
@@ -32,6 +35,7 @@ class ThreadExecutor:
             while True:
                 for item in queue:
                     running[self._pool.submit(fn, item)] = item
+                    self._in_flight.add(1)
                     if len(running) >= 2 * self.workers:
                         break
                 if not running:
@@ -39,6 +43,7 @@ class ThreadExecutor:
                 done, _ = wait(running, return_when=FIRST_COMPLETED)
                 for fut in done:
                     item = running.pop(fut)
+                    self._in_flight.add(-1)
                     failure = fut.exception()
                     yield item, (failure if failure is not None else fut.result())
         finally:
@@ -46,6 +51,13 @@ class ThreadExecutor:
             for fut in running:
                 fut.cancel()
             wait(running)
+            self._in_flight.add(-len(running))
+
+    def warm_up(self) -> None:
+        """Nothing to start ahead: threads start with the first items."""
+
+    def status(self) -> ExecutorStatus:
+        return ExecutorStatus(kind="threads", address="local", workers=self.workers, in_flight=self._in_flight.count)
 
     def close(self) -> None:
         """Wait for the running work and stop the threads."""

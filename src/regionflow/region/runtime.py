@@ -22,7 +22,7 @@ from regionflow.chaos.guards import guard_control, guard_objects, guard_state
 from regionflow.config import Config, load_secrets
 from regionflow.control import CachedControl, open_control
 from regionflow.errors import RegionflowError
-from regionflow.executor import LocalExecutor
+from regionflow.executor import open_executor
 from regionflow.notify import OutboxNotifier, open_notifier
 from regionflow.region.fault_control import FaultControl
 from regionflow.region.ingest import Ingest
@@ -68,7 +68,7 @@ class Region:
         self.objects = FeedingObjectStore(self.plain_objects, self.state)
         self.control = CachedControl(guard_control(open_control(config.control), self.faults), ttl=1.0)
         self.control.initialize(config.primary)
-        self.executor = LocalExecutor(rc.workers, preload=("regionflow.workloads.batch.worker",))
+        self.executor = open_executor(rc.executor, rc.workers, preload=("regionflow.workloads.batch.worker",))
         self.concurrent_jobs = rc.concurrent_jobs
         self.batch = BatchService(name, self.objects, self.state, self.metrics.batch, self.owner)
         # One outbox for the whole stack, like one mail system: the job id dedupes across regions.

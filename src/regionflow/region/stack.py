@@ -195,6 +195,7 @@ def _region_status(api: ApiClient, entry: dict[str, Any], replication: list[dict
         entry["healthy"] = True
         entry["deep"] = deep.get("status")
         entry["faults"] = [f["kind"] for f in deep.get("faults", [])]
+        entry["executor"] = deep.get("executor")
         counts: dict[str, int] = {}
         for j in api.jobs(limit=JOBS_LIMIT):
             counts[j["status"]] = counts.get(j["status"], 0) + 1

@@ -82,7 +82,8 @@ function buildRegions(overview) {
         el("span", { class: "badge", "data-testid": `health-${n}` }),
         el("span", { class: "badge", "data-testid": `role-${n}` }),
         el("span", { class: "badge", "data-testid": `deep-${n}` }),
-        el("span", { class: "badge", "data-testid": `uploads-${n}` })),
+        el("span", { class: "badge", "data-testid": `uploads-${n}` }),
+        el("span", { class: "badge", "data-testid": `executor-${n}` })),
       el("p", { class: "note", "data-testid": `note-${n}` }), stats, el("div", { class: "charts" }, ...charts),
       el("h3", { text: "Replication into " + n }), repl));
   }
@@ -161,6 +162,13 @@ function showRegion(r) {
     : "uploads: sync";
   uploads.className = r.up && r.uploads && r.uploads.mode === "sync" && !lagging.length ? "badge ok" : "badge warn";
   uploads.title = lagging.map((p) => `${p}: ${(r.uploads.peers[p] || {}).reason || ""}`).join("\n");
+  // Where the region's chunks run: its own processes or a Dask cluster, with the work in flight there.
+  const executor = q(`executor-${n}`);
+  const ex = r.deep && r.deep.executor;
+  executor.textContent = !r.up || !ex ? "executor: –"
+    : `executor: ${ex.kind}, ${ex.workers} worker${ex.workers === 1 ? "" : "s"}, ${ex.in_flight} in flight`;
+  executor.className = r.up && ex && ex.available ? "badge ok" : "badge warn";
+  executor.title = ex ? `${ex.address}${ex.error ? "\n" + ex.error : ""}` : "";
   const epoch = r.control ? ` · epoch ${r.control.epoch} (${r.control.active_region} active)` : "";
   q(`note-${n}`).textContent = r.up ? `answering at ${r.url}${epoch}`
     : `did not answer (${r.error || "down"}); ${state.history[n].seen ? "figures below are the last seen"

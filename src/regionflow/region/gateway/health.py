@@ -41,8 +41,11 @@ def router(region: Region, tokens: TokenCheck) -> APIRouter:
             except Exception as exc:  # a deep health check reports, never raises
                 checks[name] = f"error: {type(exc).__name__}: {exc}"
         ok = all(v == "ok" for v in checks.values())
+        # The executor is shown, not checked: a cluster both regions share being down is no reason to fail
+        # over, and the region's jobs wait for it as they wait out a storage outage.
         return JSONResponse({"region": region.name, "status": "ok" if ok else "failing", "checks": checks,
-                             "faults": region.faults.active()}, status_code=200 if ok else 503)
+                             "faults": region.faults.active(), "executor": region.executor.status().to_dict()},
+                            status_code=200 if ok else 503)
 
     @r.get(routes.METRICS, dependencies=[Depends(tokens.require_api)])
     def metrics() -> Response:

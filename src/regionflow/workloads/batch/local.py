@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from regionflow.errors import RegionflowError
-from regionflow.executor import Executor, LocalExecutor, ThreadExecutor
+from regionflow.executor import open_executor, parse_executor
 from regionflow.notify import OutboxNotifier, open_notifier
 from regionflow.state import open_state_store
 from regionflow.state.base import JobRecord, JobStatus
@@ -30,7 +30,6 @@ from regionflow.workloads.batch.reference import read_reference_csv
 
 LOCAL_REGION = "local"
 LOCAL_LINK_BASE = "http://127.0.0.1:8700"
-EXECUTORS = ("threads", "processes")
 
 
 @dataclass
@@ -109,10 +108,11 @@ def process_file(
 
     With state_dir the store persists there, and running the same command again resumes the same
     job where it stopped (the input is identified by its content). executor: "threads" (the default:
-    no interpreters to start) or "processes" (each chunk isolated in a worker process).
+    no interpreters to start), "processes" (each chunk isolated in a worker process), or a Dask cluster
+    (tcp://HOST:PORT of a running scheduler, dask://local?workers=N to start one for the run); its
+    workers must share this machine, since the run's store and reference index are local files.
     """
-    if executor not in EXECUTORS:
-        raise RegionflowError(f"executor {executor!r}: expected one of {', '.join(EXECUTORS)}")
+    parse_executor(executor)  # a bad address is refused before anything is written
     if not input_path.is_file():
         raise RegionflowError(f"{input_path}: no such file")
     if pipeline.enrichment is not None and reference_path is None:
@@ -122,7 +122,8 @@ def process_file(
         bucket = workdir / "bucket"
         objects = FileObjectStore(bucket)
         state = open_state_store(f"sqlite:///{workdir / 'state.db'}", LOCAL_REGION, feed=False)
-        pool = _executor(executor, workers)
+        pool = open_executor(executor, workers, preload=("regionflow.workloads.batch.worker",))
+        pool.warm_up()
         background = ThreadPoolExecutor(1, thread_name_prefix="reference")
         try:
             # The reference table is indexed while the input is stored and split (both mostly I/O and
@@ -171,14 +172,6 @@ def process_file(
             background.shutdown(wait=True)
             pool.close()
             state.close()
-
-
-def _executor(kind: str, workers: int) -> Executor:
-    if kind == "threads":
-        return ThreadExecutor(workers)
-    processes = LocalExecutor(workers, preload=("regionflow.workloads.batch.worker",))
-    processes.warm_up()
-    return processes
 
 
 def _index_reference(workdir: Path, pipeline: Pipeline, reference_path: Path | None, *, kept: bool) -> str | None:
