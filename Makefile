@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 $(BIN)/regionflow: pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,servers]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,servers,dask]'
 	@touch $@
 
 setup: $(BIN)/regionflow

@@ -1,6 +1,7 @@
 """Executors run chunk work in parallel: a local process pool (a region), threads (`regionflow process`),
 or a Dask distributed cluster (`tcp://HOST:PORT`, `dask://local?workers=N`)."""
 
+from regionflow.errors import ConfigError
 from regionflow.executor.base import Executor, ExecutorStatus, ExecutorUnavailable, WorkerLost
 from regionflow.executor.local import LocalExecutor
 from regionflow.executor.threads import ThreadExecutor
@@ -20,6 +21,10 @@ def open_executor(url: str, workers: int, *, preload: tuple[str, ...] = ()) -> E
         return ThreadExecutor(workers)
     assert target.kind == DASK
     # (Imported here: distributed takes a while to import and most runs never use it.)
-    from regionflow.executor.dask import DaskExecutor
+    try:
+        from regionflow.executor.dask import DaskExecutor
+    except ImportError as exc:
+        raise ConfigError(f"executor {url!r} needs Dask distributed, which is not installed ({exc.name}): "
+                          "pip install 'regionflow[dask]'") from None
 
     return DaskExecutor(target)
