@@ -4,7 +4,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup services demo test lint bench clean
+.PHONY: setup services demo test lint bench bench-scale clean
 
 $(BIN)/regionflow: pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -42,6 +42,10 @@ bench: setup
 	$(BIN)/python benchmarks/pipeline.py --rows 400000 1000000
 	$(BIN)/python benchmarks/end_to_end.py --rows 1000000
 	$(BIN)/python benchmarks/ledger_commit.py --transfers 2000
+
+# Several minutes: 10M rows on a Dask cluster of 1, 2 and 4 workers, on a SeaweedFS S3 store.
+bench-scale: setup
+	$(BIN)/python benchmarks/scale.py --rows 10000000 --workers 1 2 4
 
 clean:
 	rm -rf $(VENV) demo-out test-artifacts .pytest_cache .ruff_cache .hypothesis .mypy_cache

@@ -136,3 +136,22 @@ def test_an_unreachable_scheduler_reports_every_item_unavailable(tmp_path: Path)
         assert not status.available and cluster.address in (status.error or "")
     finally:
         ex.close()
+
+
+def test_a_caller_that_stops_early_takes_no_more_items_and_leaves_nothing_in_flight(executor: Executor) -> None:
+    # A region that loses a job (fenced out) stops reading results: no further item may be taken (each is
+    # a chunk marked started), and what was in flight is let go of.
+    pulled = 0
+
+    def items() -> Iterator[int]:
+        nonlocal pulled
+        for i in range(100):
+            pulled += 1
+            yield i
+
+    results = executor.map_unordered(square_unless_three, items())
+    next(results)
+    results.close()
+    assert pulled <= 2 * executor.workers + 1
+    assert executor.status().in_flight == 0
+    assert dict(executor.map_unordered(square_unless_three, [5])) == {5: 25}
