@@ -75,6 +75,8 @@ def test_both_regions_panels_show_the_regions_metrics(stack: Stack, page: Page):
     for region in (EAST, WEST):
         expect(page.get_by_test_id(f"region-{region}")).to_be_visible()
         expect(page.get_by_test_id(f"health-{region}")).to_have_text("UP")
+        # where the region's chunks run (its own process pool here), and nothing in flight once idle
+        expect(page.get_by_test_id(f"executor-{region}")).to_have_text("executor: processes, 2 workers, 0 in flight")
         for panel in ("files", "orchestrator", "chunks", "lag", "backlog"):
             expect(page.get_by_test_id(f"chart-{region}-{panel}").locator("svg.main-svg").first).to_be_visible()
         values = metrics(stack, region)
