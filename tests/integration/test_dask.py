@@ -16,7 +16,7 @@ import pytest
 from daskkit import DaskCluster, dask_cluster, wait_for
 from regionflow.workloads.batch.sample import generate
 from stackkit import EAST, WEST, Stack, running_stack
-from testenv import REFERENCE_DATA, REGIONFLOW
+from testenv import REGIONFLOW
 
 pytestmark = pytest.mark.timeout(420)
 CHUNK_TASK = "run_chunk_task"
@@ -34,9 +34,9 @@ def _on_executor(address: str) -> Callable[[str], str]:
     return lambda text: text.replace("workers = 2\n", f"workers = 2\nexecutor = \"{address}\"\n")
 
 
-def test_process_on_a_dask_scheduler_equals_the_independent_join(tmp_path: Path) -> None:
-    orders = Path(REFERENCE_DATA) / "testfile.csv"
-    financial = Path(REFERENCE_DATA) / "financial_data.csv"
+def test_process_on_a_dask_scheduler_equals_the_independent_join(reference_data: str, tmp_path: Path) -> None:
+    orders = Path(reference_data) / "testfile.csv"
+    financial = Path(reference_data) / "financial_data.csv"
     with dask_cluster(tmp_path / "dask") as cluster:
         summary = _process([str(orders), "--reference", str(financial), "--out", str(tmp_path / "out.csv"),
                             "--executor", cluster.address, "--chunk-rows", "1000"], tmp_path)
@@ -52,10 +52,10 @@ def test_process_on_a_dask_scheduler_equals_the_independent_join(tmp_path: Path)
     assert summary["rows_in"] == summary["rows_ok"] + summary["rows_rejected"]
 
 
-def test_process_rejects_an_executor_it_cannot_use(tmp_path: Path) -> None:
-    orders = Path(REFERENCE_DATA) / "testfile.csv"
+def test_process_rejects_an_executor_it_cannot_use(reference_data: str, tmp_path: Path) -> None:
+    orders = Path(reference_data) / "testfile.csv"
     result = subprocess.run([REGIONFLOW, "process", str(orders), "--reference",
-                             str(Path(REFERENCE_DATA) / "financial_data.csv"), "--out", str(tmp_path / "o.csv"),
+                             str(Path(reference_data) / "financial_data.csv"), "--out", str(tmp_path / "o.csv"),
                              "--executor", "dask://remote?workers=2"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "dask://local?workers=N" in result.stderr and not (tmp_path / "o.csv").exists()
