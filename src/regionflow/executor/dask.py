@@ -97,14 +97,18 @@ class DaskExecutor:
     @property
     def workers(self) -> int:
         """Worker threads on the cluster as last seen (asked again every few seconds); at least 1."""
+        return max(1, self._threads())
+
+    def _threads(self) -> int:
+        """Worker threads on the cluster, asked of the scheduler at most every INFO_TTL seconds (workers
+        join and leave a cluster at any time); the last count seen when it does not answer."""
         client = self._client
         if client is not None and client.status == "running" and time.monotonic() - self._threads_at > INFO_TTL:
-            try:
+            # (Stamped before asking: a scheduler that does not answer is asked again only after the TTL.)
+            self._threads_at = time.monotonic()
+            with contextlib.suppress(Exception):  # an answer that did not come: keep the last count
                 self._threads_seen = sum(client.nthreads(callback_timeout=INFO_TIMEOUT).values())
-                self._threads_at = time.monotonic()
-            except Exception:  # an answer that did not come: keep the last count
-                pass
-        return max(1, self._threads_seen)
+        return self._threads_seen
 
     def warm_up(self) -> None:
         """Start the local cluster or connect to the scheduler now; an unreachable one is only logged."""
@@ -174,7 +178,7 @@ class DaskExecutor:
     def status(self) -> ExecutorStatus:
         client = self._client
         available = client is not None and client.status == "running"
-        return ExecutorStatus(kind="dask", address=self.address, workers=self._threads_seen if available else 0,
+        return ExecutorStatus(kind="dask", address=self.address, workers=self._threads() if available else 0,
                               in_flight=self._in_flight.count, available=available,
                               error=None if available else (self._error or "not connected yet"))
 
