@@ -78,6 +78,9 @@ def _check_job(stack: Stack, job_id: str, tmp_path: Path, expected: bytes, summa
     rejects = stack.rf_json("rejects", job_id, "--limit", "100000")
     rows = [r["row_no"] for r in (rejects["rejects"] if isinstance(rejects, dict) else rejects)]
     assert len(rows) == len(set(rows)) == job["rows_rejected"]  # nothing rejected twice
+    messages = stack.rf_json("outbox")["messages"]
+    assert [m["job_id"] for m in messages] == [job_id]  # one notification
+    assert [p.stem for p in (stack.root / ".regionflow" / "outbox").glob("*.eml")] == [job_id]
 
 
 def test_two_regions_on_one_scheduler_finish_a_job_whose_worker_was_killed(tmp_path: Path) -> None:
