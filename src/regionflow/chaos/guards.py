@@ -252,6 +252,10 @@ class GuardedStateStore(_Guarded[StateStore]):
         """StateStore.mark_notification_sent, after the fault check."""
         self._checked().mark_notification_sent(job_id)
 
+    def mark_notified(self, job_id: str, *, epoch: int) -> JobRecord:
+        """StateStore.mark_notified, after the fault check."""
+        return self._checked().mark_notified(job_id, epoch=epoch)
+
     def get_notification(self, job_id: str) -> NotificationRecord | None:
         """StateStore.get_notification, after the fault check."""
         return self._checked().get_notification(job_id)

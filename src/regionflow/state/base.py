@@ -220,6 +220,11 @@ class StateStore(Protocol):
         """Record that the notification was delivered."""
         ...
 
+    def mark_notified(self, job_id: str, *, epoch: int) -> JobRecord:
+        """mark_notification_sent and the job's move from MERGED to NOTIFIED, in one transaction fenced by
+        epoch (FencedOut changes neither). Returns the updated job."""
+        ...
+
     def get_notification(self, job_id: str) -> NotificationRecord | None:
         """The job's notification, or None."""
         ...

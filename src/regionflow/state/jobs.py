@@ -16,8 +16,9 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, delete, func, select, update
 
 from regionflow.errors import FencedOut, RegionflowError
-from regionflow.state.base import TERMINAL_STATUSES, ChunkRecord, ChunkStatus, JobRecord, RejectRecord
+from regionflow.state.base import TERMINAL_STATUSES, ChunkRecord, ChunkStatus, JobRecord, JobStatus, RejectRecord
 from regionflow.state.core import StoreCore, change_entry, deletion_entry
+from regionflow.state.records import mark_sent
 from regionflow.state.schema import chunks as chunks_table  # add_chunks' `chunks` parameter shadows it
 from regionflow.state.schema import jobs
 from regionflow.state.schema import rejects as rejects_table  # so does complete_chunk's `rejects`
@@ -65,6 +66,22 @@ def _fence(conn: Connection, job_id: str, epoch: int, action: str) -> None:
     )
     if res.rowcount == 0:
         raise _fenced(conn, job_id, epoch, action)
+
+
+def _transition(conn: Connection, job_id: str, epoch: int, froms: tuple[str, ...],
+                values: dict[str, Any]) -> dict[str, Any]:
+    """In conn's write transaction: set values (a status among them) on the job if it is owned under epoch
+    and in one of froms, else raise FencedOut; the job's row as updated."""
+    res = conn.execute(
+        update(jobs)
+        .where(jobs.c.job_id == job_id, jobs.c.owner_epoch == epoch, jobs.c.status.in_(froms))
+        .values(**values)
+    )
+    if res.rowcount == 0:
+        raise _fenced(conn, job_id, epoch, f"move job {job_id} to {values['status']}", froms)
+    row = fetch_row(conn, jobs, job_id=job_id)
+    assert row is not None
+    return row
 
 
 class JobsMixin(StoreCore):
@@ -120,18 +137,19 @@ class JobsMixin(StoreCore):
         if unknown or protected:
             raise ValueError(f"transition_job cannot set {unknown + protected} (not settable job fields)")
         values = {**fields, "status": str(to_status), "updated_at": time.time()}
-        action = f"move job {job_id} to {to_status}"
         with self._write() as conn:
-            res = conn.execute(
-                update(jobs)
-                .where(jobs.c.job_id == job_id, jobs.c.owner_epoch == epoch, jobs.c.status.in_(froms))
-                .values(**values)
-            )
-            if res.rowcount == 0:
-                raise _fenced(conn, job_id, epoch, action, froms)
-            row = fetch_row(conn, jobs, job_id=job_id)
-            assert row is not None
+            row = _transition(conn, job_id, epoch, froms, values)
             self._append_feed(conn, [change_entry(jobs, row, epoch)])
+        return JobRecord(**row)
+
+    def mark_notified(self, job_id: str, *, epoch: int) -> JobRecord:
+        """Mark the job's notification sent and move the job from MERGED to NOTIFIED, in one transaction
+        fenced by epoch (a fenced job keeps its notification unmarked). Returns the updated job."""
+        values = {"status": str(JobStatus.NOTIFIED), "updated_at": time.time()}
+        with self._write() as conn:
+            feed = mark_sent(conn, job_id)
+            row = _transition(conn, job_id, epoch, (str(JobStatus.MERGED),), values)
+            self._append_feed(conn, [*feed, change_entry(jobs, row, epoch)])
         return JobRecord(**row)
 
     def claim_job(self, job_id: str, *, region: str, epoch: int) -> JobRecord:

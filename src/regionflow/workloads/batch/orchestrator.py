@@ -418,9 +418,9 @@ class Orchestrator:
                          extra={"job_id": job.job_id})
             self.events.notified(delivered)
             crash_point("notify:sent")
-            self.state.mark_notification_sent(job.job_id)
-        self.state.transition_job(job.job_id, epoch=job.owner_epoch, from_status=JobStatus.MERGED,
-                                  to_status=JobStatus.NOTIFIED)
+        # The mark and the step in one transaction (one write here, one apply in the standby); a crash before
+        # it leaves the notification unmarked, and the resumed step resends it under its dedupe key.
+        self.state.mark_notified(job.job_id, epoch=job.owner_epoch)
 
     def _complete(self, job: JobRecord) -> None:
         archive_key = f"{ARCHIVE_PREFIX}{job.version_id}/{self._name(job)}"
