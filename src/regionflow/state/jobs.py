@@ -33,6 +33,9 @@ _PROTECTED_JOB_COLUMNS = frozenset(
 )
 
 
+_GET_JOB = select(jobs).where(jobs.c.job_id == bindparam("job_id"))  # built once: the orchestrator reads it per step
+
+
 def _job(row: Any) -> JobRecord:
     return JobRecord(**row._mapping)
 
@@ -104,7 +107,7 @@ class JobsMixin(StoreCore):
     def get_job(self, job_id: str) -> JobRecord | None:
         """The job, or None."""
         with self._read() as conn:
-            row = conn.execute(select(jobs).where(jobs.c.job_id == job_id)).first()
+            row = conn.execute(_GET_JOB, {"job_id": job_id}).first()
         return _job(row) if row is not None else None
 
     def list_jobs(self, status: str | None = None, limit: int | None = None,

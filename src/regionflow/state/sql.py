@@ -7,7 +7,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Table, create_engine, select, text
+from sqlalchemy import Connection, Engine, Table, bindparam, create_engine, select, text
 from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import URL, make_url
@@ -148,10 +148,19 @@ def insert_if_absent(conn: Connection, table: Table, values: dict[str, Any]) -> 
     return True
 
 
+# (table, key columns) -> SELECT of the row by bound key values: building a statement costs more than
+# running it on a small table, and a job step fetches the rows it wrote.
+_FETCH: dict[tuple[str, tuple[str, ...]], Any] = {}
+
+
 def fetch_row(conn: Connection, table: Table, **key: Any) -> dict[str, Any] | None:
     """The row of table whose columns equal key's values, as a dict, or None."""
-    stmt = select(table).where(*(table.c[name] == value for name, value in key.items()))
-    row = conn.execute(stmt).first()
+    names = tuple(key)
+    stmt = _FETCH.get((table.fullname, names))
+    if stmt is None:
+        stmt = select(table).where(*(table.c[name] == bindparam(f"k_{name}") for name in names))
+        _FETCH[(table.fullname, names)] = stmt
+    row = conn.execute(stmt, {f"k_{name}": value for name, value in key.items()}).first()
     return dict(row._mapping) if row is not None else None
 
 
