@@ -189,6 +189,30 @@ def test_add_chunks_is_idempotent(state: StateStore) -> None:
     assert state.list_chunks("other") == []
 
 
+def test_record_split_adds_the_chunks_and_moves_the_job_together_or_not_at_all(state: StateStore) -> None:
+    state.create_job(make_job("job-1", epoch=2))
+    head = state.feed_head()
+    # a stale owner adds no chunk and leaves the job where it was
+    with pytest.raises(FencedOut, match=r"epoch 2, not epoch 1"):
+        state.record_split("job-1", make_chunks("job-1", 3), epoch=1, rows_in=30)
+    assert state.list_chunks("job-1") == [] and state.get_job("job-1").status == JobStatus.INITIALIZED
+    assert state.feed_head() == head
+    # chunks recorded by an earlier, interrupted split are kept as they are
+    state.add_chunks("job-1", make_chunks("job-1", 1), epoch=2)
+    assert state.start_chunk("job-1", 0, epoch=2) == 1
+    head = state.feed_head()
+    job = state.record_split("job-1", make_chunks("job-1", 3), epoch=2, rows_in=30)
+    assert job.status == JobStatus.SPLIT and job.rows_in == 30 and job.chunks_total == 3
+    assert state.get_job("job-1") == job
+    assert [(c.idx, c.attempts) for c in state.list_chunks("job-1")] == [(0, 1), (1, 0), (2, 0)]
+    # the chunks before the job in the feed, as a standby applies them
+    assert [(c.table, c.key) for c in new_changes(state, head)] == [
+        ("chunks", "job-1/1"), ("chunks", "job-1/2"), ("jobs", "job-1")]
+    with pytest.raises(FencedOut, match=r"job-1 is SPLIT, not INITIALIZED"):
+        state.record_split("job-1", make_chunks("job-1", 4), epoch=2, rows_in=40)
+    assert len(state.list_chunks("job-1")) == 3 and state.get_job("job-1") == job
+
+
 def test_chunk_writes_are_fenced(state: StateStore) -> None:
     state.create_job(make_job("job-1", epoch=1))
     with pytest.raises(FencedOut, match="does not exist"):

@@ -205,6 +205,10 @@ class GuardedStateStore(_Guarded[StateStore]):
         """StateStore.add_chunks, after the fault check."""
         self._checked().add_chunks(job_id, chunks, epoch=epoch)
 
+    def record_split(self, job_id: str, chunks: list[ChunkRecord], *, epoch: int, rows_in: int) -> JobRecord:
+        """StateStore.record_split, after the fault check."""
+        return self._checked().record_split(job_id, chunks, epoch=epoch, rows_in=rows_in)
+
     def list_chunks(self, job_id: str) -> list[ChunkRecord]:
         """StateStore.list_chunks, after the fault check."""
         return self._checked().list_chunks(job_id)

@@ -17,7 +17,7 @@ from sqlalchemy import Connection, bindparam, delete, func, select, update
 
 from regionflow.errors import FencedOut, RegionflowError
 from regionflow.state.base import TERMINAL_STATUSES, ChunkRecord, ChunkStatus, JobRecord, JobStatus, RejectRecord
-from regionflow.state.core import StoreCore, change_entry, deletion_entry
+from regionflow.state.core import FeedEntry, StoreCore, change_entry, deletion_entry
 from regionflow.state.records import mark_sent
 from regionflow.state.schema import chunks as chunks_table  # add_chunks' `chunks` parameter shadows it
 from regionflow.state.schema import jobs
@@ -85,6 +85,27 @@ def _transition(conn: Connection, job_id: str, epoch: int, froms: tuple[str, ...
     row = fetch_row(conn, jobs, job_id=job_id)
     assert row is not None
     return row
+
+
+def _check_chunks_of(job_id: str, chunks: list[ChunkRecord]) -> None:
+    for c in chunks:
+        if c.job_id != job_id:
+            raise ValueError(f"add_chunks for job {job_id} got a chunk of job {c.job_id}")
+
+
+def _insert_chunks(conn: Connection, job_id: str, chunks: list[ChunkRecord], epoch: int) -> list[FeedEntry]:
+    """In conn's write transaction: insert the chunks the job does not have yet; their feed entries."""
+    present = set(conn.execute(select(chunks_table.c.idx).where(chunks_table.c.job_id == job_id)).scalars())
+    new: list[dict[str, Any]] = []
+    for c in chunks:
+        if c.idx in present:
+            continue
+        present.add(c.idx)
+        values = {f.name: getattr(c, f.name) for f in dc_fields(ChunkRecord)}
+        values["status"] = str(values["status"])
+        new.append(values)
+    bulk_insert_dicts(conn, chunks_table, new)
+    return [change_entry(chunks_table, v, epoch) for v in new]
 
 
 class JobsMixin(StoreCore):
@@ -178,23 +199,22 @@ class JobsMixin(StoreCore):
 
     def add_chunks(self, job_id: str, chunks: list[ChunkRecord], *, epoch: int) -> None:
         """Add the job's chunks that are not there yet, fenced by epoch."""
-        for c in chunks:
-            if c.job_id != job_id:
-                raise ValueError(f"add_chunks for job {job_id} got a chunk of job {c.job_id}")
+        _check_chunks_of(job_id, chunks)
         with self._write() as conn:
             _fence(conn, job_id, epoch, f"add chunks to job {job_id}")
-            stmt = select(chunks_table.c.idx).where(chunks_table.c.job_id == job_id)
-            present = set(conn.execute(stmt).scalars())
-            new: list[dict[str, Any]] = []
-            for c in chunks:
-                if c.idx in present:
-                    continue
-                present.add(c.idx)
-                values = {f.name: getattr(c, f.name) for f in dc_fields(ChunkRecord)}
-                values["status"] = str(values["status"])
-                new.append(values)
-            bulk_insert_dicts(conn, chunks_table, new)
-            self._append_feed(conn, [change_entry(chunks_table, v, epoch) for v in new])
+            self._append_feed(conn, _insert_chunks(conn, job_id, chunks, epoch))
+
+    def record_split(self, job_id: str, chunks: list[ChunkRecord], *, epoch: int, rows_in: int) -> JobRecord:
+        """add_chunks and the job's move from INITIALIZED to SPLIT (with rows_in and chunks_total), in one
+        transaction fenced by epoch. Returns the updated job."""
+        _check_chunks_of(job_id, chunks)
+        values = {"status": str(JobStatus.SPLIT), "updated_at": time.time(), "rows_in": rows_in,
+                  "chunks_total": len(chunks)}
+        with self._write() as conn:
+            row = _transition(conn, job_id, epoch, (str(JobStatus.INITIALIZED),), values)
+            # the chunks before the job in the feed, as when they were two writes
+            self._append_feed(conn, [*_insert_chunks(conn, job_id, chunks, epoch), change_entry(jobs, row, epoch)])
+        return JobRecord(**row)
 
     def list_chunks(self, job_id: str) -> list[ChunkRecord]:
         """The job's chunks in index order."""

@@ -219,11 +219,10 @@ class Orchestrator:
                         byte_offset=c.offset, byte_length=c.length)
             for c in result.chunks
         ]
-        self.state.add_chunks(job.job_id, chunks, epoch=job.owner_epoch)
+        # The chunk list and the step in one transaction (one write here, one apply in the standby).
+        self.state.record_split(job.job_id, chunks, epoch=job.owner_epoch, rows_in=result.rows_in)
         crash_point("split:chunks_recorded")
         self._emit(Lifecycle.SPLIT, job.job_id)
-        self.state.transition_job(job.job_id, epoch=job.owner_epoch, from_status=JobStatus.INITIALIZED,
-                                  to_status=JobStatus.SPLIT, rows_in=result.rows_in, chunks_total=len(chunks))
         crash_point("split:done")
 
     def _chunk_cut(self, size: int) -> ChunkCut:
