@@ -398,13 +398,14 @@ class Orchestrator:
         existing = self.state.get_notification(job.job_id)
         if existing is None:
             link = presign_url(self.link_base, job.output_key or "", self.signing_key, spec.link_expiry_seconds)
-            self.state.record_notification(NotificationRecord(
+            record = NotificationRecord(
                 job_id=job.job_id, recipients=spec.recipients,
                 subject=f"regionflow: {self._name(job)} processed", link=link, rows_ok=job.rows_ok or 0,
                 rows_rejected=job.rows_rejected or 0, region=self.region, channel=self.notifier.channel,
                 created_at=time.time(),
-            ))
-            existing = self.state.get_notification(job.job_id)
+            )
+            # Inserted: the record is the one just written. Not inserted: another writer's came first.
+            existing = record if self.state.record_notification(record) else self.state.get_notification(job.job_id)
         assert existing is not None
         if existing.status != "sent":
             message = build_message(
