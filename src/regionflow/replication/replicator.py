@@ -34,9 +34,10 @@ _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 KINDS = ("objects", "state")
 APPLY_ORDER = ("state", "objects")  # rows first: a delete waits for the rows before it (see above)
 FETCHERS = 4
-# While changes keep coming, backlog and lag are asked of the source at most this often: each ask scans
-# the source's feed tail, once per kind, and a busy pass takes a few milliseconds. A pass that drains (or
-# is paused) always asks, so a drained direction shows 0 at once.
+# Backlog and lag are asked of the source at most this often: each ask scans the source's feed tail, once
+# per kind, and a busy pass takes a few milliseconds. A pass that drains a backlog the last ask reported
+# asks at once, so a drained direction shows 0 at once; an idle one (nothing read, nothing reported)
+# has nothing new to learn but the odd change that arrived since, which the next ask or pass finds.
 STATS_EVERY = 0.5
 
 
@@ -142,7 +143,8 @@ class Replicator:
                         self._apply_objects(changes, upto)
                     else:
                         self.state.apply_changes_and_checkpoint(self.cursor("state"), changes, upto)
-            if read == 0 or time.monotonic() - self._stats_at >= STATS_EVERY:
+            drained = read == 0 and any(st.backlog.values())
+            if drained or time.monotonic() - self._stats_at >= STATS_EVERY:
                 self._refresh_stats()
             st.reachable, st.last_error = True, None
         except SourceUnavailable as exc:
