@@ -189,6 +189,30 @@ def test_add_chunks_is_idempotent(state: StateStore) -> None:
     assert state.list_chunks("other") == []
 
 
+def test_record_split_adds_the_chunks_and_moves_the_job_together_or_not_at_all(state: StateStore) -> None:
+    state.create_job(make_job("job-1", epoch=2))
+    head = state.feed_head()
+    # a stale owner adds no chunk and leaves the job where it was
+    with pytest.raises(FencedOut, match=r"epoch 2, not epoch 1"):
+        state.record_split("job-1", make_chunks("job-1", 3), epoch=1, rows_in=30)
+    assert state.list_chunks("job-1") == [] and state.get_job("job-1").status == JobStatus.INITIALIZED
+    assert state.feed_head() == head
+    # chunks recorded by an earlier, interrupted split are kept as they are
+    state.add_chunks("job-1", make_chunks("job-1", 1), epoch=2)
+    assert state.start_chunk("job-1", 0, epoch=2) == 1
+    head = state.feed_head()
+    job = state.record_split("job-1", make_chunks("job-1", 3), epoch=2, rows_in=30)
+    assert job.status == JobStatus.SPLIT and job.rows_in == 30 and job.chunks_total == 3
+    assert state.get_job("job-1") == job
+    assert [(c.idx, c.attempts) for c in state.list_chunks("job-1")] == [(0, 1), (1, 0), (2, 0)]
+    # the chunks before the job in the feed, as a standby applies them
+    assert [(c.table, c.key) for c in new_changes(state, head)] == [
+        ("chunks", "job-1/1"), ("chunks", "job-1/2"), ("jobs", "job-1")]
+    with pytest.raises(FencedOut, match=r"job-1 is SPLIT, not INITIALIZED"):
+        state.record_split("job-1", make_chunks("job-1", 4), epoch=2, rows_in=40)
+    assert len(state.list_chunks("job-1")) == 3 and state.get_job("job-1") == job
+
+
 def test_chunk_writes_are_fenced(state: StateStore) -> None:
     state.create_job(make_job("job-1", epoch=1))
     with pytest.raises(FencedOut, match="does not exist"):
@@ -322,6 +346,35 @@ def test_notifications(state: StateStore) -> None:
     later = NotificationRecord(**{**rec.__dict__, "job_id": "job-2", "created_at": sent.created_at + 10})
     state.record_notification(later)
     assert [n.job_id for n in state.list_notifications()] == ["job-1", "job-2"]
+
+
+def test_mark_notified_marks_the_notification_and_moves_the_job_together_or_not_at_all(state: StateStore) -> None:
+    state.create_job(make_job("job-1", epoch=2))
+    state.transition_job("job-1", epoch=2, from_status=JobStatus.INITIALIZED, to_status=JobStatus.MERGED)
+    state.record_notification(NotificationRecord(job_id="job-1", recipients=["ops@example.com"], subject="done",
+                                                 link="http://x/y?sig=1", rows_ok=9, rows_rejected=1,
+                                                 region=REGION, channel="outbox"))
+    head = state.feed_head()
+    # a stale owner (a region that lost the job) changes neither the notification nor the job
+    with pytest.raises(FencedOut, match=r"epoch 2, not epoch 1"):
+        state.mark_notified("job-1", epoch=1)
+    unsent = state.get_notification("job-1")
+    assert unsent is not None and unsent.status == "sending" and unsent.sent_at is None
+    assert state.get_job("job-1").status == JobStatus.MERGED and state.feed_head() == head
+    job = state.mark_notified("job-1", epoch=2)
+    sent = state.get_notification("job-1")
+    assert job.status == JobStatus.NOTIFIED and state.get_job("job-1") == job
+    assert sent is not None and sent.status == "sent" and sent.sent_at is not None
+    assert [(c.table, c.key) for c in new_changes(state, head)] == [("notifications", "job-1"), ("jobs", "job-1")]
+    # done once: a second call finds the job past MERGED and leaves the first sent_at
+    with pytest.raises(FencedOut, match=r"job-1 is NOTIFIED, not MERGED"):
+        state.mark_notified("job-1", epoch=2)
+    assert state.get_notification("job-1") == sent
+    state.create_job(make_job("job-2", epoch=2))
+    state.transition_job("job-2", epoch=2, from_status=JobStatus.INITIALIZED, to_status=JobStatus.MERGED)
+    with pytest.raises(RegionflowError, match="none was recorded"):
+        state.mark_notified("job-2", epoch=2)
+    assert state.get_job("job-2").status == JobStatus.MERGED
 
 
 # ---------------------------------------------------------------------------------------------- change feed

@@ -149,6 +149,25 @@ def test_a_fresh_region_exposes_every_labelled_series_at_zero(region):
     assert value("regionflow_request_seconds_count", method="POST", route=routes.PLANS_RUN) == 0
 
 
+def test_requests_are_timed_by_method_and_route_template(region):
+    def count(method: str, route: str) -> float:
+        text = _call(region, "GET", routes.METRICS).text
+        for family in text_string_to_metric_families(text):
+            for s in family.samples:
+                if s.name == "regionflow_request_seconds_count" and s.labels == {"method": method, "route": route}:
+                    return s.value
+        return 0.0
+
+    before = {r: count(*r) for r in (("GET", routes.JOBS), ("GET", routes.OBJECTS), ("GET", "unmatched"))}
+    assert _call(region, "GET", routes.JOBS).status_code == 200
+    assert _call(region, "GET", routes.JOBS).status_code == 200
+    assert _call(region, "GET", routes.object_path("input/absent.csv")).status_code == 404
+    assert _call(region, "GET", "/no/such/route").status_code == 404
+    assert count("GET", routes.JOBS) == before[("GET", routes.JOBS)] + 2
+    assert count("GET", routes.OBJECTS) == before[("GET", routes.OBJECTS)] + 1  # the template, not the key
+    assert count("GET", "unmatched") == before[("GET", "unmatched")] + 1
+
+
 def _touch_plan(path, marker) -> str:
     """A plan whose us-east-1 workflow runs a shell command (what makes running any file dangerous)."""
     path.write_text(f"name: touch\nregions: [us-east-1, us-west-2]\nworkflows:\n  us-east-1:\n"

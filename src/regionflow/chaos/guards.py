@@ -205,6 +205,10 @@ class GuardedStateStore(_Guarded[StateStore]):
         """StateStore.add_chunks, after the fault check."""
         self._checked().add_chunks(job_id, chunks, epoch=epoch)
 
+    def record_split(self, job_id: str, chunks: list[ChunkRecord], *, epoch: int, rows_in: int) -> JobRecord:
+        """StateStore.record_split, after the fault check."""
+        return self._checked().record_split(job_id, chunks, epoch=epoch, rows_in=rows_in)
+
     def list_chunks(self, job_id: str) -> list[ChunkRecord]:
         """StateStore.list_chunks, after the fault check."""
         return self._checked().list_chunks(job_id)
@@ -251,6 +255,10 @@ class GuardedStateStore(_Guarded[StateStore]):
     def mark_notification_sent(self, job_id: str) -> None:
         """StateStore.mark_notification_sent, after the fault check."""
         self._checked().mark_notification_sent(job_id)
+
+    def mark_notified(self, job_id: str, *, epoch: int) -> JobRecord:
+        """StateStore.mark_notified, after the fault check."""
+        return self._checked().mark_notified(job_id, epoch=epoch)
 
     def get_notification(self, job_id: str) -> NotificationRecord | None:
         """StateStore.get_notification, after the fault check."""

@@ -34,6 +34,11 @@ _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 KINDS = ("objects", "state")
 APPLY_ORDER = ("state", "objects")  # rows first: a delete waits for the rows before it (see above)
 FETCHERS = 4
+# Backlog and lag are asked of the source at most this often: each ask scans the source's feed tail, once
+# per kind, and a busy pass takes a few milliseconds. A pass that drains a backlog the last ask reported
+# asks at once, so a drained direction shows 0 at once; an idle one (nothing read, nothing reported)
+# has nothing new to learn but the odd change that arrived since, which the next ask or pass finds.
+STATS_EVERY = 0.5
 
 
 def version_millis(version_id: str) -> int:
@@ -103,6 +108,7 @@ class Replicator:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._pool = ThreadPoolExecutor(FETCHERS, thread_name_prefix=f"fetch-{source.name}")
+        self._stats_at = 0.0  # monotonic time of the last stats refresh
 
     def cursor(self, kind: str) -> str:
         """The name under which this direction's cursor (checkpoint + pause flag) of one kind is stored."""
@@ -126,6 +132,7 @@ class Replicator:
                     continue
                 since = self.checkpoint(kind)
                 changes, head = self.source.feed(since, self.batch, kind)
+                st.source_head = max(st.source_head, head)
                 # A short batch holds every change of this kind up to head, so the cursor may pass head.
                 upto = max(head, changes[-1].seq if changes else 0) if len(changes) < self.batch else changes[-1].seq
                 if kind == "objects":
@@ -136,7 +143,9 @@ class Replicator:
                         self._apply_objects(changes, upto)
                     else:
                         self.state.apply_changes_and_checkpoint(self.cursor("state"), changes, upto)
-            self._refresh_stats()
+            drained = read == 0 and any(st.backlog.values())
+            if drained or time.monotonic() - self._stats_at >= STATS_EVERY:
+                self._refresh_stats()
             st.reachable, st.last_error = True, None
         except SourceUnavailable as exc:
             st.reachable, st.last_error = False, str(exc)
@@ -150,6 +159,7 @@ class Replicator:
     def _refresh_stats(self) -> None:
         st = self.status
         now = time.time()
+        self._stats_at = time.monotonic()
         for kind in KINDS:
             stats = self.source.stats(self.checkpoint(kind))
             st.source_head = stats["head"]

@@ -117,14 +117,17 @@ class UploadReplication:
         were fed meanwhile are skipped)."""
         head = self.state.feed_head()
         found: list[Change] = []
-        seq = since
-        while seq < head:
-            page = self.state.feed_since(seq, _FEED_PAGE)
-            if not page:
-                break
-            found += [c for c in page if _is_object(c, key, version_id) or (c.table == "jobs" and c.key == job_id)]
-            seq = page[-1].seq
-        return found
+        # Read by kind: under load most changes fed since are other jobs' rows (rejects above all), which
+        # an upload without a job of its own need not read and decode.
+        for kind in ("objects", "state") if job_id is not None else ("objects",):
+            seq = since
+            while seq < head:
+                page = self.state.feed_since(seq, _FEED_PAGE, kind)
+                if not page:
+                    break
+                found += [c for c in page if _is_object(c, key, version_id) or (c.table == "jobs" and c.key == job_id)]
+                seq = page[-1].seq
+        return sorted(found, key=lambda c: c.seq)
 
     # -- lagging peers -----------------------------------------------------------------------------
     def _mark_lagging(self, name: str, reason: str) -> None:

@@ -159,6 +159,11 @@ class StateStore(Protocol):
         """Record the job's chunk list (chunks already present are kept as they are). Fenced by epoch."""
         ...
 
+    def record_split(self, job_id: str, chunks: list[ChunkRecord], *, epoch: int, rows_in: int) -> JobRecord:
+        """add_chunks and the job's move from INITIALIZED to SPLIT (rows_in, chunks_total = len(chunks)), in one
+        transaction fenced by epoch (FencedOut changes nothing). Returns the updated job."""
+        ...
+
     def list_chunks(self, job_id: str) -> list[ChunkRecord]:
         """The job's chunks in index order."""
         ...
@@ -218,6 +223,11 @@ class StateStore(Protocol):
 
     def mark_notification_sent(self, job_id: str) -> None:
         """Record that the notification was delivered."""
+        ...
+
+    def mark_notified(self, job_id: str, *, epoch: int) -> JobRecord:
+        """mark_notification_sent and the job's move from MERGED to NOTIFIED, in one transaction fenced by
+        epoch (FencedOut changes neither). Returns the updated job."""
         ...
 
     def get_notification(self, job_id: str) -> NotificationRecord | None:

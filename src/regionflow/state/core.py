@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Connection, Table, func, inspect, select, text
+from sqlalchemy import Connection, Table, bindparam, func, inspect, select, text
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from regionflow.sqlite_engine import write_transaction
@@ -39,6 +39,11 @@ _SCHEMA_LOCK = 0x7266_7363  # "rfsc": serialises create_all across processes
 
 FEED_COLUMNS = ("table_name", "key", "row_image", "hlc", "epoch", "origin", "created_at")
 VERSION_COLUMNS = ("table_name", "key", "hlc", "epoch", "origin")
+
+# Built once: every write runs them, and building a statement costs more than running it.
+_LAST_HLC = select(change_feed.c.hlc).order_by(change_feed.c.seq.desc()).limit(1)
+_MAX_VERSION_HLC = select(func.max(row_versions.c.hlc)).where(
+    row_versions.c.table_name == bindparam("table_name"), row_versions.c.key.in_(bindparam("keys", expanding=True)))
 
 # A change to append: (table name, key, row image JSON or None for a delete, epoch).
 FeedEntry = tuple[str, str, str | None, int]
@@ -105,7 +110,7 @@ class StoreCore:
         if not entries or not self.keeps_feed:
             return
         xact_lock(conn, _FEED_LOCK)
-        last = conn.execute(select(change_feed.c.hlc).order_by(change_feed.c.seq.desc()).limit(1)).scalar()
+        last = conn.execute(_LAST_HLC).scalar()
         versioned: dict[tuple[str, str], int] = {}  # (table, key) -> index of its last entry
         for i, (name, key, _, _) in enumerate(entries):
             if name in VERSIONED_TABLES:
@@ -127,7 +132,5 @@ def _max_version_hlc(conn: Connection, keys: set[tuple[str, str]]) -> int:
     best = 0
     for name in {t for t, _ in keys}:
         for batch in batches({k for t, k in keys if t == name}):
-            stmt = select(func.max(row_versions.c.hlc)).where(row_versions.c.table_name == name,
-                                                              row_versions.c.key.in_(batch))
-            best = max(best, conn.execute(stmt).scalar() or 0)
+            best = max(best, conn.execute(_MAX_VERSION_HLC, {"table_name": name, "keys": batch}).scalar() or 0)
     return best

@@ -82,12 +82,14 @@ def _update_link(conn: Connection, source: str, *, seq: int | None = None, pause
     conn.execute(stmt.on_conflict_do_update(index_elements=["source"], set_=changes))
 
 
+_FORGET_STORED = delete(stored_objects).where(stored_objects.c.key == bindparam("key"))  # built once: per object
+
+
 def _note_stored(conn: Connection, key: str, version_id: str | None) -> None:
     if version_id is None:
-        conn.execute(delete(stored_objects).where(stored_objects.c.key == key))
+        conn.execute(_FORGET_STORED, {"key": key})
         return
-    stmt = dialect_insert(conn)(stored_objects).values(key=key, version_id=version_id)
-    conn.execute(stmt.on_conflict_do_update(index_elements=["key"], set_={"version_id": stmt.excluded.version_id}))
+    bulk_upsert(conn, stored_objects, ("key", "version_id"), [(key, version_id)])
 
 
 def _check_changes(changes: list[Change]) -> None:

@@ -16,8 +16,9 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, delete, func, select, update
 
 from regionflow.errors import FencedOut, RegionflowError
-from regionflow.state.base import TERMINAL_STATUSES, ChunkRecord, ChunkStatus, JobRecord, RejectRecord
-from regionflow.state.core import StoreCore, change_entry, deletion_entry
+from regionflow.state.base import TERMINAL_STATUSES, ChunkRecord, ChunkStatus, JobRecord, JobStatus, RejectRecord
+from regionflow.state.core import FeedEntry, StoreCore, change_entry, deletion_entry
+from regionflow.state.records import mark_sent
 from regionflow.state.schema import chunks as chunks_table  # add_chunks' `chunks` parameter shadows it
 from regionflow.state.schema import jobs
 from regionflow.state.schema import rejects as rejects_table  # so does complete_chunk's `rejects`
@@ -30,6 +31,9 @@ _JOB_COLUMNS = frozenset(f.name for f in dc_fields(JobRecord))
 _PROTECTED_JOB_COLUMNS = frozenset(
     {"job_id", "status", "owner_region", "owner_epoch", "created_at", "updated_at"}
 )
+
+
+_GET_JOB = select(jobs).where(jobs.c.job_id == bindparam("job_id"))  # built once: the orchestrator reads it per step
 
 
 def _job(row: Any) -> JobRecord:
@@ -67,6 +71,43 @@ def _fence(conn: Connection, job_id: str, epoch: int, action: str) -> None:
         raise _fenced(conn, job_id, epoch, action)
 
 
+def _transition(conn: Connection, job_id: str, epoch: int, froms: tuple[str, ...],
+                values: dict[str, Any]) -> dict[str, Any]:
+    """In conn's write transaction: set values (a status among them) on the job if it is owned under epoch
+    and in one of froms, else raise FencedOut; the job's row as updated."""
+    res = conn.execute(
+        update(jobs)
+        .where(jobs.c.job_id == job_id, jobs.c.owner_epoch == epoch, jobs.c.status.in_(froms))
+        .values(**values)
+    )
+    if res.rowcount == 0:
+        raise _fenced(conn, job_id, epoch, f"move job {job_id} to {values['status']}", froms)
+    row = fetch_row(conn, jobs, job_id=job_id)
+    assert row is not None
+    return row
+
+
+def _check_chunks_of(job_id: str, chunks: list[ChunkRecord]) -> None:
+    for c in chunks:
+        if c.job_id != job_id:
+            raise ValueError(f"add_chunks for job {job_id} got a chunk of job {c.job_id}")
+
+
+def _insert_chunks(conn: Connection, job_id: str, chunks: list[ChunkRecord], epoch: int) -> list[FeedEntry]:
+    """In conn's write transaction: insert the chunks the job does not have yet; their feed entries."""
+    present = set(conn.execute(select(chunks_table.c.idx).where(chunks_table.c.job_id == job_id)).scalars())
+    new: list[dict[str, Any]] = []
+    for c in chunks:
+        if c.idx in present:
+            continue
+        present.add(c.idx)
+        values = {f.name: getattr(c, f.name) for f in dc_fields(ChunkRecord)}
+        values["status"] = str(values["status"])
+        new.append(values)
+    bulk_insert_dicts(conn, chunks_table, new)
+    return [change_entry(chunks_table, v, epoch) for v in new]
+
+
 class JobsMixin(StoreCore):
     """The jobs, chunks and rejects part of the StateStore."""
 
@@ -87,7 +128,7 @@ class JobsMixin(StoreCore):
     def get_job(self, job_id: str) -> JobRecord | None:
         """The job, or None."""
         with self._read() as conn:
-            row = conn.execute(select(jobs).where(jobs.c.job_id == job_id)).first()
+            row = conn.execute(_GET_JOB, {"job_id": job_id}).first()
         return _job(row) if row is not None else None
 
     def list_jobs(self, status: str | None = None, limit: int | None = None,
@@ -120,18 +161,19 @@ class JobsMixin(StoreCore):
         if unknown or protected:
             raise ValueError(f"transition_job cannot set {unknown + protected} (not settable job fields)")
         values = {**fields, "status": str(to_status), "updated_at": time.time()}
-        action = f"move job {job_id} to {to_status}"
         with self._write() as conn:
-            res = conn.execute(
-                update(jobs)
-                .where(jobs.c.job_id == job_id, jobs.c.owner_epoch == epoch, jobs.c.status.in_(froms))
-                .values(**values)
-            )
-            if res.rowcount == 0:
-                raise _fenced(conn, job_id, epoch, action, froms)
-            row = fetch_row(conn, jobs, job_id=job_id)
-            assert row is not None
+            row = _transition(conn, job_id, epoch, froms, values)
             self._append_feed(conn, [change_entry(jobs, row, epoch)])
+        return JobRecord(**row)
+
+    def mark_notified(self, job_id: str, *, epoch: int) -> JobRecord:
+        """Mark the job's notification sent and move the job from MERGED to NOTIFIED, in one transaction
+        fenced by epoch (a fenced job keeps its notification unmarked). Returns the updated job."""
+        values = {"status": str(JobStatus.NOTIFIED), "updated_at": time.time()}
+        with self._write() as conn:
+            feed = mark_sent(conn, job_id)
+            row = _transition(conn, job_id, epoch, (str(JobStatus.MERGED),), values)
+            self._append_feed(conn, [*feed, change_entry(jobs, row, epoch)])
         return JobRecord(**row)
 
     def claim_job(self, job_id: str, *, region: str, epoch: int) -> JobRecord:
@@ -157,23 +199,22 @@ class JobsMixin(StoreCore):
 
     def add_chunks(self, job_id: str, chunks: list[ChunkRecord], *, epoch: int) -> None:
         """Add the job's chunks that are not there yet, fenced by epoch."""
-        for c in chunks:
-            if c.job_id != job_id:
-                raise ValueError(f"add_chunks for job {job_id} got a chunk of job {c.job_id}")
+        _check_chunks_of(job_id, chunks)
         with self._write() as conn:
             _fence(conn, job_id, epoch, f"add chunks to job {job_id}")
-            stmt = select(chunks_table.c.idx).where(chunks_table.c.job_id == job_id)
-            present = set(conn.execute(stmt).scalars())
-            new: list[dict[str, Any]] = []
-            for c in chunks:
-                if c.idx in present:
-                    continue
-                present.add(c.idx)
-                values = {f.name: getattr(c, f.name) for f in dc_fields(ChunkRecord)}
-                values["status"] = str(values["status"])
-                new.append(values)
-            bulk_insert_dicts(conn, chunks_table, new)
-            self._append_feed(conn, [change_entry(chunks_table, v, epoch) for v in new])
+            self._append_feed(conn, _insert_chunks(conn, job_id, chunks, epoch))
+
+    def record_split(self, job_id: str, chunks: list[ChunkRecord], *, epoch: int, rows_in: int) -> JobRecord:
+        """add_chunks and the job's move from INITIALIZED to SPLIT (with rows_in and chunks_total), in one
+        transaction fenced by epoch. Returns the updated job."""
+        _check_chunks_of(job_id, chunks)
+        values = {"status": str(JobStatus.SPLIT), "updated_at": time.time(), "rows_in": rows_in,
+                  "chunks_total": len(chunks)}
+        with self._write() as conn:
+            row = _transition(conn, job_id, epoch, (str(JobStatus.INITIALIZED),), values)
+            # the chunks before the job in the feed, as when they were two writes
+            self._append_feed(conn, [*_insert_chunks(conn, job_id, chunks, epoch), change_entry(jobs, row, epoch)])
+        return JobRecord(**row)
 
     def list_chunks(self, job_id: str) -> list[ChunkRecord]:
         """The job's chunks in index order."""

@@ -7,13 +7,28 @@ import time
 from dataclasses import fields as dc_fields
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import Connection, select, update
 
 from regionflow.errors import RegionflowError
 from regionflow.state.base import NotificationRecord
-from regionflow.state.core import StoreCore, change_entry
+from regionflow.state.core import FeedEntry, StoreCore, change_entry
 from regionflow.state.schema import notifications, plan_executions
 from regionflow.state.sql import bulk_upsert, dumps, fetch_row, insert_if_absent
+
+
+def mark_sent(conn: Connection, job_id: str) -> list[FeedEntry]:
+    """In conn's write transaction: mark the job's notification sent (a notification already sent keeps its
+    first sent_at); the feed entry of the change, none when there was none. RegionflowError if the job has
+    no notification."""
+    res = conn.execute(
+        update(notifications)
+        .where(notifications.c.job_id == job_id, notifications.c.status != "sent")
+        .values(status="sent", sent_at=time.time())
+    )
+    row = fetch_row(conn, notifications, job_id=job_id)
+    if row is None:
+        raise RegionflowError(f"cannot mark the notification of job {job_id} sent: none was recorded")
+    return [change_entry(notifications, row, 0)] if res.rowcount else []
 
 
 def _notification(row: Any) -> NotificationRecord:
@@ -41,16 +56,7 @@ class RecordsMixin(StoreCore):
     def mark_notification_sent(self, job_id: str) -> None:
         """Idempotent: a notification already marked sent keeps its first sent_at."""
         with self._write() as conn:
-            res = conn.execute(
-                update(notifications)
-                .where(notifications.c.job_id == job_id, notifications.c.status != "sent")
-                .values(status="sent", sent_at=time.time())
-            )
-            row = fetch_row(conn, notifications, job_id=job_id)
-            if row is None:
-                raise RegionflowError(f"cannot mark the notification of job {job_id} sent: none was recorded")
-            if res.rowcount:
-                self._append_feed(conn, [change_entry(notifications, row, 0)])
+            self._append_feed(conn, mark_sent(conn, job_id))
 
     def get_notification(self, job_id: str) -> NotificationRecord | None:
         """The job's notification, or None."""

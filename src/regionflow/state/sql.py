@@ -7,7 +7,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Table, create_engine, select, text
+from sqlalchemy import Connection, Engine, Table, bindparam, create_engine, select, text
 from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import URL, make_url
@@ -85,13 +85,21 @@ def upsert(conn: Connection, table: Table, columns: Sequence[str]) -> Any:
 def bulk_insert(conn: Connection, table: Table, columns: Sequence[str], rows: list[tuple[Any, ...]]) -> None:
     """executemany of rows (tuples of values for columns), straight to the driver."""
     if rows:
-        bulk_execute(conn, table.insert(), columns, rows)
+        sql, order = _compiled(conn, table, columns, overwrite=False)
+        _execute(conn, sql, order, columns, rows)
 
 
 def bulk_upsert(conn: Connection, table: Table, columns: Sequence[str], rows: list[tuple[Any, ...]]) -> None:
     """bulk_insert that overwrites rows whose primary key exists. Keys must be distinct within rows."""
     if rows:
-        bulk_execute(conn, upsert(conn, table, columns), columns, rows)
+        sql, order = _compiled(conn, table, columns, overwrite=True)
+        _execute(conn, sql, order, columns, rows)
+
+
+# (dialect, table, columns, overwrite) -> (SQL text, the compiled statement's parameter order or None for named
+# parameters). Compiling an INSERT ... ON CONFLICT costs more than executing it for the few rows of a job
+# step, and every write ends with two of them (the feed append); the schema's tables never change at run time.
+_COMPILED: dict[tuple[str, str, tuple[str, ...], bool], tuple[str, tuple[str, ...] | None]] = {}
 
 
 def bulk_insert_dicts(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
@@ -101,22 +109,33 @@ def bulk_insert_dicts(conn: Connection, table: Table, rows: list[dict[str, Any]]
         bulk_insert(conn, table, columns, [tuple(row[c] for c in columns) for row in rows])
 
 
-def bulk_execute(conn: Connection, stmt: Any, columns: Sequence[str], rows: list[tuple[Any, ...]]) -> None:
-    """executemany of an INSERT statement over rows (tuples of values for columns), straight to the driver.
+def _compiled(conn: Connection, table: Table, columns: Sequence[str], *,
+              overwrite: bool) -> tuple[str, tuple[str, ...] | None]:
+    """The INSERT (overwrite: the upsert) of columns, compiled for conn's dialect once per process.
 
-    The statement is compiled by SQLAlchemy for the connection's dialect; only the per-row parameter
-    processing is skipped, which is safe for the schema's plain types and several times faster.
-    """
-    compiled = stmt.compile(dialect=conn.dialect, column_keys=list(columns))
+    Only the per-row parameter processing of SQLAlchemy is skipped, which is safe for the schema's plain
+    types and several times faster."""
+    key = (conn.dialect.name, table.fullname, tuple(columns), overwrite)
+    found = _COMPILED.get(key)
+    if found is None:
+        stmt = upsert(conn, table, columns) if overwrite else table.insert()
+        compiled = stmt.compile(dialect=conn.dialect, column_keys=list(columns))
+        found = (str(compiled), tuple(compiled.positiontup or ()) if compiled.positional else None)
+        _COMPILED[key] = found
+    return found
+
+
+def _execute(conn: Connection, sql: str, order: tuple[str, ...] | None, columns: Sequence[str],
+             rows: list[tuple[Any, ...]]) -> None:
     params: list[Any]
-    if not compiled.positional:
+    if order is None:
         params = [dict(zip(columns, row, strict=True)) for row in rows]
-    elif list(compiled.positiontup or ()) == list(columns):
+    elif list(order) == list(columns):
         params = rows
     else:
-        where = [list(columns).index(name) for name in compiled.positiontup or ()]
+        where = [list(columns).index(name) for name in order]
         params = [tuple(row[i] for i in where) for row in rows]
-    conn.exec_driver_sql(str(compiled), params)
+    conn.exec_driver_sql(sql, params)
 
 
 def insert_if_absent(conn: Connection, table: Table, values: dict[str, Any]) -> bool:
@@ -129,10 +148,19 @@ def insert_if_absent(conn: Connection, table: Table, values: dict[str, Any]) -> 
     return True
 
 
+# (table, key columns) -> SELECT of the row by bound key values: building a statement costs more than
+# running it on a small table, and a job step fetches the rows it wrote.
+_FETCH: dict[tuple[str, tuple[str, ...]], Any] = {}
+
+
 def fetch_row(conn: Connection, table: Table, **key: Any) -> dict[str, Any] | None:
     """The row of table whose columns equal key's values, as a dict, or None."""
-    stmt = select(table).where(*(table.c[name] == value for name, value in key.items()))
-    row = conn.execute(stmt).first()
+    names = tuple(key)
+    stmt = _FETCH.get((table.fullname, names))
+    if stmt is None:
+        stmt = select(table).where(*(table.c[name] == bindparam(f"k_{name}") for name in names))
+        _FETCH[(table.fullname, names)] = stmt
+    row = conn.execute(stmt, {f"k_{name}": value for name, value in key.items()}).first()
     return dict(row._mapping) if row is not None else None
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import posixpath
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import BinaryIO, Protocol, runtime_checkable
@@ -24,6 +25,9 @@ class ObjectInfo:
     last_modified: float = 0.0  # unix seconds
 
 
+_CONTROL = re.compile("[\x00-\x1f\x7f]")
+
+
 def validate_key(key: str) -> str:
     """Return the key unchanged if it names an object inside the bucket, else raise InvalidKey.
 
@@ -36,7 +40,7 @@ def validate_key(key: str) -> str:
         raise InvalidKey(f"object key is longer than {MAX_KEY_BYTES} bytes")
     if key.startswith("/") or "\\" in key or (len(key) > 1 and key[1] == ":"):
         raise InvalidKey(f"object key {key!r} is an absolute path")
-    if any(ord(c) < 32 or ord(c) == 127 for c in key):
+    if _CONTROL.search(key):
         raise InvalidKey(f"object key {key!r} contains a control character")
     parts = key.split("/")
     if any(p in ("", ".", "..") for p in parts[:-1]) or parts[-1] in (".", ".."):

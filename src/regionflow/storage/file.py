@@ -23,6 +23,7 @@ import json
 import mmap
 import os
 import secrets
+import stat
 import tempfile
 import time
 from collections.abc import Iterable, Iterator
@@ -125,9 +126,26 @@ class FileObjectStore:
 
     def _check_inside(self, area: str, key: str, path: Path) -> None:
         # Defence in depth: validate_key keeps the text inside; this keeps a symlink planted in the
-        # bucket (at any depth, the last segment included) from leading out of it.
-        if not os.path.realpath(path).startswith(self._real_areas[area] + os.sep):
+        # bucket (at any depth, the last segment included) from leading out of it. Most paths hold no
+        # symlink at all: one lstat per segment below the area proves it (realpath would also resolve every
+        # directory above the bucket, in Python, for every path of every call); any symlink met is
+        # resolved in full.
+        if self._has_symlink(area, path) and not os.path.realpath(path).startswith(
+                self._real_areas[area] + os.sep):
             raise InvalidKey(f"object key {key!r} resolves outside the bucket")
+
+    def _has_symlink(self, area: str, path: Path) -> bool:
+        """Whether the area's directory or an existing segment of path below it is a symlink."""
+        current = os.path.join(self.root, area)
+        below = os.fspath(path)[len(current) + 1:]  # path is current/<key>: segments of a valid key
+        for segment in ["", *below.split(os.sep)]:
+            current = os.path.join(current, segment) if segment else current
+            try:
+                if stat.S_ISLNK(os.lstat(current).st_mode):
+                    return True
+            except _MISSING:
+                return False  # nothing exists below a missing segment, so nothing there can lead out
+        return False
 
     def data_path(self, key: str) -> Path:
         """The file holding key's current bytes (replaced, never rewritten, by a later put)."""

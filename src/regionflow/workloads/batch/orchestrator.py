@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import logging
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures.process import BrokenProcessPool
@@ -50,6 +50,7 @@ INPUT_PREFIX = "input/"
 OUTPUT_PREFIX = "output/completed/"
 ARCHIVE_PREFIX = "archive/"
 WORK_PREFIX = "work/"
+_LAYOUTS_KEPT = 256
 
 
 
@@ -113,6 +114,8 @@ class Orchestrator:
     # state store's table, indexed once per revision.
     reference_index: str | None = None
     skipped: int = field(default=0, init=False)
+    _layouts: dict[str, dict] = field(default_factory=dict, init=False, repr=False)
+    _layouts_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     # -- trigger ---------------------------------------------------------------------------------
     def trigger(self, key: str) -> str | None:
@@ -210,19 +213,16 @@ class Orchestrator:
                                       to_status=JobStatus.FAILED, reason=str(exc))
             return
         crash_point("split:chunks_written")
-        layout = {"header": result.header, "columns": result.columns}
-        self.objects.put(f"{self._work(job)}layout.json", json.dumps(layout).encode(),
-                         content_type="application/json")
+        self._remember_layout(job.job_id, {"header": result.header, "columns": result.columns})
         chunks = [
             ChunkRecord(job_id=job.job_id, idx=c.idx, object_key=job.input_key, first_row=c.first_row, rows=c.rows,
                         byte_offset=c.offset, byte_length=c.length)
             for c in result.chunks
         ]
-        self.state.add_chunks(job.job_id, chunks, epoch=job.owner_epoch)
+        # The chunk list and the step in one transaction (one write here, one apply in the standby).
+        self.state.record_split(job.job_id, chunks, epoch=job.owner_epoch, rows_in=result.rows_in)
         crash_point("split:chunks_recorded")
         self._emit(Lifecycle.SPLIT, job.job_id)
-        self.state.transition_job(job.job_id, epoch=job.owner_epoch, from_status=JobStatus.INITIALIZED,
-                                  to_status=JobStatus.SPLIT, rows_in=result.rows_in, chunks_total=len(chunks))
         crash_point("split:done")
 
     def _chunk_cut(self, size: int) -> ChunkCut:
@@ -241,8 +241,8 @@ class Orchestrator:
         if job.status == JobStatus.SPLIT:
             job = self.state.transition_job(job.job_id, epoch=job.owner_epoch, from_status=JobStatus.SPLIT,
                                             to_status=JobStatus.PROCESSING)
-        layout = self._layout(job)
-        plan = ChunkPlan(self.pipeline.to_dict(), dict(layout["columns"]), len(layout["header"]))
+        with self._layouts_lock:
+            layout = self._layouts.pop(job.job_id, None)
         chunks = self.state.list_chunks(job.job_id)
         todo = [c for c in chunks if not self._chunk_output_present(c)]
         done = len(chunks) - len(todo)
@@ -252,6 +252,8 @@ class Orchestrator:
             if source is None:
                 raise InputMissing(f"chunks {[c.idx for c in todo][:5]} of {job.job_id} need its input "
                                    f"{job.input_key}, which is not in {self.region}")
+            layout = layout or self._read_layout(source)
+            plan = ChunkPlan(self.pipeline.to_dict(), dict(layout["columns"]), len(layout["header"]))
             reference = self._reference_path()
             while todo:
                 self._fence(job)
@@ -262,21 +264,20 @@ class Orchestrator:
     def input_source(self, job: JobRecord) -> str | None:
         return input_source(self.objects, job)
 
-    def _layout(self, job: JobRecord) -> dict:
-        """The input's header and column mapping, recorded at split (read again from the input if lost)."""
-        key = f"{self._work(job)}layout.json"
-        try:
-            return json.loads(self.objects.get(key))
-        except ObjectNotFound:
-            pass
-        source = self.input_source(job)
-        if source is None:
-            raise InputMissing(f"layout and input of {job.job_id} are not in {self.region}")
+    def _remember_layout(self, job_id: str, layout: dict) -> None:
+        # The split hands the input's header and column mapping to the step after it, which usually runs
+        # at once on the same thread. Kept in memory, not stored: the chunks cannot run without the input,
+        # and the input gives them again (_read_layout) to a process or region that resumes the job.
+        with self._layouts_lock:
+            self._layouts[job_id] = layout
+            while len(self._layouts) > _LAYOUTS_KEPT:  # jobs fenced out between their split and their chunks
+                self._layouts.pop(next(iter(self._layouts)))
+
+    def _read_layout(self, source: str) -> dict:
+        """The header and column mapping of the input at source (its first block)."""
         with self.objects.open(source) as stream:
             header, columns = read_header(stream, self.pipeline)
-        layout = {"header": header, "columns": columns}
-        self.objects.put(key, json.dumps(layout).encode(), content_type="application/json")
-        return layout
+        return {"header": header, "columns": columns}
 
     def _chunk_output_present(self, chunk: ChunkRecord) -> bool:
         if chunk.status != ChunkStatus.DONE or not chunk.out_key:
@@ -397,13 +398,14 @@ class Orchestrator:
         existing = self.state.get_notification(job.job_id)
         if existing is None:
             link = presign_url(self.link_base, job.output_key or "", self.signing_key, spec.link_expiry_seconds)
-            self.state.record_notification(NotificationRecord(
+            record = NotificationRecord(
                 job_id=job.job_id, recipients=spec.recipients,
                 subject=f"regionflow: {self._name(job)} processed", link=link, rows_ok=job.rows_ok or 0,
                 rows_rejected=job.rows_rejected or 0, region=self.region, channel=self.notifier.channel,
                 created_at=time.time(),
-            ))
-            existing = self.state.get_notification(job.job_id)
+            )
+            # Inserted: the record is the one just written. Not inserted: another writer's came first.
+            existing = record if self.state.record_notification(record) else self.state.get_notification(job.job_id)
         assert existing is not None
         if existing.status != "sent":
             message = build_message(
@@ -418,9 +420,9 @@ class Orchestrator:
                          extra={"job_id": job.job_id})
             self.events.notified(delivered)
             crash_point("notify:sent")
-            self.state.mark_notification_sent(job.job_id)
-        self.state.transition_job(job.job_id, epoch=job.owner_epoch, from_status=JobStatus.MERGED,
-                                  to_status=JobStatus.NOTIFIED)
+        # The mark and the step in one transaction (one write here, one apply in the standby); a crash before
+        # it leaves the notification unmarked, and the resumed step resends it under its dedupe key.
+        self.state.mark_notified(job.job_id, epoch=job.owner_epoch)
 
     def _complete(self, job: JobRecord) -> None:
         archive_key = f"{ARCHIVE_PREFIX}{job.version_id}/{self._name(job)}"
