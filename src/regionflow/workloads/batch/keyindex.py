@@ -196,10 +196,12 @@ class KeyIndex:
         The directory gives the range of stored hashes that share the top bits, a few rows on average;
         the binary search then stays inside it, instead of hopping across the whole array once per level.
         """
+        if not len(self._hashes):
+            return np.zeros(len(hashes), dtype=np.intp)
         top = (hashes >> np.uint64(self._shift)).astype(np.intp)
         lo = self._directory[top].astype(np.intp)
         hi = self._directory[top + 1].astype(np.intp)
-        last = max(len(self._hashes) - 1, 0)
+        last = len(self._hashes) - 1
         for _ in range(self._steps):
             active = lo < hi
             mid = (lo + hi) >> 1

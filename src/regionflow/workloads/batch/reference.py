@@ -111,11 +111,12 @@ def load_reference_table(state: StateStore, table: str, source: str | Path | byt
 
 
 def index_reference_file(path: Path, key_column: str, fields: list[str], base: Path, *,
-                         compact_from: int = COMPACT_FROM_BYTES) -> None:
+                         compact_from: int | None = None) -> None:
     """Index the reference CSV at path on key_column for lookups of fields, saved at base: in memory
-    below compact_from bytes, on disk (KeyIndex) from there on, and for any table KeyIndex cannot hold."""
+    below compact_from bytes (default COMPACT_FROM_BYTES), on disk (KeyIndex) from there on, and in memory
+    for any table KeyIndex cannot hold."""
     try:
-        big = path.stat().st_size >= compact_from
+        big = path.stat().st_size >= (COMPACT_FROM_BYTES if compact_from is None else compact_from)
     except FileNotFoundError:
         raise RegionflowError(f"{path}: no such file") from None
     if big:
@@ -129,12 +130,12 @@ def index_reference_file(path: Path, key_column: str, fields: list[str], base: P
 
 
 def index_reference_table(state: StateStore, table: str, key_column: str, fields: list[str], base: Path, *,
-                          compact_from: int = COMPACT_FROM_BYTES) -> None:
+                          compact_from: int | None = None) -> None:
     """Index reference table `table` of the state store as index_reference_file indexes a file."""
     parts = state.reference_parts(table)
     if not parts:
         raise RegionflowError(f"reference table {table!r} is not loaded (run `regionflow reference load`)")
-    if sum(len(p) for p in parts) >= compact_from:
+    if sum(len(p) for p in parts) >= (COMPACT_FROM_BYTES if compact_from is None else compact_from):
         def batches() -> Iterator[pl.DataFrame]:
             for part in parts:
                 yield pl.read_csv(io.StringIO(part), infer_schema=False, empty_string_is_null=False)
