@@ -40,6 +40,7 @@ MAX_OFFSET = 1 << (64 - LENGTH_BITS)
 # Pages of rows.bin are released after each window of a lookup once the file is bigger than this.
 RESIDENT_BYTES = 64 << 20
 WINDOW_BYTES = 32 << 20
+SLICES = 8  # a lookup in a released index holds an eighth of the hashes and slots at a time
 BUCKET_BITS = 6  # a build sorts the hashes in 64 buckets, one at a time
 
 
@@ -62,35 +63,44 @@ def _hash(keys: pl.Series, bits: int) -> np.ndarray:
 class KeyIndex:
     """A reference table indexed on disk for lookups by key (see the module docstring)."""
 
-    def __init__(self, directory: Path, meta: dict, hashes: np.ndarray, slots: np.ndarray,
-                 lookup_directory: np.ndarray | None = None):
+    def __init__(self, directory: Path, meta: dict, *, rows_only: bool = False):
+        """Map the index in directory described by meta; rows_only: only rows.bin (while building)."""
         self.directory = directory
         self.fields: list[str] = meta["fields"]
         self._bits: int = meta["hash_bits"]
         self._sep: str = meta["separator"]
-        self._size: int = meta["bytes"]
-        self._hashes = hashes
-        self._slots = slots
+        self._maps: list[mmap.mmap] = []
+        self._rows = self._map(directory / "rows.bin", np.uint8, meta["bytes"])
+        stored = 0 if rows_only else meta["rows"]
+        self._hashes = self._map(directory / "hashes.bin", np.dtype("<u8"), stored * 8)
+        self._slots = self._map(directory / "slots.bin", np.dtype("<u8"), stored * 8)
         # The directory: the first position of each value of the hashes' top dir_bits bits (one more at
         # the end); steps: binary-search steps enough for the longest range it gives.
-        self._directory = lookup_directory if lookup_directory is not None else np.zeros(2, np.int64)
-        dir_bits = meta.get("dir_bits", 0)
-        self._shift = self._bits - dir_bits
-        self._steps = max(int(meta.get("longest", len(hashes))), 1).bit_length()
-        self._map: mmap.mmap | None = None
-        self._rows = np.zeros(0, dtype=np.uint8)
-        if self._size:
-            with (directory / "rows.bin").open("rb") as fh:
-                self._map = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
-            self._rows = np.frombuffer(self._map, dtype=np.uint8)
-        self._release = self._size > RESIDENT_BYTES and hasattr(mmap, "MADV_DONTNEED")
+        self._directory = (np.zeros(2, np.int64) if rows_only
+                           else np.fromfile(directory / "directory.bin", dtype="<i8"))
+        self._shift = self._bits - meta.get("dir_bits", 0)
+        self._steps = max(int(meta.get("longest", 1)), 1).bit_length()
+        # Pages of a mapped file count in the process's resident memory once touched, and a chunk's keys
+        # touch pages all over the files: a big index hands them back as it goes.
+        self._release = meta["bytes"] > RESIDENT_BYTES and hasattr(mmap, "MADV_DONTNEED")
+        # Where the hash range is cut into slices for lookups (none when nothing is released).
+        slices = SLICES if self._release else 1
+        self._slices = np.array([((1 << self._bits) * i) // slices for i in range(1, slices)], dtype=np.uint64)
+
+    def _map(self, path: Path, dtype: np.dtype | type, size: int) -> np.ndarray:
+        if not size:
+            return np.zeros(0, dtype=dtype)
+        with path.open("rb") as fh:
+            mapped = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+        self._maps.append(mapped)
+        return np.frombuffer(mapped, dtype=dtype)
 
     def close(self) -> None:
-        """Unmap the rows (the index is not to be used after)."""
-        self._rows = np.zeros(0, dtype=np.uint8)
-        if self._map is not None:
-            self._map.close()
-            self._map = None
+        """Unmap the files (the index is not to be used after)."""
+        self._rows = self._hashes = self._slots = np.zeros(0, dtype=np.uint8)
+        for mapped in self._maps:
+            mapped.close()
+        self._maps = []
 
     @staticmethod
     def directory_of(base: str | Path) -> Path:
@@ -118,11 +128,7 @@ class KeyIndex:
         meta = cls._meta(directory)
         if meta is None:
             raise FileNotFoundError(f"no reference index at {directory}")
-        lookup = np.fromfile(directory / "directory.bin", dtype="<i8")
-        if not meta["rows"]:
-            return cls(directory, meta, np.zeros(0, np.uint64), np.zeros(0, np.uint64), lookup)
-        return cls(directory, meta, np.memmap(directory / "hashes.bin", dtype="<u8", mode="r"),
-                   np.memmap(directory / "slots.bin", dtype="<u8", mode="r"), lookup)
+        return cls(directory, meta)
 
     @classmethod
     def build(cls, batches: Callable[[], Iterable[pl.DataFrame]], key: str, fields: list[str],
@@ -171,13 +177,27 @@ class KeyIndex:
         """The table's rows (KEY, the fields, FOUND) for those of keys that it holds, each once."""
         wanted = keys.drop_nulls().unique()
         hashes = _hash(wanted, self._bits) if len(wanted) else np.zeros(0, np.uint64)
-        first = self._first(hashes)
-        # Candidates of a key are the rows with its hash, from first on; most keys have one at most.
-        pending = np.flatnonzero(self._matches(first, hashes))
+        order = np.argsort(hashes)
+        wanted, hashes = wanted.gather(order), hashes[order]
+        # Candidates of a key are the rows with its hash, from first on; most keys have one at most. They
+        # are found a slice of the hash range at a time, so that only that slice of the hashes and slots
+        # is resident at once.
+        first = np.zeros(len(hashes), dtype=np.intp)
+        slots = np.zeros(len(hashes), dtype=np.uint64)
+        hit = np.zeros(len(hashes), dtype=bool)
+        cuts = np.searchsorted(hashes, self._slices).tolist()
+        for lo, hi in zip([0, *cuts], [*cuts, len(hashes)], strict=True):
+            if hi > lo:
+                first[lo:hi] = self._first(hashes[lo:hi])
+                hit[lo:hi] = self._matches(first[lo:hi], hashes[lo:hi])
+                at = lo + np.flatnonzero(hit[lo:hi])
+                slots[at] = self._slots[first[at]]
+                self._drop_pages()
+        pending = np.flatnonzero(hit)
+        slots = slots[pending]
         found: list[pl.DataFrame] = []
         step = 0
         while pending.size:
-            slots = self._slots[first[pending] + step]
             # (In the order of the rows in the file: that is how they are read.)
             order = np.argsort(slots)
             pending, slots = pending[order], slots[order]
@@ -187,8 +207,17 @@ class KeyIndex:
             pending = pending[~same]
             step += 1
             pending = pending[self._matches(first[pending] + step, hashes[pending])]
+            slots = self._slots[first[pending] + step]
+        self._drop_pages()
         frame = pl.concat(found) if found else self._empty()
         return frame.with_columns(pl.lit(True).alias(FOUND))
+
+    def _drop_pages(self) -> None:
+        if self._release:
+            # Clean pages of read-only file mappings: dropping them only costs a refault from the page
+            # cache, also for another thread reading them at the same moment.
+            for mapped in self._maps[1:]:
+                mapped.madvise(mmap.MADV_DONTNEED)
 
     def _first(self, hashes: np.ndarray) -> np.ndarray:
         """For each hash, the position of the first stored hash not below it (a vectorised lower bound).
@@ -244,12 +273,9 @@ class KeyIndex:
             # Byte i of this window's output comes from rows.bin at i + (row start - row's output start).
             shift = np.repeat(starts[a:b] - (out_ends[a:b] - lengths[a:b]), lengths[a:b])
             out[lo:hi] = self._rows[shift + np.arange(lo, hi)]
-            if self._release and self._map is not None:
+            if self._release:
                 page = int(starts[a]) // mmap.PAGESIZE * mmap.PAGESIZE
-                end = int(starts[b - 1] + lengths[b - 1])
-                # Clean pages of a read-only file mapping: dropping them only costs a refault from the page
-                # cache, also for another thread reading them at the same moment.
-                self._map.madvise(mmap.MADV_DONTNEED, page, end - page)
+                self._maps[0].madvise(mmap.MADV_DONTNEED, page, int(starts[b - 1] + lengths[b - 1]) - page)
         return out.tobytes()
 
 
@@ -298,7 +324,7 @@ def _write(directory: Path, batches: Iterable[pl.DataFrame], key: str, fields: l
                     scratch[b].write(pairs[order[lo:hi]].tobytes())
     meta = {"format": FORMAT, "polars": pl.__version__, "hash_bits": bits, "separator": sep,
             "fields": list(fields), "bytes": offset}
-    reader = KeyIndex(directory, meta, np.zeros(0, np.uint64), np.zeros(0, np.uint64))
+    reader = KeyIndex(directory, meta, rows_only=True)
     rows_kept = 0
     # About sixteen rows per directory entry: half a byte of directory per row stored.
     dir_bits = min(bits, (rows_seen >> 4).bit_length())
