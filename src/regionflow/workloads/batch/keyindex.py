@@ -154,9 +154,12 @@ class KeyIndex:
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise
-            # A stale index (another polars version) is moved aside first: readers that have it open keep
-            # their mapping, and a concurrent build of the same table only replaces an equal index.
+            if cls.exists(base):  # another build of the same table finished first: use that one
+                shutil.rmtree(tmp, ignore_errors=True)
+                return cls.load(base)
             if final.exists():
+                # A stale index (another polars version, or a broken one): readers that have it open keep
+                # their mapping.
                 aside = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}-old-"))
                 with contextlib.suppress(OSError):
                     os.replace(final, aside / "index")
@@ -164,7 +167,7 @@ class KeyIndex:
             try:
                 os.replace(tmp, final)
             except OSError:
-                shutil.rmtree(tmp, ignore_errors=True)  # another build put an equal index there first
+                shutil.rmtree(tmp, ignore_errors=True)  # another build put its index there in between
             return cls.load(base)
         raise Unsupported("every separator character occurs in the reference table's values")
 
@@ -284,7 +287,7 @@ def _write(directory: Path, batches: Iterable[pl.DataFrame], key: str, fields: l
     """Write the index into directory (see the module docstring); its meta.
 
     Two passes, neither holding the table: the rows go to rows.bin and each row's (hash, slot) to one of
-    BUCKETS scratch files by the hash's top bits; then each bucket in turn is sorted, rid of overwritten
+    64 scratch files by the hash's top bits; then each bucket in turn is sorted, rid of overwritten
     keys and appended to hashes.bin and slots.bin, which so end up sorted by hash as a whole.
     """
     shift = max(bits - BUCKET_BITS, 0)
@@ -359,6 +362,7 @@ def _drop_overwritten(reader: KeyIndex, hashes: np.ndarray, slots: np.ndarray) -
     shared[1:] |= same
     shared[:-1] |= same
     at = np.flatnonzero(shared)
+    at = at[np.argsort(slots[at])]  # (rows are read in file order)
     keys = reader._fetch(slots[at]).get_column(KEY)
     # Rows are in rows.bin in table order, so the last row of a key is the one stored furthest in.
     rows = pl.DataFrame({"at": at, "key": keys, "start": slots[at] >> np.uint64(LENGTH_BITS)})
