@@ -22,8 +22,9 @@ from regionflow.workloads.batch.keyindex import KeyIndex, Unsupported
 from regionflow.workloads.batch.records import record_ends
 
 PART_ROWS = 100_000
-# From this size on a reference is indexed on disk: read whole, a table takes about six times its CSV
-# size in memory (text columns of 16-byte views, then the index), 0.35 GiB at this size.
+# From this size on a reference is indexed on disk. Read whole, a table takes about 2.5 times its CSV size
+# while it is indexed (text columns of 16-byte views) and its index twice that size during the chunks (1.5
+# and 1.2 GiB for the 583 MB reference of 10M rows): 160 and 130 MiB at this size.
 COMPACT_FROM_BYTES = 64 << 20
 BLOCK_BYTES = 4 << 20
 QUOTE = ord('"')
