@@ -163,12 +163,14 @@ def test_an_empty_table_finds_nothing(tmp_path):
     assert lookup(index, ["", "1"]).get_column(FOUND).to_list() == [False, False]
 
 
+@pytest.mark.parametrize("blank_lines", ["", "\n\r\n"])
 @pytest.mark.parametrize("block", [1, 5, 64, 1 << 20])
-def test_blocks_cut_at_record_ends_read_as_the_whole_file_does(tmp_path, block):
+def test_blocks_cut_at_record_ends_read_as_the_whole_file_does(tmp_path, block, blank_lines):
     rows = [FIN_HEADER, ["1", "a\nb", '"', "", "x", "y", "z"], ["2", "é", "c,d", "\r\n", "", "", ""],
             ["3", *"abcdef"]]
-    path = write_csv(tmp_path / "fin.csv", rows, terminator="\r\n", bom=True)
-    path.write_bytes(path.read_bytes().rstrip(b"\r\n"))  # no final line break
+    path = write_csv(tmp_path / "fin.csv", rows, terminator="\r\n", bom=blank_lines == "")
+    # blank lines before the header, none after the last record
+    path.write_bytes(blank_lines.encode() + path.read_bytes().rstrip(b"\r\n"))
     whole = pl.read_csv(path, infer_schema=False, empty_string_is_null=False)
     assert pl.concat(list(reference_batches(path, "uuid", block))).equals(whole)
 

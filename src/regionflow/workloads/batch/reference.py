@@ -95,8 +95,15 @@ def reference_batches(path: Path, key_column: str, block_bytes: int = BLOCK_BYTE
             ends = ends + scanned
             body, carry = buf[:int(ends[-1]) + 1], buf[int(ends[-1]) + 1:]
             if not header:
-                # (No record ended in the bytes carried so far: the first end found is the header's.)
-                header, body = body[:int(ends[0]) + 1], body[int(ends[0]) + 1:]
+                # The first record that is not a blank line (the whole read skips those too).
+                start = 0
+                for end in ends.tolist():
+                    if body[start:end + 1].strip(b"\r\n"):
+                        header, body = body[start:end + 1], body[end + 1:]
+                        break
+                    start = end + 1
+                if not header:
+                    continue
                 _parse(header, name, key_column)  # the key column is checked before any row is read
             if body.strip(b"\r\n"):
                 yield _parse(header + body, name, key_column)
