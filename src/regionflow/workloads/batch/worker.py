@@ -30,7 +30,7 @@ class ChunkTask:
     out_key: str
     first_row: int
     plan: ChunkPlan
-    reference_path: str | None  # base path of the saved ReferenceIndex
+    reference_path: str | None  # base path of the saved reference index (either kind: reference.open_index)
     fault_file: str | None = None  # the region's injected faults (storage faults apply here too)
     store_options: dict[str, str | None] = field(default_factory=dict)  # open_object_store's other arguments
 
