@@ -12,7 +12,7 @@ from typing import Any
 
 import polars as pl
 
-from regionflow.workloads.batch.enrich import FOUND, ReferenceIndex
+from regionflow.workloads.batch.enrich import FOUND, Lookup
 from regionflow.workloads.batch.pipeline import Pipeline
 from regionflow.workloads.batch.records import split_records
 from regionflow.workloads.batch.validate import RowValidator
@@ -84,7 +84,7 @@ def _parse(records: pl.Series, plan: CompiledPlan) -> tuple[pl.DataFrame, pl.Ser
     return pl.DataFrame(list(cols.values())), counts
 
 
-def process_chunk(data: bytes, plan: CompiledPlan, reference: ReferenceIndex | None,
+def process_chunk(data: bytes, plan: CompiledPlan, reference: Lookup | None,
                   first_row: int) -> ChunkOutcome:
     """Process one chunk (raw record bytes) whose first record is data row number first_row (1-based)."""
     records = _records(data, plan)

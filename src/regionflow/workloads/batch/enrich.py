@@ -2,7 +2,8 @@
 
 Each chunk first narrows the table to the keys it holds (one pass over the table's keys, no hash table
 of the whole table to build) and then joins that small remainder, so a lookup costs a scan of the
-table's key column plus work proportional to the chunk.
+table's key column plus work proportional to the chunk. That suits tables that fit in memory a few times
+over; a big table is indexed by keyindex.KeyIndex instead, which gives the same `join`.
 """
 
 from __future__ import annotations
@@ -10,11 +11,25 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+from typing import Protocol
 
 import polars as pl
 
 KEY = "__rf_key"
 FOUND = "__rf_found"
+
+
+class Lookup(Protocol):
+    """What a chunk needs of a reference index."""
+
+    def join(self, df: pl.DataFrame, key: str) -> pl.DataFrame: ...
+
+
+def join_present(df: pl.DataFrame, key: str, present: pl.DataFrame) -> pl.DataFrame:
+    """df left-joined on key with present (KEY unique, the fields, FOUND), FOUND false where absent, rows
+    in df's order: the one join both kinds of index end with, so their outputs cannot differ."""
+    joined = df.join(present, left_on=key, right_on=KEY, how="left", maintain_order="left", coalesce=True)
+    return joined.with_columns(pl.col(FOUND).fill_null(False))
 
 
 class ReferenceIndex:
@@ -43,9 +58,7 @@ class ReferenceIndex:
         """df with the enrichment fields added (null where the key is not found) and a boolean FOUND
         column, rows in df's order."""
         keys = df.get_column(key)
-        present = self.table.filter(pl.col(KEY).is_in(keys.implode()))
-        joined = df.join(present, left_on=key, right_on=KEY, how="left", maintain_order="left", coalesce=True)
-        return joined.with_columns(pl.col(FOUND).fill_null(False))
+        return join_present(df, key, self.table.filter(pl.col(KEY).is_in(keys.implode())))
 
     def save(self, base: Path) -> None:
         """Write base.arrow atomically (a temp file renamed into place)."""

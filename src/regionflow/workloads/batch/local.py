@@ -22,11 +22,10 @@ from regionflow.notify import OutboxNotifier, open_notifier
 from regionflow.state import open_state_store
 from regionflow.state.base import JobRecord, JobStatus
 from regionflow.storage.file import FileObjectStore
-from regionflow.workloads.batch.enrich import ReferenceIndex
 from regionflow.workloads.batch.events import FixedOwner, ProgressHook
 from regionflow.workloads.batch.orchestrator import INPUT_PREFIX, Orchestrator, reference_cache_base
 from regionflow.workloads.batch.pipeline import Pipeline
-from regionflow.workloads.batch.reference import read_reference_csv
+from regionflow.workloads.batch.reference import index_exists, index_reference_file
 
 LOCAL_REGION = "local"
 LOCAL_LINK_BASE = "http://127.0.0.1:8700"
@@ -186,9 +185,8 @@ def _index_reference(workdir: Path, pipeline: Pipeline, reference_path: Path | N
         return None
     version = _sha256_file(reference_path)[:16] if kept else "run"
     base = reference_cache_base(workdir / "cache", enrichment.table, version, enrichment.reference_key)
-    if not ReferenceIndex.exists(base):
-        frame, _, _ = read_reference_csv(reference_path, enrichment.reference_key)
-        ReferenceIndex.build(frame, enrichment.reference_key, enrichment.fields, keys_unique=True).save(base)
+    if not index_exists(base):
+        index_reference_file(reference_path, enrichment.reference_key, enrichment.fields, base)
     return str(base)
 
 

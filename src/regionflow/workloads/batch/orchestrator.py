@@ -37,10 +37,9 @@ from regionflow.state.base import (
 from regionflow.storage import ObjectStore
 from regionflow.storage.presign import presign_url
 from regionflow.workloads.batch.chunk import ChunkPlan
-from regionflow.workloads.batch.enrich import ReferenceIndex
 from regionflow.workloads.batch.events import Lifecycle, OrchestratorEvents
 from regionflow.workloads.batch.pipeline import Pipeline
-from regionflow.workloads.batch.reference import reference_frame
+from regionflow.workloads.batch.reference import index_exists, index_reference_table
 from regionflow.workloads.batch.split import ChunkCut, ChunkRange, auto_chunk_bytes, read_header, split_stream
 from regionflow.workloads.batch.worker import ChunkResult, ChunkTask, run_chunk_task
 
@@ -358,9 +357,8 @@ class Orchestrator:
                 "(run `regionflow reference load`)"
             )
         base = reference_cache_base(self.cache_dir, enrichment.table, info.revision, enrichment.reference_key)
-        if not ReferenceIndex.exists(base):
-            frame = reference_frame(self.state, enrichment.table)
-            ReferenceIndex.build(frame, enrichment.reference_key, enrichment.fields).save(base)
+        if not index_exists(base):
+            index_reference_table(self.state, enrichment.table, enrichment.reference_key, enrichment.fields, base)
         return str(base)
 
     def _merge(self, job: JobRecord, chunks: list[ChunkRecord]) -> None:

@@ -10,7 +10,8 @@ from regionflow.crashpoints import crash_point
 from regionflow.errors import RegionflowError
 from regionflow.storage import ObjectInfo, ObjectStore, open_object_store
 from regionflow.workloads.batch.chunk import ChunkPlan, CompiledPlan, process_chunk
-from regionflow.workloads.batch.enrich import ReferenceIndex
+from regionflow.workloads.batch.enrich import Lookup
+from regionflow.workloads.batch.reference import open_index
 
 
 class InputChanged(RegionflowError):
@@ -29,7 +30,7 @@ class ChunkTask:
     out_key: str
     first_row: int
     plan: ChunkPlan
-    reference_path: str | None  # base path of the saved ReferenceIndex
+    reference_path: str | None  # base path of the saved reference index (either kind: reference.open_index)
     fault_file: str | None = None  # the region's injected faults (storage faults apply here too)
     store_options: dict[str, str | None] = field(default_factory=dict)  # open_object_store's other arguments
 
@@ -47,7 +48,7 @@ class ChunkResult:
 # (ThreadExecutor): a miss seen by two threads at once builds twice, and each keeps what it built.
 _stores: dict[str, ObjectStore] = {}
 _plans: dict[str, tuple[ChunkPlan, CompiledPlan]] = {}
-_references: dict[str, ReferenceIndex] = {}
+_references: dict[str, Lookup] = {}
 
 
 def _cached_plan(task: ChunkTask) -> CompiledPlan:
@@ -59,12 +60,12 @@ def _cached_plan(task: ChunkTask) -> CompiledPlan:
     return hit[1]
 
 
-def _cached_reference(path: str | None) -> ReferenceIndex | None:
+def _cached_reference(path: str | None) -> Lookup | None:
     if path is None:
         return None
     index = _references.get(path)
     if index is None:
-        index = ReferenceIndex.load(path)
+        index = open_index(path)
         _references.clear()
         _references[path] = index
     return index
