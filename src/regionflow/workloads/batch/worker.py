@@ -4,18 +4,24 @@ across chunks and jobs."""
 
 from __future__ import annotations
 
+import socket
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from regionflow.crashpoints import crash_point
 from regionflow.errors import RegionflowError
 from regionflow.storage import ObjectInfo, ObjectStore, open_object_store
 from regionflow.workloads.batch.chunk import ChunkPlan, CompiledPlan, process_chunk
 from regionflow.workloads.batch.enrich import Lookup
-from regionflow.workloads.batch.reference import open_index
+from regionflow.workloads.batch.reference import index_exists, open_index
 
 
 class InputChanged(RegionflowError):
     """The object a chunk reads from was replaced: the job's input is not (or no longer) there."""
+
+
+class ReferenceUnavailable(RegionflowError):
+    """The enrichment index is not where the task says, on the machine the task runs on."""
 
 
 @dataclass
@@ -65,6 +71,12 @@ def _cached_reference(path: str | None) -> Lookup | None:
         return None
     index = _references.get(path)
     if index is None:
+        if not index_exists(Path(path)):
+            # A worker of a cluster on another machine: the job waits (an outage, not the chunk's fault)
+            # with this reason in the region's log until the path is there.
+            raise ReferenceUnavailable(
+                f"the enrichment index {path} is not on this worker's machine ({socket.gethostname()}): "
+                "workers on other machines need the region's cache directory at the same path")
         index = open_index(path)
         _references.clear()
         _references[path] = index
