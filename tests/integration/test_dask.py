@@ -158,3 +158,21 @@ def test_up_starts_and_down_stops_a_regions_local_dask_cluster(tmp_path: Path) -
         stack.stop()
     gone = psutil.wait_procs(workers, timeout=30)[1]
     assert gone == [], f"worker processes outlived the region: {gone}"
+
+
+def test_a_task_that_keeps_killing_its_worker_is_reported_lost_and_the_rest_complete(tmp_path: Path) -> None:
+    from executorkit import exit_on_two
+    from regionflow.executor import WorkerLost, open_executor
+
+    with dask_cluster(tmp_path / "dask") as cluster:
+        ex = open_executor(cluster.address, 1)
+        try:
+            # Item 2 kills every worker process that runs it; the nannies start new ones, and once the
+            # scheduler gives up rescheduling it the item is reported lost, never as a result.
+            seen = dict(ex.map_unordered(exit_on_two, range(6)))
+            assert isinstance(seen[2], WorkerLost) and "died" in str(seen[2])
+            assert {k: v for k, v in seen.items() if k != 2} == {0: 0, 1: 1, 3: 3, 4: 4, 5: 5}
+            assert dict(ex.map_unordered(exit_on_two, [4, 5])) == {4: 4, 5: 5}
+            assert ex.status().in_flight == 0
+        finally:
+            ex.close()
