@@ -1,8 +1,8 @@
 """Sync uploads whose bytes travel with the replica request: the peer stores them without fetching them back
 from the uploading region, refuses bytes that are not the recorded ones, and still fetches what came
-without bytes. The peer is a real region's gateway in-process (httpx.ASGITransport) whose source region is
-not running, so any fetch back fails; the replicator alone is also checked against a source that counts
-its fetches."""
+without bytes; an archive copy of an input the standby holds is made from its own bytes. The peer is a
+real region's gateway in-process (httpx.ASGITransport) whose source region is not running, so any fetch
+back fails; the replicator alone is also checked against a source that counts its fetches."""
 
 from __future__ import annotations
 
@@ -30,6 +30,7 @@ from regionflow.state import open_state_store
 from regionflow.state.base import Change
 from regionflow.storage.base import ObjectInfo
 from regionflow.storage.file import FileObjectStore
+from regionflow.workloads.batch.orchestrator import archived_input
 
 EAST, WEST = "us-east-1", "us-west-2"
 
@@ -188,3 +189,42 @@ def test_an_upload_sends_its_bytes_up_to_the_limit_and_larger_ones_go_by_fetch(t
     finally:
         sync.close()
         state.close()
+
+
+def test_an_archive_copy_of_an_input_held_here_is_made_from_it_without_a_fetch(tmp_path):
+    source_store = FileObjectStore(tmp_path / "west")
+    source = CountingSource(source_store)
+    state = open_state_store(f"sqlite:///{tmp_path / 'east.db'}", EAST)
+    here = FileObjectStore(tmp_path / "east")
+    rep = Replicator(source, EAST, state, here, same_bytes=archived_input)
+    try:
+        data = b"id,amount\n1,2\n" * 50
+        held, put = _put_change(source_store, "input/a.csv", data)
+        rep.apply_upload([put])  # the input arrives (fetched)
+        assert source.fetched == ["input/a.csv"]
+        copy = source_store.copy("input/a.csv", f"archive/{held.version_id}/a.csv")
+        change = Change(seq=2, table="objects", key=copy.key, row=dataclasses.asdict(copy), hlc=1, epoch=1,
+                        origin=WEST, created_at=time.time())
+        rep.apply_upload([change])
+        assert source.fetched == ["input/a.csv"]  # no second fetch: the bytes were here
+        got = here.head(copy.key)
+        assert got is not None and (got.version_id, got.etag, got.size) == (copy.version_id, copy.etag, copy.size)
+        assert here.get(copy.key) == data and state.stored_versions([copy.key]) == {copy.key: copy.version_id}
+
+        # bytes here that are not the copy's (the input was overwritten since) are not used: fetched
+        other, _ = _put_change(source_store, "input/b.csv", b"one\n")
+        here.put("input/b.csv", b"two\n", version_id=other.version_id)
+        copy_b = source_store.copy("input/b.csv", f"archive/{other.version_id}/b.csv")
+        rep.apply_upload([Change(seq=3, table="objects", key=copy_b.key, row=dataclasses.asdict(copy_b), hlc=1,
+                                 epoch=1, origin=WEST, created_at=time.time())])
+        assert source.fetched == ["input/a.csv", copy_b.key]
+        assert here.get(copy_b.key) == b"one\n"
+    finally:
+        rep.stop()
+        state.close()
+
+
+@pytest.mark.parametrize("key, expected", [("archive/V1/a.csv", "input/a.csv"), ("archive/V1/d/a.csv", "input/d/a.csv"),
+                                           ("archive/V1", None), ("archive/V1/", None), ("output/x.csv", None)])
+def test_the_input_an_archive_key_was_copied_from(key, expected):
+    assert archived_input(key) == expected

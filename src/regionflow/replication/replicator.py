@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import shutil
 import tempfile
 import threading
 import time
@@ -22,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import IO, BinaryIO, cast
 
+from regionflow.errors import ObjectNotFound
 from regionflow.replication.source import FeedSource, SourceUnavailable
 from regionflow.state.base import Change, StateStore
 from regionflow.state.schema import OBJECTS_FEED
@@ -30,6 +32,7 @@ from regionflow.storage.base import ObjectInfo, ObjectStore
 log = logging.getLogger("regionflow.replication")
 
 _SPOOL_BYTES = 8 << 20
+_COPY_BLOCK = 1 << 20
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 KINDS = ("objects", "state")
 APPLY_ORDER = ("state", "objects")  # rows first: a delete waits for the rows before it (see above)
@@ -104,9 +107,13 @@ class DirectionStatus:
 class Replicator:
     def __init__(self, source: FeedSource, target_region: str, state: StateStore, objects: ObjectStore,
                  on_object: Callable[[str], None] | None = None, interval: float = 0.2, batch: int = 500,
-                 ordered_delete: Callable[[str], bool] = lambda key: True):
+                 ordered_delete: Callable[[str], bool] = lambda key: True,
+                 same_bytes: Callable[[str], str | None] = lambda key: None):
         self.source = source
         self.ordered_delete = ordered_delete  # keys whose deletes wait for the state rows before them
+        # A key here that may hold the bytes of key already (batch: an archive copy's input), read instead
+        # of fetching them from the source when its sha256 is the change's.
+        self.same_bytes = same_bytes
         self.state = state
         self.objects = objects  # the plain store: replicated puts are not fed again
         self.on_object = on_object
@@ -227,6 +234,8 @@ class Replicator:
                 raise SourceUnavailable(f"{self.source.name}: object {change.key} arrived damaged")
             self._store(info, inline)
             return
+        if self._copy_held(change):
+            return
         # Small objects stay in memory, large ones spill to disk: memory is bounded whatever the size.
         with tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES) as spool:
             sink = _HashingSink(spool)
@@ -241,6 +250,29 @@ class Replicator:
                 raise SourceUnavailable(f"{self.source.name}: object {change.key} arrived damaged")
             spool.seek(0)
             self._store(fetched, cast(BinaryIO, spool))
+
+    def _copy_held(self, change: Change) -> bool:
+        """Store change's object from the same bytes held here under another key (same_bytes), checked
+        against its sha256 as a fetched copy is; False when they are not here (then it is fetched)."""
+        other = self.same_bytes(change.key)
+        if other is None:
+            return False
+        info = _change_info(change)
+        held = self.objects.head(other)
+        if held is None or held.etag != info.etag:
+            return False
+        with tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES) as spool:
+            sink = _HashingSink(spool)
+            try:
+                with self.objects.open(other) as fh:
+                    shutil.copyfileobj(fh, cast(IO[bytes], sink), _COPY_BLOCK)
+            except ObjectNotFound:
+                return False  # deleted meanwhile (its delete applied here)
+            if sink.hexdigest() != info.etag:
+                return False  # overwritten meanwhile
+            spool.seek(0)
+            self._store(info, cast(BinaryIO, spool))
+        return True
 
     def _store(self, info: ObjectInfo, data: bytes | BinaryIO) -> None:
         # Known before it is stored: the store watcher must never take a replicated copy for an object
