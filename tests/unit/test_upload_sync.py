@@ -19,16 +19,19 @@ EAST, WEST = "us-east-1", "us-west-2"
 class FakePeer:
     def __init__(self) -> None:
         self.received: list[list[dict[str, Any]]] = []
+        self.inline: list[list[dict[str, str]] | None] = []
         self.release = threading.Event()
         self.release.set()
         self.fail: Exception | None = None
         self.checkpoint = 0
 
-    def replica_apply(self, source: str, changes: list[dict[str, Any]]) -> dict[str, Any]:
+    def replica_apply(self, source: str, changes: list[dict[str, Any]],
+                      inline: list[dict[str, str]] | None = None) -> dict[str, Any]:
         if self.fail is not None:
             raise self.fail
         self.release.wait(10)
         self.received.append(changes)
+        self.inline.append(inline)
         return {"objects": 1}
 
     def applied_from(self, source: str) -> dict[str, Any]:

@@ -264,10 +264,13 @@ class ApiClient:
         """This region's replication from source as of its last pass (reachable, paused, checkpoint)."""
         return self.json("GET", routes.internal_applied_path(source))
 
-    def replica_apply(self, source: str, changes: list[dict[str, Any]]) -> dict[str, Any]:
-        """Ask this region to store an upload of source now: the object changes are fetched from source,
-        the state changes applied (what an upload acknowledged in sync mode waits for)."""
-        return self.json("POST", routes.INTERNAL_REPLICA, json={"source": source, "changes": changes})
+    def replica_apply(self, source: str, changes: list[dict[str, Any]],
+                      inline: list[dict[str, str]] | None = None) -> dict[str, Any]:
+        """Ask this region to store an upload of source now: the object changes are stored from the bytes
+        in inline ({key, version_id, data: base64}) or else fetched from source, the state changes applied
+        (what an upload acknowledged in sync mode waits for)."""
+        return self.json("POST", routes.INTERNAL_REPLICA,
+                         json={"source": source, "changes": changes, "inline": inline or []})
 
     # -- region switch -----------------------------------------------------------------------------
     def run_plan(self, plan_path: str, activate: str, *, practice: bool = False, started_by: str = "api",

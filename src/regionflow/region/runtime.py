@@ -38,7 +38,7 @@ from regionflow.state import open_state_store
 from regionflow.storage import open_object_store
 from regionflow.switch.runner import SwitchRunner
 from regionflow.switch.triggers import CanaryResult, TriggerEngine
-from regionflow.workloads.batch.orchestrator import INPUT_PREFIX, Orchestrator
+from regionflow.workloads.batch.orchestrator import INPUT_PREFIX, Orchestrator, archived_input
 from regionflow.workloads.batch.service import BatchService
 from regionflow.workloads.registry import step_registry
 
@@ -88,7 +88,7 @@ class Region:
                    for o in others],
             self.state, self.plain_objects, on_object=self.batch.replicated_object,
             interval=config.replication.interval, batch=config.replication.batch,
-            ordered_delete=lambda key: key.startswith(INPUT_PREFIX))
+            ordered_delete=lambda key: key.startswith(INPUT_PREFIX), same_bytes=archived_input)
         self.uploads = UploadReplication(
             name, self.state,
             {o: ApiClient(config.region_url(o), self.secrets.replication_token, target=o,

@@ -17,12 +17,13 @@ class ReplicationSet:
 
     def __init__(self, target: str, sources: Iterable[FeedSource], state: StateStore, objects: ObjectStore, *,
                  on_object: Callable[[str], None] | None = None, interval: float = 0.2, batch: int = 500,
-                 ordered_delete: Callable[[str], bool] = lambda key: True):
+                 ordered_delete: Callable[[str], bool] = lambda key: True,
+                 same_bytes: Callable[[str], str | None] = lambda key: None):
         self.target = target
         self.state = state
         self.replicators = {
             source.name: Replicator(source, target, state, objects, on_object=on_object, interval=interval,
-                                    batch=batch, ordered_delete=ordered_delete)
+                                    batch=batch, ordered_delete=ordered_delete, same_bytes=same_bytes)
             for source in sources
         }
 

@@ -14,22 +14,25 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import IO, BinaryIO, cast
 
+from regionflow.errors import ObjectNotFound
 from regionflow.replication.source import FeedSource, SourceUnavailable
 from regionflow.state.base import Change, StateStore
 from regionflow.state.schema import OBJECTS_FEED
-from regionflow.storage.base import ObjectStore
+from regionflow.storage.base import ObjectInfo, ObjectStore
 
 log = logging.getLogger("regionflow.replication")
 
 _SPOOL_BYTES = 8 << 20
+_COPY_BLOCK = 1 << 20
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 KINDS = ("objects", "state")
 APPLY_ORDER = ("state", "objects")  # rows first: a delete waits for the rows before it (see above)
@@ -39,6 +42,14 @@ FETCHERS = 4
 # asks at once, so a drained direction shows 0 at once; an idle one (nothing read, nothing reported)
 # has nothing new to learn but the odd change that arrived since, which the next ask or pass finds.
 STATS_EVERY = 0.5
+
+
+def _change_info(change: Change) -> ObjectInfo:
+    """The object a put change names (its row is the ObjectInfo the source stored)."""
+    row = change.row or {}
+    return ObjectInfo(key=change.key, etag=row["etag"], version_id=row["version_id"], size=int(row["size"]),
+                      content_type=row.get("content_type", "application/octet-stream"),
+                      metadata=dict(row.get("metadata") or {}), last_modified=float(row.get("last_modified", 0.0)))
 
 
 def version_millis(version_id: str) -> int:
@@ -96,9 +107,13 @@ class DirectionStatus:
 class Replicator:
     def __init__(self, source: FeedSource, target_region: str, state: StateStore, objects: ObjectStore,
                  on_object: Callable[[str], None] | None = None, interval: float = 0.2, batch: int = 500,
-                 ordered_delete: Callable[[str], bool] = lambda key: True):
+                 ordered_delete: Callable[[str], bool] = lambda key: True,
+                 same_bytes: Callable[[str], str | None] = lambda key: None):
         self.source = source
         self.ordered_delete = ordered_delete  # keys whose deletes wait for the state rows before them
+        # A key here that may hold the bytes of key already (batch: an archive copy's input), read instead
+        # of fetching them from the source when its sha256 is the change's.
+        self.same_bytes = same_bytes
         self.state = state
         self.objects = objects  # the plain store: replicated puts are not fed again
         self.on_object = on_object
@@ -200,7 +215,9 @@ class Replicator:
                 except Exception:  # a trigger problem must not stop replication
                     log.exception("handling replicated object %s", change.key)
 
-    def _apply_object(self, change: Change) -> None:
+    def _apply_object(self, change: Change, inline: bytes | None = None) -> None:
+        """Store one change's object here: its bytes fetched from the source, or inline (the bytes its
+        region sent with a sync upload, which are of the change's own version)."""
         local = self.objects.head(change.key)
         if change.row is None:  # a delete: only of a version older than the delete itself
             if local is not None and version_millis(local.version_id) <= change.created_at * 1000:
@@ -210,40 +227,81 @@ class Replicator:
         wanted = change.row["version_id"]
         if local is not None and local.version_id >= wanted:
             return
+        if inline is not None:
+            info = _change_info(change)
+            # Checked as a fetched copy is: bytes that are not the recorded ones are never stored.
+            if hashlib.sha256(inline).hexdigest() != info.etag or len(inline) != info.size:
+                raise SourceUnavailable(f"{self.source.name}: object {change.key} arrived damaged")
+            self._store(info, inline)
+            return
+        if self._copy_held(change):
+            return
         # Small objects stay in memory, large ones spill to disk: memory is bounded whatever the size.
         with tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES) as spool:
             sink = _HashingSink(spool)
-            info = self.source.fetch_object(change.key, cast(BinaryIO, sink))
-            if info is None:
+            fetched = self.source.fetch_object(change.key, cast(BinaryIO, sink))
+            if fetched is None:
                 return  # deleted at the source since; its delete is further down the feed
             # Overwritten at the source since: a newer version is taken as it is (the source's store
             # watcher may feed an object after a newer put of its key), an older one is left alone.
-            if info.version_id < wanted or (local is not None and local.version_id >= info.version_id):
+            if fetched.version_id < wanted or (local is not None and local.version_id >= fetched.version_id):
                 return
-            if sink.hexdigest() != info.etag:
+            if sink.hexdigest() != fetched.etag:
                 raise SourceUnavailable(f"{self.source.name}: object {change.key} arrived damaged")
             spool.seek(0)
-            # Known before it is stored: the store watcher must never take a replicated copy for an object
-            # written around regionflow and feed it back (a crash in between re-applies it from the feed).
-            self.state.note_stored_object(change.key, info.version_id)
-            self.objects.put(change.key, spool, content_type=info.content_type, metadata=info.metadata,
-                             version_id=info.version_id)
+            self._store(fetched, cast(BinaryIO, spool))
+
+    def _copy_held(self, change: Change) -> bool:
+        """Store change's object from the same bytes held here under another key (same_bytes), checked
+        against its sha256 as a fetched copy is; False when they are not here (then it is fetched)."""
+        other = self.same_bytes(change.key)
+        if other is None:
+            return False
+        info = _change_info(change)
+        held = self.objects.head(other)
+        if held is None or held.etag != info.etag:
+            return False
+        with tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES) as spool:
+            sink = _HashingSink(spool)
+            try:
+                with self.objects.open(other) as fh:
+                    shutil.copyfileobj(fh, cast(IO[bytes], sink), _COPY_BLOCK)
+            except ObjectNotFound:
+                return False  # deleted meanwhile (its delete applied here)
+            if sink.hexdigest() != info.etag:
+                return False  # overwritten meanwhile
+            spool.seek(0)
+            self._store(info, cast(BinaryIO, spool))
+        return True
+
+    def _store(self, info: ObjectInfo, data: bytes | BinaryIO) -> None:
+        # Known before it is stored: the store watcher must never take a replicated copy for an object
+        # written around regionflow and feed it back (a crash in between re-applies it from the feed).
+        self.state.note_stored_object(info.key, info.version_id)
+        self.objects.put(info.key, data, content_type=info.content_type, metadata=info.metadata,
+                         version_id=info.version_id)
 
     # -- an upload pushed by its region (sync mode) ------------------------------------------------
-    def apply_upload(self, changes: list[Change]) -> dict[str, int]:
-        """Store one upload now, ahead of the feed: fetch its objects, apply its state rows. The feed brings
-        the same changes later; both applies are idempotent (version ids, row versions). Refused (Paused)
-        while a kind it needs is paused: a paused direction must not move."""
+    def apply_upload(self, changes: list[Change], inline: Mapping[tuple[str, str], bytes] | None = None
+                     ) -> dict[str, int]:
+        """Store one upload now, ahead of the feed: its objects (the bytes in inline, by (key, version id),
+        else fetched from the source), then its state rows. The feed brings the same changes later; both
+        applies are idempotent (version ids, row versions). Refused (Paused) while a kind it needs is
+        paused: a paused direction must not move."""
+        inline = inline or {}
         objects = [c for c in changes if c.table == OBJECTS_FEED]
         rows = [c for c in changes if c.table != OBJECTS_FEED]
         paused = [k for k, wanted in (("objects", objects), ("state", rows))
                   if wanted and self.state.is_paused(self.cursor(k))]
         if paused:
             raise ReplicationPaused(f"replication of {', '.join(paused)} from {self.source.name} is paused")
+        sent = 0
         for change in objects:
-            self._apply_object(change)
+            body = inline.get((change.key, change.row["version_id"])) if change.row is not None else None
+            sent += body is not None
+            self._apply_object(change, body)
         applied = self.state.apply_changes(rows) if rows else 0
-        return {"objects": len(objects), "rows": len(rows), "rows_applied": applied}
+        return {"objects": len(objects), "objects_inline": sent, "rows": len(rows), "rows_applied": applied}
 
     # -- background loop ---------------------------------------------------------------------------
     def start(self) -> None:

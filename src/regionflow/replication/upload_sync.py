@@ -1,15 +1,18 @@
 """Synchronous replication of uploads (RPO 0 for inputs).
 
 In sync mode an upload is acknowledged only when every other region has stored it: the region that took
-it sends that region the upload's feed changes (the object put and the job record it created), and the
-other region fetches the object and applies the row before answering. A region that does not answer
-within the bound is marked lagging and the upload is acknowledged anyway, like PostgreSQL's synchronous
-standby falling back: later uploads stop waiting for it (each would pay the full bound) until its
-replicator has caught up with this region's feed again, which a background loop watches.
+it sends that region the upload's feed changes (the object put and the job record it created) with, up to
+INLINE_BYTES, the object's bytes, and the other region stores the object (the bytes it was sent, checked
+against the change's sha256 and version id, or else fetched back from this region) and applies the row
+before answering. A region that does not answer within the bound is marked lagging and the upload is
+acknowledged anyway, like PostgreSQL's synchronous standby falling back: later uploads stop waiting for it
+(each would pay the full bound) until its replicator has caught up with this region's feed again, which a
+background loop watches.
 """
 
 from __future__ import annotations
 
+import base64
 import logging
 import threading
 import time
@@ -26,14 +29,20 @@ from regionflow.state.schema import OBJECTS_FEED
 log = logging.getLogger("regionflow.replication")
 
 _FEED_PAGE = 1000
+# Uploads up to this size travel with the replica request (base64 in its JSON: a third more on the wire),
+# which saves the peer a fetch back of the object, most of what an upload waited for; larger ones are
+# fetched as the replicator does, streamed, so that no request body holds more than this much.
+INLINE_BYTES = 4 << 20
 RECOVERY_INTERVAL = 0.5
 
 
 class ReplicaPeer(Protocol):
     """How this region reaches another region for sync uploads."""
 
-    def replica_apply(self, source: str, changes: list[dict[str, Any]]) -> dict[str, Any]:
-        """Have the peer store these changes of source's feed now; raises when it cannot (any error)."""
+    def replica_apply(self, source: str, changes: list[dict[str, Any]],
+                      inline: list[dict[str, str]] | None = None) -> dict[str, Any]:
+        """Have the peer store these changes of source's feed now, the objects named in inline (key,
+        version_id, base64 data) from the bytes given there; raises when it cannot (any error)."""
         ...
 
     def applied_from(self, source: str) -> dict[str, Any]:
@@ -84,15 +93,19 @@ class UploadReplication:
         self._pool = ThreadPoolExecutor(max(1, len(self.peers)) * 4, thread_name_prefix="upload-sync")
 
     # -- acknowledging an upload ---------------------------------------------------------------------
-    def acknowledge(self, key: str, version_id: str, job_id: str | None, since: int) -> dict[str, Any]:
+    def acknowledge(self, key: str, version_id: str, job_id: str | None, since: int,
+                    body: bytes | None = None) -> dict[str, Any]:
         """Block until every in-sync peer stored the upload of key@version_id (fed after seq since), each
-        for at most the bound; what happened, for the upload's answer."""
+        for at most the bound; what happened, for the upload's answer. body: the upload's bytes, when the
+        caller holds them in memory (sent along up to INLINE_BYTES)."""
         if self.mode != "sync" or not self.peers:
             return {"mode": self.mode}
         started = time.monotonic()
         changes = [_wire(c) for c in self._upload_changes(key, version_id, job_id, since)]
         waiting = [name for name in self.peers if self._sync[name].in_sync]
-        futures = {name: self._pool.submit(self.peers[name].replica_apply, self.region, changes)
+        inline = ([{"key": key, "version_id": version_id, "data": base64.b64encode(body).decode("ascii")}]
+                  if body is not None and len(body) <= INLINE_BYTES and waiting else None)
+        futures = {name: self._pool.submit(self.peers[name].replica_apply, self.region, changes, inline)
                    for name in waiting}
         confirmed: list[str] = []
         for name, future in futures.items():

@@ -3,6 +3,8 @@ internal read other regions' replicators use."""
 
 from __future__ import annotations
 
+import base64
+import binascii
 import os
 import tempfile
 from collections.abc import Iterator
@@ -24,6 +26,7 @@ from regionflow.region.runtime import Region
 from regionflow.replication.replicator import ReplicationPaused
 from regionflow.replication.source import SourceUnavailable
 from regionflow.state.base import Change
+from regionflow.state.schema import OBJECTS_FEED
 from regionflow.storage.base import validate_key
 from regionflow.storage.presign import verify
 from regionflow.workloads.batch.orchestrator import INPUT_PREFIX
@@ -32,9 +35,16 @@ _STREAM_BLOCK = 1 << 20
 _IN_MEMORY = 8 << 20  # uploads up to this size are not spooled to disk before they are stored
 
 
+class InlineObject(BaseModel):
+    key: str
+    version_id: str
+    data: str  # base64
+
+
 class UploadChanges(BaseModel):
     source: str
     changes: list[dict[str, Any]]
+    inline: list[InlineObject] = []
 
 
 async def receive_upload(request: Request, directory: Path, limit: int) -> bytes | Path:
@@ -83,13 +93,29 @@ def store_upload(region: Region, key: str, body: bytes | Path, content_type: str
                 info = region.objects.put(key, fh, content_type=content_type)
         else:
             info = region.objects.put(key, body, content_type=content_type)
-        replicated = region.uploads.acknowledge(key, info.version_id, None, since)
+        replicated = region.uploads.acknowledge(key, info.version_id, None, since,
+                                                body if isinstance(body, bytes) else None)
         crash_point("upload:replicated")
         started = region.batch.object_created(key)
     # The job id is derived from (key, version), so it is known even when another region runs it.
     job_id = job_id_for(key, info.version_id) if key.startswith(INPUT_PREFIX) else None
     return {"region": region.name, "key": key, "version_id": info.version_id, "etag": info.etag,
             "size": info.size, "job_id": job_id, "started_here": started is not None, "replication": replicated}
+
+
+def _inline_bodies(body: UploadChanges, changes: list[Change]) -> dict[tuple[str, str], bytes]:
+    """The bytes sent with a replica request, by (key, version id); each must be of an object put among
+    its changes (the version the replicator then checks them against)."""
+    puts = {(c.key, c.row.get("version_id")) for c in changes if c.table == OBJECTS_FEED and c.row is not None}
+    found: dict[tuple[str, str], bytes] = {}
+    for item in body.inline:
+        if (item.key, item.version_id) not in puts:
+            raise HTTPException(400, f"inline bytes of {item.key}@{item.version_id} name no object put sent")
+        try:
+            found[(item.key, item.version_id)] = base64.b64decode(item.data, validate=True)
+        except binascii.Error as exc:
+            raise HTTPException(400, f"inline bytes of {item.key} are not base64: {exc}") from None
+    return found
 
 
 def checked_key(key: str) -> str:
@@ -172,8 +198,9 @@ def router(region: Region, tokens: TokenCheck) -> APIRouter:
             changes = [Change(**c) for c in body.changes]
         except TypeError as exc:
             raise HTTPException(400, f"not a feed change: {exc}") from None
+        inline = _inline_bodies(body, changes)
         try:
-            applied = rep.apply_upload(changes)
+            applied = rep.apply_upload(changes, inline)
         except ReplicationPaused as exc:
             raise HTTPException(409, str(exc)) from None
         except SourceUnavailable as exc:

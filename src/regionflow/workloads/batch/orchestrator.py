@@ -59,6 +59,15 @@ def job_name(job: JobRecord) -> str:
     return key[len(INPUT_PREFIX):] if key.startswith(INPUT_PREFIX) else key.rsplit("/", 1)[-1]
 
 
+def archived_input(key: str) -> str | None:
+    """The input key an archive copy's key was made from (archive/<version>/<name> of input/<name>), else
+    None: the bytes a region that replicated the input may hold already."""
+    if not key.startswith(ARCHIVE_PREFIX):
+        return None
+    _, sep, name = key[len(ARCHIVE_PREFIX):].partition("/")
+    return f"{INPUT_PREFIX}{name}" if sep and name else None
+
+
 def input_source(objects: ObjectStore, job: JobRecord) -> str | None:
     """Where objects holds the job's input bytes: the input itself, or (once the job was completed
     somewhere and its input archived) the archive copy; None when it has neither."""

@@ -1,0 +1,230 @@
+"""Sync uploads whose bytes travel with the replica request: the peer stores them without fetching them back
+from the uploading region, refuses bytes that are not the recorded ones, and still fetches what came
+without bytes; an archive copy of an input the standby holds is made from its own bytes. The peer is a
+real region's gateway in-process (httpx.ASGITransport) whose source region is not running, so any fetch
+back fails; the replicator alone is also checked against a source that counts its fetches."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import dataclasses
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import httpx
+import pytest
+from prometheus_client import CollectorRegistry
+
+from regionflow.api import routes
+from regionflow.api.wire import auth_header
+from regionflow.config import init_project, load_config
+from regionflow.region.gateway import create_app
+from regionflow.region.runtime import Region
+from regionflow.replication.replicator import Replicator
+from regionflow.replication.source import SourceUnavailable
+from regionflow.replication.upload_sync import INLINE_BYTES, UploadReplication
+from regionflow.state import open_state_store
+from regionflow.state.base import Change
+from regionflow.storage.base import ObjectInfo
+from regionflow.storage.file import FileObjectStore
+from regionflow.workloads.batch.orchestrator import archived_input
+
+EAST, WEST = "us-east-1", "us-west-2"
+
+
+@pytest.fixture
+def region(tmp_path) -> Iterator[Region]:
+    config = load_config(init_project(tmp_path))
+    r = Region(config, EAST)
+    yield r
+    r.stop()
+
+
+def _replica(region: Region, payload: dict[str, Any]) -> httpx.Response:
+    async def go() -> httpx.Response:
+        transport = httpx.ASGITransport(app=create_app(region))
+        async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
+            return await client.post(routes.INTERNAL_REPLICA, json=payload,
+                                     headers=auth_header(region.secrets.replication_token))
+
+    return asyncio.run(go())
+
+
+def _put_change(store: FileObjectStore, key: str, data: bytes, seq: int = 1) -> tuple[ObjectInfo, Change]:
+    """An object stored in the uploading region and the feed change that names it."""
+    info = store.put(key, data, content_type="text/csv")
+    change = Change(seq=seq, table="objects", key=key, row=dataclasses.asdict(info), hlc=1, epoch=1,
+                    origin=WEST, created_at=time.time())
+    return info, change
+
+
+def _inline(info: ObjectInfo, data: bytes) -> dict[str, str]:
+    return {"key": info.key, "version_id": info.version_id, "data": base64.b64encode(data).decode()}
+
+
+def test_a_peer_stores_the_bytes_sent_with_the_upload_without_fetching_them(region, tmp_path):
+    data = b"id,amount\n1,2\n" * 100
+    info, change = _put_change(FileObjectStore(tmp_path / "west-store"), "input/a.csv", data)
+    payload = {"source": WEST, "changes": [dataclasses.asdict(change)], "inline": [_inline(info, data)]}
+    resp = _replica(region, payload)  # us-west-2 is not running: a fetch back would fail (502)
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["objects_inline"] == 1
+    here = region.objects.head("input/a.csv")
+    assert here is not None and (here.version_id, here.etag, here.size) == (info.version_id, info.etag, info.size)
+    assert region.objects.get("input/a.csv") == data
+    assert region.state.stored_versions(["input/a.csv"]) == {"input/a.csv": info.version_id}
+    # re-applying (the feed brings the same change later) changes nothing
+    assert _replica(region, payload).status_code == 200
+    assert region.objects.head("input/a.csv") == here
+
+
+def test_bytes_that_are_not_the_recorded_ones_are_refused_and_nothing_is_stored(region, tmp_path):
+    data = b"id,amount\n1,2\n"
+    info, change = _put_change(FileObjectStore(tmp_path / "west-store"), "input/a.csv", data)
+    tampered = b"id,amount\n1,9\n"  # same size, other bytes
+    resp = _replica(region, {"source": WEST, "changes": [dataclasses.asdict(change)],
+                             "inline": [_inline(info, tampered)]})
+    assert resp.status_code == 502 and "damaged" in resp.text
+    assert region.objects.head("input/a.csv") is None
+    assert region.state.stored_versions(["input/a.csv"]) == {}
+
+
+def test_bytes_of_a_version_the_request_does_not_put_are_refused(region, tmp_path):
+    store = FileObjectStore(tmp_path / "west-store")
+    info, change = _put_change(store, "input/a.csv", b"old\n")
+    newer, _ = _put_change(store, "input/a.csv", b"new\n")
+    resp = _replica(region, {"source": WEST, "changes": [dataclasses.asdict(change)],
+                             "inline": [_inline(newer, b"new\n")]})
+    assert resp.status_code == 400
+    assert region.objects.head("input/a.csv") is None
+
+
+def test_an_upload_sent_without_its_bytes_is_fetched_back(region, tmp_path):
+    info, change = _put_change(FileObjectStore(tmp_path / "west-store"), "input/big.csv", b"x\n")
+    resp = _replica(region, {"source": WEST, "changes": [dataclasses.asdict(change)]})
+    assert resp.status_code == 502  # it tried the fetch back, and us-west-2 is not there to answer
+    assert region.objects.head("input/big.csv") is None
+
+
+class CountingSource:
+    """A source region that serves its objects from a store and counts the fetches."""
+
+    name = WEST
+
+    def __init__(self, store: FileObjectStore):
+        self.store = store
+        self.fetched: list[str] = []
+
+    def feed(self, since: int, limit: int, kind: str | None = None) -> tuple[list[Change], int]:
+        return [], 0
+
+    def stats(self, since: int) -> dict:
+        return {"head": 0, "objects": {"count": 0, "oldest": None}, "state": {"count": 0, "oldest": None}}
+
+    def fetch_object(self, key: str, sink: BinaryIO) -> ObjectInfo | None:
+        self.fetched.append(key)
+        info = self.store.head(key)
+        if info is not None:
+            sink.write(self.store.get(key))
+        return info
+
+
+def _replicator(tmp_path: Path) -> tuple[Replicator, CountingSource, FileObjectStore, FileObjectStore]:
+    source_store = FileObjectStore(tmp_path / "west")
+    source = CountingSource(source_store)
+    state = open_state_store(f"sqlite:///{tmp_path / 'east.db'}", EAST)
+    here = FileObjectStore(tmp_path / "east")
+    return Replicator(source, EAST, state, here), source, source_store, here
+
+
+def test_the_replicator_uses_inline_bytes_and_fetches_only_what_came_without(tmp_path):
+    rep, source, source_store, here = _replicator(tmp_path)
+    try:
+        small, small_change = _put_change(source_store, "input/small.csv", b"a\n")
+        big, big_change = _put_change(source_store, "input/big.csv", b"b\n" * 1000, seq=2)
+        answer = rep.apply_upload([small_change, big_change], {("input/small.csv", small.version_id): b"a\n"})
+        assert answer["objects_inline"] == 1
+        assert source.fetched == ["input/big.csv"]
+        for info in (small, big):
+            got = here.head(info.key)
+            assert got is not None and (got.version_id, got.etag) == (info.version_id, info.etag)
+        with pytest.raises(SourceUnavailable):
+            _, other = _put_change(source_store, "input/other.csv", b"c\n", seq=3)
+            rep.apply_upload([other], {("input/other.csv", other.row["version_id"]): b"C\n"})  # type: ignore[index]
+        assert here.head("input/other.csv") is None and source.fetched == ["input/big.csv"]
+    finally:
+        rep.stop()
+        rep.state.close()
+
+
+class RecordingPeer:
+    def __init__(self) -> None:
+        self.inline: list[list[dict[str, str]] | None] = []
+
+    def replica_apply(self, source: str, changes: list[dict[str, Any]],
+                      inline: list[dict[str, str]] | None = None) -> dict[str, Any]:
+        self.inline.append(inline)
+        return {"objects": 1}
+
+    def applied_from(self, source: str) -> dict[str, Any]:
+        return {"source": source, "reachable": True, "paused": False, "checkpoint": {"objects": 0, "state": 0}}
+
+
+def test_an_upload_sends_its_bytes_up_to_the_limit_and_larger_ones_go_by_fetch(tmp_path):
+    state = open_state_store(f"sqlite:///{tmp_path / 'east.db'}", EAST)
+    peer = RecordingPeer()
+    sync = UploadReplication(EAST, state, {WEST: peer}, mode="sync", bound=5.0, registry=CollectorRegistry())
+    try:
+        for key, version, body in (("input/a.csv", "V1", b"x\n" * 10), ("input/b.csv", "V2", b"y" * (INLINE_BYTES + 1)),
+                                   ("input/c.csv", "V3", None)):
+            since = state.feed_head()
+            state.record_object_change(key, {"version_id": version, "key": key})
+            assert sync.acknowledge(key, version, None, since, body)["confirmed_by"] == [WEST]
+        small, big, none = peer.inline
+        assert small == [{"key": "input/a.csv", "version_id": "V1", "data": base64.b64encode(b"x\n" * 10).decode()}]
+        assert big is None and none is None
+    finally:
+        sync.close()
+        state.close()
+
+
+def test_an_archive_copy_of_an_input_held_here_is_made_from_it_without_a_fetch(tmp_path):
+    source_store = FileObjectStore(tmp_path / "west")
+    source = CountingSource(source_store)
+    state = open_state_store(f"sqlite:///{tmp_path / 'east.db'}", EAST)
+    here = FileObjectStore(tmp_path / "east")
+    rep = Replicator(source, EAST, state, here, same_bytes=archived_input)
+    try:
+        data = b"id,amount\n1,2\n" * 50
+        held, put = _put_change(source_store, "input/a.csv", data)
+        rep.apply_upload([put])  # the input arrives (fetched)
+        assert source.fetched == ["input/a.csv"]
+        copy = source_store.copy("input/a.csv", f"archive/{held.version_id}/a.csv")
+        change = Change(seq=2, table="objects", key=copy.key, row=dataclasses.asdict(copy), hlc=1, epoch=1,
+                        origin=WEST, created_at=time.time())
+        rep.apply_upload([change])
+        assert source.fetched == ["input/a.csv"]  # no second fetch: the bytes were here
+        got = here.head(copy.key)
+        assert got is not None and (got.version_id, got.etag, got.size) == (copy.version_id, copy.etag, copy.size)
+        assert here.get(copy.key) == data and state.stored_versions([copy.key]) == {copy.key: copy.version_id}
+
+        # bytes here that are not the copy's (the input was overwritten since) are not used: fetched
+        other, _ = _put_change(source_store, "input/b.csv", b"one\n")
+        here.put("input/b.csv", b"two\n", version_id=other.version_id)
+        copy_b = source_store.copy("input/b.csv", f"archive/{other.version_id}/b.csv")
+        rep.apply_upload([Change(seq=3, table="objects", key=copy_b.key, row=dataclasses.asdict(copy_b), hlc=1,
+                                 epoch=1, origin=WEST, created_at=time.time())])
+        assert source.fetched == ["input/a.csv", copy_b.key]
+        assert here.get(copy_b.key) == b"one\n"
+    finally:
+        rep.stop()
+        state.close()
+
+
+@pytest.mark.parametrize("key, expected", [("archive/V1/a.csv", "input/a.csv"), ("archive/V1/d/a.csv", "input/d/a.csv"),
+                                           ("archive/V1", None), ("archive/V1/", None), ("output/x.csv", None)])
+def test_the_input_an_archive_key_was_copied_from(key, expected):
+    assert archived_input(key) == expected
