@@ -91,21 +91,27 @@ def test_a_failed_item_leaves_the_executor_usable(executor: Executor) -> None:
     assert dict(executor.map_unordered(square_unless_three, [5, 6])) == {5: 25, 6: 36}
 
 
+class CountedItems:
+    """0..n-1, counting how many the executor has taken so far."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.pulled = 0
+
+    def __iter__(self) -> Iterator[int]:
+        for i in range(self.n):
+            self.pulled += 1
+            yield i
+
+
 def test_items_are_taken_as_work_frees_up(executor: Executor) -> None:
     # At most 2 x workers items are taken ahead of the results handed back, so a long input is never
     # all in memory (or all marked started) at once.
-    pulled = 0
-
-    def items() -> Iterator[int]:
-        nonlocal pulled
-        for i in range(40):
-            pulled += 1
-            yield i
-
+    items = CountedItems(40)
     received = 0
-    for _ in executor.map_unordered(square_unless_three, items()):
+    for _ in executor.map_unordered(square_unless_three, items):
         received += 1
-        assert pulled - received <= 2 * executor.workers
+        assert items.pulled - received <= 2 * executor.workers
     assert received == 40
 
 
@@ -141,17 +147,10 @@ def test_an_unreachable_scheduler_reports_every_item_unavailable(tmp_path: Path)
 def test_a_caller_that_stops_early_takes_no_more_items_and_leaves_nothing_in_flight(executor: Executor) -> None:
     # A region that loses a job (fenced out) stops reading results: no further item may be taken (each is
     # a chunk marked started), and what was in flight is let go of.
-    pulled = 0
-
-    def items() -> Iterator[int]:
-        nonlocal pulled
-        for i in range(100):
-            pulled += 1
-            yield i
-
-    results = executor.map_unordered(square_unless_three, items())
+    items = CountedItems(100)
+    results = executor.map_unordered(square_unless_three, items)
     next(results)
     results.close()
-    assert pulled <= 2 * executor.workers + 1
+    assert items.pulled <= 2 * executor.workers + 1
     assert executor.status().in_flight == 0
     assert dict(executor.map_unordered(square_unless_three, [5])) == {5: 25}

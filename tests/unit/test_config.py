@@ -368,3 +368,34 @@ def test_tokens_must_differ(tmp_path: Path) -> None:
     p.write_text(_OLD_SECRETS + 'replication_token = "a-long-enough-token-123"\n')
     with pytest.raises(ConfigError, match="must all differ"):
         load_secrets(config)
+
+
+# ------------------------------------------------------------------------------------- executor key
+
+
+def _with_executor(value: str) -> str:
+    """MINIMAL with `executor = value` in the first region's table."""
+    return MINIMAL.replace('state = "sqlite:///.regionflow/us-east-1/state.db"\n',
+                           f'state = "sqlite:///.regionflow/us-east-1/state.db"\nexecutor = {value}\n')
+
+
+def test_a_region_defaults_to_its_process_pool_and_takes_a_dask_address(tmp_path: Path) -> None:
+    path = tmp_path / "regionflow.toml"
+    path.write_text(MINIMAL)
+    assert [r.executor for r in load_config(path).regions] == ["processes", "processes"]
+    path.write_text(_with_executor('" tcp://127.0.0.1:8786 "'))
+    assert load_config(path).region("us-east-1").executor == "tcp://127.0.0.1:8786"
+
+
+@pytest.mark.parametrize(("value", "says"), [
+    ('"threads"', "executor 'threads' is for `regionflow process`"),
+    ('"dask://local?workers=x"', "workers must be a whole number"),
+    ('"yarn://rm:8032"', "expected processes, threads, tcp://HOST:PORT"),
+])
+def test_a_region_refuses_an_executor_it_cannot_run_on(tmp_path: Path, value: str, says: str) -> None:
+    path = tmp_path / "regionflow.toml"
+    path.write_text(_with_executor(value))
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    msg = str(info.value)
+    assert "regions.0.executor" in msg and says in msg and "\n" not in msg

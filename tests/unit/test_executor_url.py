@@ -1,37 +1,13 @@
 """Executor addresses: what regionflow.toml's `executor` and `process --executor` accept, and the clear
-one-line errors for everything else."""
+one-line errors for everything else (a region's `executor` key: tests/unit/test_config.py)."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
-from regionflow.config import load_config
 from regionflow.errors import ConfigError
 from regionflow.executor import LocalExecutor, ThreadExecutor, open_executor, parse_executor
 from regionflow.executor.url import DASK, PROCESSES, THREADS, ExecutorTarget
-
-MINIMAL = """\
-primary = "us-east-1"
-control = "sqlite:///.regionflow/control.db"
-
-[access_point]
-port = 9002
-
-[[regions]]
-name = "us-east-1"
-port = 9000
-objects = "file://.regionflow/us-east-1/objects"
-state = "sqlite:///.regionflow/us-east-1/state.db"
-EXECUTOR
-
-[[regions]]
-name = "us-west-2"
-port = 9001
-objects = "file://.regionflow/us-west-2/objects"
-state = "sqlite:///.regionflow/us-west-2/state.db"
-"""
 
 
 @pytest.mark.parametrize(("url", "target"), [
@@ -76,25 +52,3 @@ def test_open_executor_picks_the_adapter() -> None:
     finally:
         processes.close()
         threads.close()
-
-
-def test_a_region_defaults_to_its_process_pool_and_takes_a_dask_address(tmp_path: Path) -> None:
-    path = tmp_path / "regionflow.toml"
-    path.write_text(MINIMAL.replace("EXECUTOR", ""))
-    assert [r.executor for r in load_config(path).regions] == ["processes", "processes"]
-    path.write_text(MINIMAL.replace("EXECUTOR", 'executor = " tcp://127.0.0.1:8786 "'))
-    assert load_config(path).region("us-east-1").executor == "tcp://127.0.0.1:8786"
-
-
-@pytest.mark.parametrize(("value", "says"), [
-    ('"threads"', "executor 'threads' is for `regionflow process`"),
-    ('"dask://local?workers=x"', "workers must be a whole number"),
-    ('"yarn://rm:8032"', "expected processes, threads, tcp://HOST:PORT"),
-])
-def test_a_region_refuses_an_executor_it_cannot_run_on(tmp_path: Path, value: str, says: str) -> None:
-    path = tmp_path / "regionflow.toml"
-    path.write_text(MINIMAL.replace("EXECUTOR", f"executor = {value}"))
-    with pytest.raises(ConfigError) as info:
-        load_config(path)
-    msg = str(info.value)
-    assert "regions.0.executor" in msg and says in msg and "\n" not in msg
