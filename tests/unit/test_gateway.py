@@ -8,10 +8,8 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import Iterator
 
 import httpx
-import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from regionflow.api import routes
@@ -22,14 +20,6 @@ from regionflow.region.gateway import create_app
 from regionflow.region.runtime import Region
 
 EAST = "us-east-1"
-
-
-@pytest.fixture
-def region(tmp_path) -> Iterator[Region]:
-    config = load_config(init_project(tmp_path))
-    r = Region(config, EAST)
-    yield r
-    r.stop()
 
 
 def _call(region: Region, method: str, path: str, token: str | None = "api", **kwargs) -> httpx.Response:

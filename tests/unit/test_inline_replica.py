@@ -10,7 +10,6 @@ import asyncio
 import base64
 import dataclasses
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -20,7 +19,6 @@ from prometheus_client import CollectorRegistry
 
 from regionflow.api import routes
 from regionflow.api.wire import auth_header
-from regionflow.config import init_project, load_config
 from regionflow.region.gateway import create_app
 from regionflow.region.runtime import Region
 from regionflow.replication.replicator import Replicator
@@ -33,14 +31,6 @@ from regionflow.storage.file import FileObjectStore
 from regionflow.workloads.batch.orchestrator import archived_input
 
 EAST, WEST = "us-east-1", "us-west-2"
-
-
-@pytest.fixture
-def region(tmp_path) -> Iterator[Region]:
-    config = load_config(init_project(tmp_path))
-    r = Region(config, EAST)
-    yield r
-    r.stop()
 
 
 def _replica(region: Region, payload: dict[str, Any]) -> httpx.Response:
