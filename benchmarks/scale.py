@@ -35,9 +35,9 @@ from regionflow.state import open_state_store
 from regionflow.state.base import JobStatus
 from regionflow.storage import open_object_store
 from regionflow.workloads.batch.events import FixedOwner
-from regionflow.workloads.batch.local import _index_reference as index_reference
+from regionflow.workloads.batch.local import index_reference
 from regionflow.workloads.batch.orchestrator import Orchestrator
-from regionflow.workloads.batch.pipeline import default_pipeline
+from regionflow.workloads.batch.pipeline import Pipeline, default_pipeline
 from regionflow.workloads.batch.sample import generate
 
 BUCKET = "scale"
@@ -76,8 +76,8 @@ class PhaseClock:
             self.chunks_done = now
 
 
-def run_once(workers: int, store_url: str, keys: dict[str, str | None], reference: str, work: Path,
-             rows: int) -> dict:
+def run_once(workers: int, store_url: str, keys: dict[str, str | None], pipeline: Pipeline, reference: str,
+             work: Path, rows: int) -> dict:
     objects = open_object_store(store_url, **keys)
     key = f"input/orders-{workers}w.csv"
     objects.copy("input/orders.csv", key)
@@ -90,7 +90,7 @@ def run_once(workers: int, store_url: str, keys: dict[str, str | None], referenc
         try:
             orchestrator = Orchestrator(
                 objects=objects, store_url=store_url, store_options=keys, state=state, executor=executor,
-                notifier=OutboxNotifier(work / "outbox"), pipeline=default_pipeline(), region="scale",
+                notifier=OutboxNotifier(work / "outbox"), pipeline=pipeline, region="scale",
                 events=FixedOwner("scale", progress=clock), signing_key=secrets.token_bytes(32),
                 link_base="http://127.0.0.1:8700", cache_dir=work / "cache", reference_index=reference)
             started = time.perf_counter()
@@ -127,7 +127,7 @@ def main() -> None:
                 open_object_store(store_url, **keys).put("input/orders.csv", fh, content_type="text/csv")
             reference = index_reference(work, pipeline, data.financial, kept=False)
             assert reference is not None
-            results = [run_once(n, store_url, keys, reference, work, args.rows) for n in args.workers]
+            results = [run_once(n, store_url, keys, pipeline, reference, work, args.rows) for n in args.workers]
     base = results[0]
     for r in results:
         r["speedup"] = round(base["seconds"] / r["seconds"], 2)

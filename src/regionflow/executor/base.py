@@ -26,7 +26,7 @@ class WorkerLost(RegionflowError):
 class ExecutorStatus:
     """What `status` and the console show of a region's executor."""
 
-    kind: str  # "processes", "threads", "dask"
+    kind: str  # "processes", "inline" (a one-worker pool), "threads", "dask"
     address: str  # where the work runs: "local", a scheduler's tcp:// address, a dask://local URL
     workers: int  # how many items run at once (worker threads on a cluster)
     in_flight: int  # items handed to workers and not answered yet
@@ -89,7 +89,8 @@ class Executor(Protocol):
         ...
 
     def status(self) -> ExecutorStatus:
-        """Kind, address, worker count and items in flight, without waiting on anything slow."""
+        """Kind, address, worker count and items in flight. Answers at once from what the executor knows,
+        except that a cluster may be asked for its worker count (a bounded wait, at most every few s)."""
         ...
 
     def close(self) -> None:

@@ -127,7 +127,7 @@ def process_file(
         try:
             # The reference table is indexed while the input is stored and split (both mostly I/O and
             # polars, which let go of the GIL); the chunks start once both are done.
-            reference_indexed = background.submit(_index_reference, workdir, pipeline, reference_path,
+            reference_indexed = background.submit(index_reference, workdir, pipeline, reference_path,
                                                   kept=state_dir is not None)
             key = f"{INPUT_PREFIX}{input_path.name}"
             orchestrator = Orchestrator(
@@ -173,7 +173,7 @@ def process_file(
             state.close()
 
 
-def _index_reference(workdir: Path, pipeline: Pipeline, reference_path: Path | None, *, kept: bool) -> str | None:
+def index_reference(workdir: Path, pipeline: Pipeline, reference_path: Path | None, *, kept: bool) -> str | None:
     """Index the enrichment table from the file given; the index's base path.
 
     The run's reference is the file on its command line, so it is not loaded into the state store (where
