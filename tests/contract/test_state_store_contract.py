@@ -116,6 +116,11 @@ def test_get_and_list_jobs(state: StateStore) -> None:
     assert [j.job_id for j in state.list_jobs(input_key="input/job-0.csv")] == ["job-3", "job-0"]
     assert [j.job_id for j in state.list_jobs(status="SPLIT", input_key="input/job-2.csv")] == ["job-2"]
     assert state.list_jobs(input_key="input/none.csv") == []
+    # by key prefix: LIKE's wildcards in the prefix are plain characters
+    assert [j.job_id for j in state.list_jobs(input_prefix="input/job-")] == ["job-3", "job-1", "job-2", "job-0"]
+    assert [j.job_id for j in state.list_jobs(input_prefix="input/job-0")] == ["job-3", "job-0"]
+    assert [j.job_id for j in state.list_jobs(status="SPLIT", input_prefix="input/")] == ["job-2"]
+    assert state.list_jobs(input_prefix="input/job_") == [] and state.list_jobs(input_prefix="input/%") == []
     got = state.get_job("job-0")
     assert got == make_job("job-0", created_at=100.0, updated_at=100.0)
 
@@ -437,6 +442,45 @@ def test_change_feed_records_every_mutation(state: StateStore) -> None:
     assert by_key[("notifications", "job-1")].row == {**note.__dict__, "recipients": stored_recipients}
     assert by_key[("notifications", "job-1")].epoch == 0
     assert all(isinstance(c.row, dict) or c.row is None for c in feed)
+
+
+def test_feed_page_json_is_feed_since_as_json(state: StateStore) -> None:
+    state.create_job(make_job("job-ü"))  # non-ASCII in keys and row images
+    state.record_object_change("input/été.csv", {"key": "input/été.csv", "version_id": "v1", "size": 3})
+    state.record_object_change("input/été.csv", None)  # a delete: row null
+    state.transition_job("job-ü", epoch=1, from_status="INITIALIZED", to_status="SPLIT", chunks_total=0)
+    feed = state.feed_since(0)
+    assert any(c.row is None for c in feed)
+
+    def page(seq: int, limit: int = 1000, kind: str | None = None) -> list[Change]:
+        return [Change(**c) for c in json.loads(state.feed_page_json(seq, limit, kind))]
+
+    assert page(0) == feed
+    assert page(feed[0].seq, limit=2) == state.feed_since(feed[0].seq, limit=2) == feed[1:3]
+    assert page(0, kind="objects") == state.feed_since(0, kind="objects") and len(page(0, kind="objects")) == 2
+    assert page(0, kind="state") == state.feed_since(0, kind="state")
+    assert json.loads(state.feed_page_json(feed[-1].seq)) == []
+    with pytest.raises(ValueError):
+        state.feed_page_json(0, kind="rows")
+
+
+def test_a_store_made_before_an_index_existed_gets_it_when_opened(state_url: str) -> None:
+    from sqlalchemy import inspect, text
+
+    old = open_state_store(state_url, REGION)
+    try:
+        with old._engine.begin() as conn:  # what an earlier release created: the table without the index
+            conn.execute(text("DROP INDEX ix_jobs_input_key"))
+        old.create_job(make_job("job-old"))
+    finally:
+        old.close()
+    reopened = open_state_store(state_url, REGION)
+    try:
+        with reopened._engine.connect() as conn:
+            assert "ix_jobs_input_key" in {i["name"] for i in inspect(conn).get_indexes("jobs")}
+        assert [j.job_id for j in reopened.list_jobs(input_key=make_job("job-old").input_key)] == ["job-old"]
+    finally:
+        reopened.close()
 
 
 def test_feed_hlc_keeps_growing_across_store_instances(state_url: str) -> None:

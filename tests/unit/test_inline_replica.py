@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import dataclasses
+import functools
 import time
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -28,7 +29,8 @@ from regionflow.state import open_state_store
 from regionflow.state.base import Change
 from regionflow.storage.base import ObjectInfo
 from regionflow.storage.file import FileObjectStore
-from regionflow.workloads.batch.orchestrator import archived_input
+from regionflow.workloads.batch.orchestrator import archived_input, chunk_output_key, held_bytes, output_head
+from regionflow.workloads.batch.pipeline import default_pipeline
 
 EAST, WEST = "us-east-1", "us-west-2"
 
@@ -107,9 +109,11 @@ class CountingSource:
     def __init__(self, store: FileObjectStore):
         self.store = store
         self.fetched: list[str] = []
+        self.changes: list[Change] = []  # the feed it serves
 
     def feed(self, since: int, limit: int, kind: str | None = None) -> tuple[list[Change], int]:
-        return [], 0
+        wanted = [c for c in self.changes if c.seq > since and (kind != "state") == (c.table == "objects")]
+        return wanted[:limit], max((c.seq for c in self.changes), default=0)
 
     def stats(self, since: int) -> dict:
         return {"head": 0, "objects": {"count": 0, "oldest": None}, "state": {"count": 0, "oldest": None}}
@@ -186,7 +190,7 @@ def test_an_archive_copy_of_an_input_held_here_is_made_from_it_without_a_fetch(t
     source = CountingSource(source_store)
     state = open_state_store(f"sqlite:///{tmp_path / 'east.db'}", EAST)
     here = FileObjectStore(tmp_path / "east")
-    rep = Replicator(source, EAST, state, here, same_bytes=archived_input)
+    rep = Replicator(source, EAST, state, here, held_bytes=functools.partial(held_bytes, default_pipeline()))
     try:
         data = b"id,amount\n1,2\n" * 50
         held, put = _put_change(source_store, "input/a.csv", data)
@@ -212,6 +216,68 @@ def test_an_archive_copy_of_an_input_held_here_is_made_from_it_without_a_fetch(t
     finally:
         rep.stop()
         state.close()
+
+
+def test_a_merged_output_is_made_from_the_chunk_outputs_held_here_when_it_hashes_the_same(tmp_path):
+    pipeline = default_pipeline()
+    source_store = FileObjectStore(tmp_path / "west")
+    source = CountingSource(source_store)
+    state = open_state_store(f"sqlite:///{tmp_path / 'east.db'}", EAST)
+    here = FileObjectStore(tmp_path / "east")
+    rep = Replicator(source, EAST, state, here, held_bytes=functools.partial(held_bytes, pipeline))
+
+    def job_objects(job: str, seq: int, head: bytes) -> tuple[ObjectInfo, list[Change]]:
+        # what a job leaves in its region: two chunk outputs, then the merged output the orchestrator composes
+        changes = [_put_change(source_store, chunk_output_key(job, i), f"{job},{i}\n".encode() * 40, seq + i)[1]
+                   for i in range(2)]
+        merged = source_store.compose(f"output/completed/{job}.csv", [chunk_output_key(job, i) for i in range(2)],
+                                      head=head, content_type="text/csv", metadata={"job": job, "chunks": "2"})
+        changes.append(Change(seq=seq + 2, table="objects", key=merged.key, row=dataclasses.asdict(merged), hlc=1,
+                              epoch=1, origin=WEST, created_at=time.time()))
+        return merged, changes
+
+    try:
+        # all in one batch: the chunk outputs are stored first, the merged output is made of them
+        merged, changes = job_objects("job-a", 1, output_head(pipeline))
+        source.changes = changes
+        assert rep.run_once() == 3
+        assert sorted(source.fetched) == [chunk_output_key("job-a", 0), chunk_output_key("job-a", 1)]
+        got = here.head(merged.key)
+        assert got is not None and (got.version_id, got.etag, got.size, got.metadata) == (
+            merged.version_id, merged.etag, merged.size, merged.metadata)
+        assert here.get(merged.key) == source_store.get(merged.key)
+        assert state.stored_versions([merged.key]) == {merged.key: merged.version_id}
+
+        # another header than this region's pipeline writes (the bytes differ): fetched, stored as they are
+        other, changes = job_objects("job-b", 4, b"other,header\n")
+        source.changes += changes
+        source.fetched.clear()
+        assert rep.run_once() == 3
+        assert other.key in source.fetched and here.get(other.key) == source_store.get(other.key)
+
+        # a chunk output that is not here (deleted since): fetched
+        third, changes = job_objects("job-c", 7, output_head(pipeline))
+        rep.apply_upload(changes[:2])
+        here.delete(chunk_output_key("job-c", 1))
+        source.fetched.clear()
+        rep.apply_upload(changes[2:])
+        assert source.fetched == [third.key] and here.get(third.key) == source_store.get(third.key)
+    finally:
+        rep.stop()
+        state.close()
+
+
+def test_the_recipe_of_a_merged_output_names_its_chunk_outputs_in_order():
+    pipeline = default_pipeline()
+    meta = {"job": "job-1", "rows": "9", "chunks": "3"}
+    recipe = held_bytes(pipeline, "output/completed/a.csv", meta)
+    assert recipe is not None and recipe.head == output_head(pipeline) and recipe.head.endswith(b"\n")
+    assert recipe.parts == tuple(f"work/job-1/out/{i:06d}.csv" for i in range(3))
+    # an output written before the metadata named its chunks, and other keys, have none
+    assert held_bytes(pipeline, "output/completed/a.csv", {"job": "job-1", "rows": "9"}) is None
+    assert held_bytes(pipeline, "work/x.csv", meta) is None
+    archive = held_bytes(pipeline, "archive/V1/a.csv", {})
+    assert archive is not None and archive.parts == ("input/a.csv",) and archive.head == b""
 
 
 @pytest.mark.parametrize("key, expected", [("archive/V1/a.csv", "input/a.csv"), ("archive/V1/d/a.csv", "input/d/a.csv"),

@@ -171,10 +171,12 @@ class ApiClient:
         resp = self.request("GET", routes.job_path(job_id), allow=(404,))
         return None if resp.status_code == 404 else resp.json()
 
-    def jobs(self, status: str | None = None, limit: int = 200) -> list[dict[str, Any]]:
+    def jobs(self, status: str | None = None, limit: int = 200, prefix: str | None = None) -> list[dict[str, Any]]:
         params: dict[str, Any] = {"limit": limit}
         if status:
             params["status"] = status
+        if prefix:
+            params["prefix"] = prefix
         return self.json("GET", routes.JOBS, params=params)["jobs"]
 
     def chunks(self, job_id: str) -> list[dict[str, Any]]:

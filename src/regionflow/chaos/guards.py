@@ -182,9 +182,9 @@ class GuardedStateStore(_Guarded[StateStore]):
         return self._checked().get_job(job_id)
 
     def list_jobs(self, status: str | None = None, limit: int | None = None,
-                  input_key: str | None = None) -> list[JobRecord]:
+                  input_key: str | None = None, input_prefix: str | None = None) -> list[JobRecord]:
         """StateStore.list_jobs, after the fault check."""
-        return self._checked().list_jobs(status, limit, input_key)
+        return self._checked().list_jobs(status, limit, input_key, input_prefix)
 
     def list_jobs_unfinished(self) -> list[JobRecord]:
         """StateStore.list_jobs_unfinished, after the fault check."""
@@ -271,6 +271,10 @@ class GuardedStateStore(_Guarded[StateStore]):
     def feed_since(self, seq: int, limit: int = 1000, kind: str | None = None) -> list[Change]:
         """StateStore.feed_since, after the fault check."""
         return self._checked().feed_since(seq, limit, kind)
+
+    def feed_page_json(self, seq: int, limit: int = 1000, kind: str | None = None) -> str:
+        """StateStore.feed_page_json, after the fault check."""
+        return self._checked().feed_page_json(seq, limit, kind)
 
     def feed_head(self) -> int:
         """StateStore.feed_head, after the fault check."""

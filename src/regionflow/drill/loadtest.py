@@ -171,10 +171,11 @@ def upload_files(base_url: str, token: str, data: bytes, keys: Iterable[str], *,
 
 def follow_jobs(base_url: str, token: str, job_ids: Iterable[str], *, deadline: float, poll: float = 0.25,
                 on_progress: Callable[[int, int], None] | None = None, stall: float | None = None,
-                verify: Verify = True) -> dict[str, dict]:
+                verify: Verify = True, prefix: str | None = None) -> dict[str, dict]:
     """Poll base_url's GET /jobs (one request per round, whatever the number of jobs) until every job is
     COMPLETED or FAILED or the deadline (monotonic) passes, or (with stall) no job has finished for stall
-    seconds; returns the finished jobs' records by id (unfinished ones are absent)."""
+    seconds; returns the finished jobs' records by id (unfinished ones are absent). prefix: the jobs' input
+    keys all start with it (the region lists only those, not its whole history)."""
     wanted = set(job_ids)
     done: dict[str, dict] = {}
     last_progress = time.monotonic()
@@ -182,7 +183,7 @@ def follow_jobs(base_url: str, token: str, job_ids: Iterable[str], *, deadline: 
     def round_done(api: ApiClient) -> bool:
         nonlocal last_progress
         try:
-            rows = api.jobs(limit=JOBS_LIMIT)
+            rows = api.jobs(limit=JOBS_LIMIT, prefix=prefix)
         except (ApiError, ValueError, KeyError):
             rows = []  # a region switching: ask again next round
         now = time.time()
@@ -287,7 +288,8 @@ def run_loadtest(config: Config, files: int, rows: int = 1000, interval: float =
             load_reference(url, token, sample.financial, *table, verify=verify)
         data = sample.orders.read_bytes()
     run_id = time.strftime("%Y%m%d%H%M%S") + "-" + secrets.token_hex(3)
-    keys = [f"input/loadtest-{run_id}-{i:05d}.csv" for i in range(files)]
+    prefix = f"input/loadtest-{run_id}-"
+    keys = [f"{prefix}{i:05d}.csv" for i in range(files)]
     submitted = 0
     count = threading.Lock()
 
@@ -302,9 +304,9 @@ def run_loadtest(config: Config, files: int, rows: int = 1000, interval: float =
     uploads = upload_files(url, token, data, keys, concurrency=concurrency, interval=interval, deadline=deadline,
                            on_submitted=uploaded, verify=verify)
     job_ids = [u.job_id for u in uploads if u.job_id]
-    finished = follow_jobs(url, token, job_ids, deadline=deadline, verify=verify,
+    finished = follow_jobs(url, token, job_ids, deadline=deadline, verify=verify, prefix=prefix,
                            on_progress=(lambda d, t: progress("completed", d, t)) if progress else None)
     result = summarize(uploads, finished, rows)
     result.update({"run_id": run_id, "concurrency": concurrency, "interval": interval,
-                   "access_point": url, "key_prefix": f"input/loadtest-{run_id}-"})
+                   "access_point": url, "key_prefix": prefix})
     return result

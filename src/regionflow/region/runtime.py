@@ -7,6 +7,7 @@ SwitchContext (name, control, replication, peers, executions, metrics, services)
 
 from __future__ import annotations
 
+import functools
 import logging
 import shutil
 import signal
@@ -38,7 +39,7 @@ from regionflow.state import open_state_store
 from regionflow.storage import open_object_store
 from regionflow.switch.runner import SwitchRunner
 from regionflow.switch.triggers import CanaryResult, TriggerEngine
-from regionflow.workloads.batch.orchestrator import INPUT_PREFIX, Orchestrator, archived_input
+from regionflow.workloads.batch.orchestrator import INPUT_PREFIX, Orchestrator, held_bytes
 from regionflow.workloads.batch.service import BatchService
 from regionflow.workloads.registry import step_registry
 
@@ -74,10 +75,11 @@ class Region:
         # One outbox for the whole stack, like one mail system: the job id dedupes across regions.
         notifier = (open_notifier(config.notifier) if config.notifier
                     else OutboxNotifier(Path(config.data_dir) / "outbox"))
+        pipeline = config.load_pipeline()
         self.batch.attach(Orchestrator(
             objects=self.objects, store_url=rc.store_url, store_options=store_options, state=self.state,
             executor=self.executor,
-            notifier=notifier, pipeline=config.load_pipeline(), region=name, events=self.batch,
+            notifier=notifier, pipeline=pipeline, region=name, events=self.batch,
             signing_key=bytes.fromhex(self.secrets.signing_key), link_base=config.access_point_url,
             cache_dir=data_dir / "cache", fault_file=str(self.faults.path),
         ))
@@ -88,7 +90,8 @@ class Region:
                    for o in others],
             self.state, self.plain_objects, on_object=self.batch.replicated_object,
             interval=config.replication.interval, batch=config.replication.batch,
-            ordered_delete=lambda key: key.startswith(INPUT_PREFIX), same_bytes=archived_input)
+            ordered_delete=lambda key: key.startswith(INPUT_PREFIX),
+            held_bytes=functools.partial(held_bytes, pipeline))
         self.uploads = UploadReplication(
             name, self.state,
             {o: ApiClient(config.region_url(o), self.secrets.replication_token, target=o,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Iterable
 
-from regionflow.replication.replicator import KINDS, DirectionStatus, Replicator
+from regionflow.replication.replicator import KINDS, DirectionStatus, HeldBytes, Replicator, no_recipe
 from regionflow.replication.source import FeedSource
 from regionflow.state.base import StateStore
 from regionflow.storage.base import ObjectStore
@@ -18,12 +18,12 @@ class ReplicationSet:
     def __init__(self, target: str, sources: Iterable[FeedSource], state: StateStore, objects: ObjectStore, *,
                  on_object: Callable[[str], None] | None = None, interval: float = 0.2, batch: int = 500,
                  ordered_delete: Callable[[str], bool] = lambda key: True,
-                 same_bytes: Callable[[str], str | None] = lambda key: None):
+                 held_bytes: HeldBytes = no_recipe):
         self.target = target
         self.state = state
         self.replicators = {
             source.name: Replicator(source, target, state, objects, on_object=on_object, interval=interval,
-                                    batch=batch, ordered_delete=ordered_delete, same_bytes=same_bytes)
+                                    batch=batch, ordered_delete=ordered_delete, held_bytes=held_bytes)
             for source in sources
         }
 

@@ -44,6 +44,29 @@ FETCHERS = 4
 STATS_EVERY = 0.5
 
 
+@dataclass(frozen=True)
+class HeldRecipe:
+    """How an object's bytes may be made from objects this region holds already: head, then the parts'
+    bytes in order (a workload's merged output from its chunk outputs, an archive copy from its input).
+    Only a result whose sha256 and size are the change's is stored; otherwise the object is fetched."""
+
+    head: bytes
+    parts: tuple[str, ...]
+
+
+# What a workload knows of its objects: the recipe of an object put (its key and user metadata as the
+# source stored it), or None when its bytes can only be fetched.
+HeldBytes = Callable[[str, Mapping[str, str]], HeldRecipe | None]
+
+
+def no_recipe(_key: str, _metadata: Mapping[str, str]) -> HeldRecipe | None:
+    return None
+
+
+def _recipe_of(held_bytes: HeldBytes, change: Change) -> HeldRecipe | None:
+    return held_bytes(change.key, (change.row or {}).get("metadata") or {})
+
+
 def _change_info(change: Change) -> ObjectInfo:
     """The object a put change names (its row is the ObjectInfo the source stored)."""
     row = change.row or {}
@@ -107,13 +130,12 @@ class DirectionStatus:
 class Replicator:
     def __init__(self, source: FeedSource, target_region: str, state: StateStore, objects: ObjectStore,
                  on_object: Callable[[str], None] | None = None, interval: float = 0.2, batch: int = 500,
-                 ordered_delete: Callable[[str], bool] = lambda key: True,
-                 same_bytes: Callable[[str], str | None] = lambda key: None):
+                 ordered_delete: Callable[[str], bool] = lambda key: True, held_bytes: HeldBytes = no_recipe):
         self.source = source
         self.ordered_delete = ordered_delete  # keys whose deletes wait for the state rows before them
-        # A key here that may hold the bytes of key already (batch: an archive copy's input), read instead
-        # of fetching them from the source when its sha256 is the change's.
-        self.same_bytes = same_bytes
+        # Objects whose bytes may be made from objects held here (batch: an archive copy from its input, a
+        # merged output from its chunk outputs), read instead of fetched when the sha256 is the change's.
+        self.held_bytes = held_bytes
         self.state = state
         self.objects = objects  # the plain store: replicated puts are not fed again
         self.on_object = on_object
@@ -201,7 +223,12 @@ class Replicator:
         # Puts first, deletes only once every put has arrived: a delete often follows a copy of the same
         # bytes (a job archives its input, then deletes it), and a source that dies before the copy is
         # fetched must not leave this region with neither.
-        list(self._pool.map(self._apply_object, [c for c in last.values() if c.row is not None]))
+        puts = [c for c in last.values() if c.row is not None]
+        # Objects that may be made of others go after them: a merged output whose chunk outputs arrive in
+        # the same batch is then composed here, not fetched.
+        made_here = [c for c in puts if _recipe_of(self.held_bytes, c) is not None]
+        list(self._pool.map(self._apply_object, [c for c in puts if c not in made_here]))
+        list(self._pool.map(self._apply_object, made_here))
         list(self._pool.map(self._apply_object, [c for c in last.values() if c.row is None]))
         self.state.set_checkpoint(self.cursor("objects"), upto)
         if self.on_object is not None:
@@ -252,24 +279,26 @@ class Replicator:
             self._store(fetched, cast(BinaryIO, spool))
 
     def _copy_held(self, change: Change) -> bool:
-        """Store change's object from the same bytes held here under another key (same_bytes), checked
-        against its sha256 as a fetched copy is; False when they are not here (then it is fetched)."""
-        other = self.same_bytes(change.key)
-        if other is None:
+        """Store change's object made from bytes held here (held_bytes), checked against its sha256 and size
+        as a fetched copy is; False when they are not all here or make other bytes (then it is fetched)."""
+        recipe = _recipe_of(self.held_bytes, change)
+        if recipe is None or not recipe.parts:
             return False
         info = _change_info(change)
-        held = self.objects.head(other)
-        if held is None or held.etag != info.etag:
+        heads = [self.objects.head(part) for part in recipe.parts]
+        if any(h is None for h in heads) or len(recipe.head) + sum(h.size for h in heads if h) != info.size:
             return False
         with tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES) as spool:
             sink = _HashingSink(spool)
+            sink.write(recipe.head)
             try:
-                with self.objects.open(other) as fh:
-                    shutil.copyfileobj(fh, cast(IO[bytes], sink), _COPY_BLOCK)
+                for part in recipe.parts:
+                    with self.objects.open(part) as fh:
+                        shutil.copyfileobj(fh, cast(IO[bytes], sink), _COPY_BLOCK)
             except ObjectNotFound:
                 return False  # deleted meanwhile (its delete applied here)
             if sink.hexdigest() != info.etag:
-                return False  # overwritten meanwhile
+                return False  # overwritten meanwhile, or not made as the recipe says
             spool.seek(0)
             self._store(info, cast(BinaryIO, spool))
         return True

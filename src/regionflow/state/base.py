@@ -134,8 +134,9 @@ class StateStore(Protocol):
         ...
 
     def list_jobs(self, status: str | None = None, limit: int | None = None,
-                  input_key: str | None = None) -> list[JobRecord]:
-        """Jobs, newest first, optionally only those in one status and/or of one input key."""
+                  input_key: str | None = None, input_prefix: str | None = None) -> list[JobRecord]:
+        """Jobs, newest first, optionally only those in one status, of one input key and/or of input keys
+        that start with input_prefix."""
         ...
 
     def list_jobs_unfinished(self) -> list[JobRecord]:
@@ -242,6 +243,11 @@ class StateStore(Protocol):
     def feed_since(self, seq: int, limit: int = 1000, kind: str | None = None) -> list[Change]:
         """Changes with a sequence number greater than seq, in order; kind "objects" or "state" keeps only
         object changes or only row changes (each kind is replicated with its own cursor)."""
+        ...
+
+    def feed_page_json(self, seq: int, limit: int = 1000, kind: str | None = None) -> str:
+        """feed_since(seq, limit, kind) as JSON text: a list of objects with Change's fields, "row" being the
+        row image (null for a delete). What the feed endpoint sends, built without decoding the images."""
         ...
 
     def feed_head(self) -> int:

@@ -60,8 +60,14 @@ def deletion_entry(table: Table, key: str, epoch: int) -> FeedEntry:
 
 
 def _add_missing_columns(conn: Connection) -> None:
-    """Bring a store created by an earlier release up to the current tables (create_all adds no columns)."""
+    """Bring a store created by an earlier release up to the current tables (create_all adds no columns,
+    and no indexes to a table that exists)."""
     inspector = inspect(conn)
+    for table in metadata.sorted_tables:
+        present_indexes = {i["name"] for i in inspector.get_indexes(table.name)}
+        for index in table.indexes:
+            if index.name not in present_indexes:
+                index.create(conn)
     for table_name, names in ADDED_COLUMNS.items():
         present = {c["name"] for c in inspector.get_columns(table_name)}
         for name in names:

@@ -14,7 +14,7 @@ import json
 import time
 from typing import Any
 
-from sqlalchemy import Connection, Table, bindparam, case, delete, func, select
+from sqlalchemy import Connection, Select, Table, bindparam, case, delete, func, select
 
 from regionflow.state.apply_rule import (
     Version,
@@ -129,26 +129,28 @@ class FeedMixin(StoreCore):
 
     def feed_since(self, seq: int, limit: int = 1000, kind: str | None = None) -> list[Change]:
         """Up to limit changes after seq, in feed order; kind 'objects' or 'state' picks one kind."""
-        stmt = select(change_feed).where(change_feed.c.seq > seq)
-        if kind == "objects":
-            stmt = stmt.where(change_feed.c.table_name == OBJECTS_FEED)
-        elif kind == "state":
-            stmt = stmt.where(change_feed.c.table_name != OBJECTS_FEED)
-        elif kind is not None:
-            raise ValueError(f"kind must be 'objects', 'state' or None, not {kind!r}")
-        stmt = stmt.order_by(change_feed.c.seq).limit(limit)
         with self._read() as conn:
             return [
                 Change(seq=m["seq"], table=m["table_name"], key=m["key"],
                        row=json.loads(m["row_image"]) if m["row_image"] is not None else None,
                        hlc=m["hlc"], epoch=m["epoch"], origin=m["origin"], created_at=m["created_at"])
-                for m in (r._mapping for r in conn.execute(stmt))
+                for m in (r._mapping for r in conn.execute(_feed_page(seq, limit, kind)))
             ]
+
+    def feed_page_json(self, seq: int, limit: int = 1000, kind: str | None = None) -> str:
+        """feed_since's changes as the JSON text of a list of Change objects (the feed endpoint's answer):
+        each stored row image is spliced in as it is, never parsed and encoded again."""
+        with self._read() as conn:
+            rows = conn.execute(_feed_page(seq, limit, kind)).all()
+        return "[" + ",".join(
+            f'{{"seq":{seq_},"table":{_text(table)},"key":{_text(key)},"row":{image or "null"},'
+            f'"hlc":{hlc},"epoch":{epoch},"origin":{_text(origin)},"created_at":{float(created)!r}}}'
+            for seq_, table, key, image, hlc, epoch, origin, created in rows) + "]"
 
     def feed_head(self) -> int:
         """The sequence number of the last change (0 for an empty feed)."""
         with self._read() as conn:
-            return conn.execute(select(func.coalesce(func.max(change_feed.c.seq), 0))).scalar_one()
+            return conn.execute(_FEED_HEAD).scalar_one()
 
     def feed_stats(self, since: int) -> dict[str, Any]:
         """The feed head, and count and oldest created_at of the object and state changes after since."""
@@ -159,7 +161,7 @@ class FeedMixin(StoreCore):
         stats: dict[str, Any] = {"head": 0, OBJECTS_FEED: {"count": 0, "oldest": None},
                                  "state": {"count": 0, "oldest": None}}
         with self._read() as conn:
-            head = conn.execute(select(func.coalesce(func.max(change_feed.c.seq), 0))).scalar_one()
+            head = conn.execute(_FEED_HEAD).scalar_one()
             for name, count, oldest, top in conn.execute(tail):
                 kind = stats[OBJECTS_FEED if name == OBJECTS_FEED else "state"]
                 kind["count"] += count
@@ -313,3 +315,22 @@ class FeedMixin(StoreCore):
                          beyond)
         bulk_upsert(conn, row_versions, VERSION_COLUMNS, list(new_versions.values()))
         return applied
+
+
+# Built once: every upload and every feed request reads the head.
+_FEED_HEAD = select(func.coalesce(func.max(change_feed.c.seq), 0))
+_FEED_PAGE_COLUMNS = (change_feed.c.seq, change_feed.c.table_name, change_feed.c.key, change_feed.c.row_image,
+                      change_feed.c.hlc, change_feed.c.epoch, change_feed.c.origin, change_feed.c.created_at)
+_text = json.JSONEncoder(ensure_ascii=False).encode
+
+
+def _feed_page(seq: int, limit: int, kind: str | None) -> Select:
+    """The SELECT of up to limit changes after seq, in feed order, of one kind or both."""
+    stmt = select(*_FEED_PAGE_COLUMNS).where(change_feed.c.seq > seq)
+    if kind == "objects":
+        stmt = stmt.where(change_feed.c.table_name == OBJECTS_FEED)
+    elif kind == "state":
+        stmt = stmt.where(change_feed.c.table_name != OBJECTS_FEED)
+    elif kind is not None:
+        raise ValueError(f"kind must be 'objects', 'state' or None, not {kind!r}")
+    return stmt.order_by(change_feed.c.seq).limit(limit)

@@ -132,13 +132,16 @@ class JobsMixin(StoreCore):
         return _job(row) if row is not None else None
 
     def list_jobs(self, status: str | None = None, limit: int | None = None,
-                  input_key: str | None = None) -> list[JobRecord]:
-        """Jobs, newest first, optionally only those in one status and/or of one input key."""
+                  input_key: str | None = None, input_prefix: str | None = None) -> list[JobRecord]:
+        """Jobs, newest first, optionally only those in one status, of one input key and/or of input keys
+        that start with input_prefix."""
         stmt = select(jobs).order_by(jobs.c.created_at.desc(), jobs.c.job_id.desc())
         if status is not None:
             stmt = stmt.where(jobs.c.status == str(status))
         if input_key is not None:
             stmt = stmt.where(jobs.c.input_key == input_key)
+        if input_prefix:
+            stmt = stmt.where(jobs.c.input_key.startswith(input_prefix, autoescape=True))
         if limit is not None:
             stmt = stmt.limit(limit)
         with self._read() as conn:

@@ -40,6 +40,8 @@ jobs = Table(
     Column("updated_at", Float, nullable=False),
     Index("ix_jobs_status", "status"),
     Index("ix_jobs_created_at", "created_at"),
+    # a new upload's trigger looks up the jobs of its key; a loader follows the jobs of its keys' prefix
+    Index("ix_jobs_input_key", "input_key"),
 )
 
 chunks = Table(

@@ -40,8 +40,11 @@ def router(region: Region, tokens: TokenCheck) -> APIRouter:
         return record
 
     @r.get(routes.JOBS)
-    def jobs(status: str | None = None, limit: int = Query(200, ge=1, le=10000)) -> dict[str, Any]:
-        return {"region": region.name, "jobs": [asdict(j) for j in region.state.list_jobs(status, limit)]}
+    def jobs(status: str | None = None, limit: int = Query(200, ge=1, le=10000),
+             prefix: str | None = Query(None, description="Only jobs whose input key starts with this.")
+             ) -> dict[str, Any]:
+        return {"region": region.name,
+                "jobs": [asdict(j) for j in region.state.list_jobs(status, limit, input_prefix=prefix)]}
 
     @r.get(routes.JOB)
     def job(job_id: str) -> dict[str, Any]:

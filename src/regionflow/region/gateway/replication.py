@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
-from fastapi import APIRouter, Depends, HTTPException, Query
+from fastapi import APIRouter, Depends, HTTPException, Query, Response
 from pydantic import BaseModel
 
 from regionflow.api import routes
@@ -61,11 +61,12 @@ def router(region: Region, tokens: TokenCheck) -> APIRouter:
 
     @r.get(routes.FEED, dependencies=internal)
     def feed(since: int = Query(0, ge=0), limit: int = Query(500, ge=1, le=5000),
-             kind: str | None = Query(None, pattern="^(objects|state)$")) -> dict[str, Any]:
+             kind: str | None = Query(None, pattern="^(objects|state)$")) -> Response:
         # The head is read first: every change up to it is visible to the query that follows (the feed
         # becomes visible in sequence order), so a short answer means "nothing more of this kind up to head".
         head = region.state.feed_head()
-        return {"head": head, "changes": [asdict(c) for c in region.state.feed_since(since, limit, kind)]}
+        changes = region.state.feed_page_json(since, limit, kind)
+        return Response(f'{{"head":{head},"changes":{changes}}}', media_type="application/json")
 
     @r.get(routes.FEED_STATS, dependencies=internal)
     def feed_stats(since: int = Query(0, ge=0)) -> dict[str, Any]:

@@ -14,7 +14,7 @@ import io
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +24,7 @@ from regionflow.errors import FencedOut, FileRefused, ObjectNotFound, Regionflow
 from regionflow.executor.base import Executor
 from regionflow.ids import job_id_for
 from regionflow.notify.base import Notifier, build_message
+from regionflow.replication.replicator import HeldRecipe
 from regionflow.state.base import (
     TERMINAL_STATUSES,
     ChunkRecord,
@@ -66,6 +67,33 @@ def archived_input(key: str) -> str | None:
         return None
     _, sep, name = key[len(ARCHIVE_PREFIX):].partition("/")
     return f"{INPUT_PREFIX}{name}" if sep and name else None
+
+
+def output_head(pipeline: Pipeline) -> bytes:
+    """The header line every merged output starts with."""
+    header = io.StringIO()
+    csv.writer(header, delimiter=pipeline.csv.delimiter, quotechar=pipeline.csv.quote,
+               lineterminator="\n").writerow(pipeline.output_header)
+    return header.getvalue().encode("utf-8")
+
+
+def held_bytes(pipeline: Pipeline, key: str, metadata: Mapping[str, str]) -> HeldRecipe | None:
+    """How a region that replicated a job's objects can make the object at key itself (Replicator.held_bytes):
+    an archive copy from the input, a merged output from its header and the job's chunk outputs (its
+    metadata names the job and the number of chunks). The result is used only when its sha256 is the
+    object's."""
+    source = archived_input(key)
+    if source is not None:
+        return HeldRecipe(b"", (source,))
+    job, chunks = metadata.get("job"), metadata.get("chunks", "")
+    if not key.startswith(OUTPUT_PREFIX) or not job or not chunks.isdigit():
+        return None
+    return HeldRecipe(output_head(pipeline), tuple(chunk_output_key(job, i) for i in range(int(chunks))))
+
+
+def chunk_output_key(job_id: str, idx: int) -> str:
+    """Where a chunk's output is written."""
+    return f"{WORK_PREFIX}{job_id}/out/{idx:06d}.csv"
 
 
 def input_source(objects: ObjectStore, job: JobRecord) -> str | None:
@@ -307,7 +335,7 @@ class Orchestrator:
                 yield ChunkTask(job_id=job.job_id, idx=c.idx, store_url=self.store_url,
                                 store_options=self.store_options, source_key=source, source_etag=job.input_etag,
                                 byte_offset=c.byte_offset or 0, byte_length=c.byte_length or 0,
-                                out_key=f"{self._work(job)}out/{c.idx:06d}.csv", first_row=c.first_row, plan=plan,
+                                out_key=chunk_output_key(job.job_id, c.idx), first_row=c.first_row, plan=plan,
                                 reference_path=reference, fault_file=self.fault_file)
 
         retry: list[ChunkRecord] = []
@@ -371,10 +399,6 @@ class Orchestrator:
         return str(base)
 
     def _merge(self, job: JobRecord, chunks: list[ChunkRecord]) -> None:
-        header = io.StringIO()
-        csv.writer(header, delimiter=self.pipeline.csv.delimiter, quotechar=self.pipeline.csv.quote,
-                   lineterminator="\n").writerow(self.pipeline.output_header)
-
         def parts() -> Iterator[str]:
             for i, chunk in enumerate(chunks):
                 if i == len(chunks) // 2:
@@ -391,8 +415,10 @@ class Orchestrator:
         output_key = f"{OUTPUT_PREFIX}{self._name(job)}"
         # Composed by the store (the directory store copies in the kernel): the chunk outputs are not read
         # back into this process.
-        info = self.objects.compose(output_key, parts(), head=header.getvalue().encode("utf-8"),
-                                    content_type="text/csv", metadata={"job": job.job_id, "rows": str(rows_ok)})
+        # The metadata names the parts (chunk_output_key): a region holding the chunk outputs makes the same
+        # bytes itself instead of fetching them (held_bytes).
+        info = self.objects.compose(output_key, parts(), head=output_head(self.pipeline), content_type="text/csv",
+                                    metadata={"job": job.job_id, "rows": str(rows_ok), "chunks": str(len(chunks))})
         crash_point("merge:written")
         self.state.transition_job(job.job_id, epoch=job.owner_epoch, from_status=JobStatus.PROCESSING,
                                   to_status=JobStatus.MERGED, output_key=output_key, output_etag=info.etag,
