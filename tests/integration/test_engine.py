@@ -165,6 +165,28 @@ def test_crash_between_and_inside_steps_resumes_to_the_same_output(point, sample
     _check_resumed(state_dir, out, clean_run)
 
 
+@pytest.mark.parametrize("point", ["chunk:0", "chunk_recorded:0", "merge:written", "complete:archived"])
+def test_a_one_chunk_job_writes_its_output_from_the_chunk_and_resumes_after_a_crash(point, sample, clean_run,
+                                                                                       tmp_path):
+    state_dir, out = tmp_path / "state", tmp_path / "out.csv"
+    # no --chunk-rows: the 5,000-row sample is one chunk, whose task writes the job's output itself
+    args = ["process", str(sample / "orders.csv"), "--reference", str(sample / "financial_data.csv"),
+            "--out", str(out), "--workers", "2", "--executor", "processes", "--state-dir", str(state_dir)]
+    crashed = rf(*args, env={"REGIONFLOW_CRASH_AT": point, "REGIONFLOW_CRASH_MARKERS": str(tmp_path / "m")})
+    assert (tmp_path / "m" / point.replace(":", "_")).exists()  # it really crashed there
+    # a worker that dies is replaced and its chunk retried in the same run; the engine dying ends the run
+    assert crashed.returncode == (0 if point == "chunk:0" else CRASH_EXIT_CODE), crashed.stderr
+    if crashed.returncode:
+        resumed = rf(*args)
+        assert resumed.returncode == 0, resumed.stderr
+    _check_resumed(state_dir, out, clean_run)
+    bucket = state_dir / "bucket"
+    assert not list((bucket / "meta").glob("work/**/*.json"))  # no chunk output: nothing was composed
+    [meta] = (bucket / "meta" / "output" / "completed").glob("*.json")
+    metadata = json.loads(meta.read_text())["metadata"]
+    assert set(metadata) == {"job", "rows"} and metadata["rows"] == str(clean_run[0]["rows_ok"])
+
+
 def test_killed_worker_process_is_replaced_and_its_chunk_retried(sample, clean_run, tmp_path):
     state_dir, out = tmp_path / "state", tmp_path / "out.csv"
     result = rf("process", str(sample / "orders.csv"), "--reference", str(sample / "financial_data.csv"),

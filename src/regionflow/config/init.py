@@ -174,7 +174,7 @@ def _config_text(regions: list[tuple[str, int]], access_port: int, plan: str | N
         "#   objects     object store: file://DIR, or s3://BUCKET (s3_endpoint: its http(s)://host:port)",
         "#   state       state store: sqlite:///FILE, or postgresql://user@host:port/db",
         "#   workers     processes that run chunk work",
-        "#   concurrent_jobs  jobs run side by side, their chunks sharing the workers (default 4)",
+        "#   concurrent_jobs  jobs run side by side, their chunks sharing the workers (default 8)",
         "#   executor    where chunks run: processes (default: `workers` processes here), tcp://HOST:PORT",
         "#               (a Dask scheduler you run) or dask://local?workers=N (a Dask cluster the region starts)",
         "#   tls_cert, tls_key  PEM certificate and key: the gateway serves https:// (see tls_ca above)",

@@ -148,7 +148,7 @@ class RegionConfig(_Listener):
     state: str  # sqlite:////abs/state.db or postgresql://...
     workers: int = Field(default=2, strict=True, ge=1)
     # Jobs side by side, sharing the workers: a small file is mostly per-job steps (state writes, merge).
-    concurrent_jobs: int = Field(default=4, strict=True, ge=1)
+    concurrent_jobs: int = Field(default=8, strict=True, ge=1)
     # Where chunks run: "processes" (a pool of `workers` on this machine), a Dask scheduler
     # ("tcp://HOST:PORT") or a Dask cluster the region starts ("dask://local?workers=N").
     executor: str = Field(default="processes", min_length=1)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from email.message import EmailMessage
+from email.message import Message
 from pathlib import Path
 
 
@@ -20,7 +20,7 @@ class OutboxNotifier:
     def __init__(self, directory: str | Path):
         self.directory = Path(directory)
 
-    def send(self, message: EmailMessage) -> bool:
+    def send(self, message: Message) -> bool:
         """Write <job id>.eml unless it exists; True when delivered now, False when it was already there."""
         self.directory.mkdir(parents=True, exist_ok=True)
         job_id = message["X-Regionflow-Job"] or message["Message-ID"].strip("<>").split("@")[0]

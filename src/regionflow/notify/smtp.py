@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import smtplib
-from email.message import EmailMessage
+from email.message import Message
 
 
 class SmtpNotifier:
@@ -15,7 +15,7 @@ class SmtpNotifier:
         self.username, self.password = username, password
         self.starttls, self.timeout = starttls, timeout
 
-    def send(self, message: EmailMessage) -> bool:
+    def send(self, message: Message) -> bool:
         """Deliver through the SMTP server (True); raises smtplib/OSError errors to the caller, who retries.
         Receivers dedupe on the Message-ID, which is derived from the job id."""
         with smtplib.SMTP(self.host, self.port, timeout=self.timeout) as smtp:

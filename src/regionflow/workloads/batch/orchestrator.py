@@ -42,7 +42,7 @@ from regionflow.workloads.batch.events import Lifecycle, OrchestratorEvents
 from regionflow.workloads.batch.pipeline import Pipeline
 from regionflow.workloads.batch.reference import index_exists, index_reference_table
 from regionflow.workloads.batch.split import ChunkCut, ChunkRange, auto_chunk_bytes, read_header, split_stream
-from regionflow.workloads.batch.worker import ChunkResult, ChunkTask, run_chunk_task
+from regionflow.workloads.batch.worker import ChunkResult, ChunkTask, merged_metadata, run_chunk_task
 
 log = logging.getLogger("regionflow.orchestrator")
 
@@ -194,12 +194,13 @@ class Orchestrator:
             JobStatus.MERGED: self._notify,
             JobStatus.NOTIFIED: self._complete,
         }
+        job = self._job(job_id)
         while True:
-            job = self._job(job_id)
             if job.status in TERMINAL_STATUSES or job.status == until:
                 return job
             self._fence(job)
-            steps[JobStatus(job.status)](job)
+            # A step that moved the job hands back the row it wrote; one that did not, ends by reading it.
+            job = steps[JobStatus(job.status)](job) or self._job(job_id)
 
     def _emit(self, name: str, job_id: str) -> None:
         self.events.lifecycle(name, job_id)
@@ -225,7 +226,7 @@ class Orchestrator:
         return job_name(job)
 
     # -- split -------------------------------------------------------------------------------------
-    def _split(self, job: JobRecord) -> None:
+    def _split(self, job: JobRecord) -> JobRecord | None:
         # The archive copy serves as well: state and objects replicate apart, so a region taking over can
         # hold a job still INITIALIZED whose input the old owner already archived (and deleted).
         source = self.input_source(job)
@@ -245,9 +246,8 @@ class Orchestrator:
                 result = split_stream(stream, self.pipeline, cut, emit)
         except FileRefused as exc:
             self._discard_work(job)
-            self.state.transition_job(job.job_id, epoch=job.owner_epoch, from_status=JobStatus.INITIALIZED,
-                                      to_status=JobStatus.FAILED, reason=str(exc))
-            return
+            return self.state.transition_job(job.job_id, epoch=job.owner_epoch, from_status=JobStatus.INITIALIZED,
+                                             to_status=JobStatus.FAILED, reason=str(exc))
         crash_point("split:chunks_written")
         self._remember_layout(job.job_id, {"header": result.header, "columns": result.columns})
         chunks = [
@@ -256,10 +256,11 @@ class Orchestrator:
             for c in result.chunks
         ]
         # The chunk list and the step in one transaction (one write here, one apply in the standby).
-        self.state.record_split(job.job_id, chunks, epoch=job.owner_epoch, rows_in=result.rows_in)
+        split = self.state.record_split(job.job_id, chunks, epoch=job.owner_epoch, rows_in=result.rows_in)
         crash_point("split:chunks_recorded")
         self._emit(Lifecycle.SPLIT, job.job_id)
         crash_point("split:done")
+        return split
 
     def _chunk_cut(self, size: int) -> ChunkCut:
         """Rows per chunk when the run or the pipeline names them, else a byte size chosen from the input."""
@@ -273,7 +274,7 @@ class Orchestrator:
             self.objects.delete(info.key)
 
     # -- process + merge ---------------------------------------------------------------------------
-    def _process(self, job: JobRecord) -> None:
+    def _process(self, job: JobRecord) -> JobRecord | None:
         if job.status == JobStatus.SPLIT:
             job = self.state.transition_job(job.job_id, epoch=job.owner_epoch, from_status=JobStatus.SPLIT,
                                             to_status=JobStatus.PROCESSING)
@@ -295,7 +296,7 @@ class Orchestrator:
                 self._fence(job)
                 todo, done = self._run_chunks(job, todo, plan, reference, source, done, len(chunks))
         crash_point("process:all_chunks_done")
-        self._merge(job, self.state.list_chunks(job.job_id))
+        return self._merge(job, self.state.list_chunks(job.job_id))
 
     def input_source(self, job: JobRecord) -> str | None:
         return input_source(self.objects, job)
@@ -325,6 +326,8 @@ class Orchestrator:
                     source: str, done: int, total: int) -> tuple[list[ChunkRecord], int]:
         by_idx = {c.idx: c for c in todo}
         attempts: dict[int, int] = {}
+        # A job of one chunk: the chunk writes the job's output itself, and the merge copies nothing.
+        only = total == 1
 
         def dispatched() -> Iterator[ChunkTask]:
             # An attempt is counted as its chunk is handed to a worker, not before: after a crash only the
@@ -335,8 +338,9 @@ class Orchestrator:
                 yield ChunkTask(job_id=job.job_id, idx=c.idx, store_url=self.store_url,
                                 store_options=self.store_options, source_key=source, source_etag=job.input_etag,
                                 byte_offset=c.byte_offset or 0, byte_length=c.byte_length or 0,
-                                out_key=chunk_output_key(job.job_id, c.idx), first_row=c.first_row, plan=plan,
-                                reference_path=reference, fault_file=self.fault_file)
+                                out_key=self._output_key(job) if only else chunk_output_key(job.job_id, c.idx),
+                                first_row=c.first_row, plan=plan, reference_path=reference, fault_file=self.fault_file,
+                                final_head=output_head(self.pipeline) if only else None)
 
         retry: list[ChunkRecord] = []
         unavailable: BaseException | None = None
@@ -375,9 +379,9 @@ class Orchestrator:
                                   rows_rejected=len(rejects), rejects=rejects)
         crash_point(f"chunk_recorded:{task.idx}")
 
-    def _fail(self, job: JobRecord, reason: str) -> None:
+    def _fail(self, job: JobRecord, reason: str) -> JobRecord:
         current = self._job(job.job_id)
-        self.state.transition_job(job.job_id, epoch=job.owner_epoch, from_status=current.status,
+        return self.state.transition_job(job.job_id, epoch=job.owner_epoch, from_status=current.status,
                                   to_status=JobStatus.FAILED, reason=reason)
 
     def _reference_path(self) -> str | None:
@@ -398,7 +402,7 @@ class Orchestrator:
             index_reference_table(self.state, enrichment.table, enrichment.reference_key, enrichment.fields, base)
         return str(base)
 
-    def _merge(self, job: JobRecord, chunks: list[ChunkRecord]) -> None:
+    def _merge(self, job: JobRecord, chunks: list[ChunkRecord]) -> JobRecord:
         def parts() -> Iterator[str]:
             for i, chunk in enumerate(chunks):
                 if i == len(chunks) // 2:
@@ -407,38 +411,45 @@ class Orchestrator:
 
         rows_ok = sum(c.rows_ok or 0 for c in chunks)
         rows_rejected = sum(c.rows_rejected or 0 for c in chunks)
+        output_key = self._output_key(job)
+        # The only chunk of a job wrote the output itself (checked present, at its etag, by _process).
+        written = chunks[0] if len(chunks) == 1 and chunks[0].out_key == output_key else None
         if job.rows_in != rows_ok + rows_rejected:
             # Never expected: it would mean a row was lost or counted twice. Refuse to publish.
-            self._fail(job, f"row count mismatch: in {job.rows_in} != ok {rows_ok} + rejected {rows_rejected}")
-            return
+            if written is not None:
+                self.objects.delete(output_key)
+            return self._fail(job, f"row count mismatch: in {job.rows_in} != ok {rows_ok} + rejected {rows_rejected}")
         self._fence(job)
-        output_key = f"{OUTPUT_PREFIX}{self._name(job)}"
-        # Composed by the store (the directory store copies in the kernel): the chunk outputs are not read
-        # back into this process.
-        # The metadata names the parts (chunk_output_key): a region holding the chunk outputs makes the same
-        # bytes itself instead of fetching them (held_bytes).
-        info = self.objects.compose(output_key, parts(), head=output_head(self.pipeline), content_type="text/csv",
-                                    metadata={"job": job.job_id, "rows": str(rows_ok), "chunks": str(len(chunks))})
+        if written is not None:
+            etag = written.out_etag
+        else:
+            # Composed by the store (the directory store copies in the kernel): the chunk outputs are not read
+            # back into this process. The metadata names the parts (chunk_output_key): a region holding the
+            # chunk outputs makes the same bytes itself instead of fetching them (held_bytes).
+            etag = self.objects.compose(output_key, parts(), head=output_head(self.pipeline), content_type="text/csv",
+                                        metadata=merged_metadata(job.job_id, rows_ok, len(chunks))).etag
         crash_point("merge:written")
-        self.state.transition_job(job.job_id, epoch=job.owner_epoch, from_status=JobStatus.PROCESSING,
-                                  to_status=JobStatus.MERGED, output_key=output_key, output_etag=info.etag,
-                                  rows_ok=rows_ok, rows_rejected=rows_rejected)
+        return self.state.transition_job(job.job_id, epoch=job.owner_epoch, from_status=JobStatus.PROCESSING,
+                                         to_status=JobStatus.MERGED, output_key=output_key, output_etag=etag,
+                                         rows_ok=rows_ok, rows_rejected=rows_rejected)
+
+    def _output_key(self, job: JobRecord) -> str:
+        return f"{OUTPUT_PREFIX}{self._name(job)}"
 
     # -- notify + complete -------------------------------------------------------------------------
-    def _notify(self, job: JobRecord) -> None:
+    def _notify(self, job: JobRecord) -> JobRecord:
         self._fence(job)
         spec = self.pipeline.notify
-        existing = self.state.get_notification(job.job_id)
-        if existing is None:
-            link = presign_url(self.link_base, job.output_key or "", self.signing_key, spec.link_expiry_seconds)
-            record = NotificationRecord(
-                job_id=job.job_id, recipients=spec.recipients,
-                subject=f"regionflow: {self._name(job)} processed", link=link, rows_ok=job.rows_ok or 0,
-                rows_rejected=job.rows_rejected or 0, region=self.region, channel=self.notifier.channel,
-                created_at=time.time(),
-            )
-            # Inserted: the record is the one just written. Not inserted: another writer's came first.
-            existing = record if self.state.record_notification(record) else self.state.get_notification(job.job_id)
+        link = presign_url(self.link_base, job.output_key or "", self.signing_key, spec.link_expiry_seconds)
+        record = NotificationRecord(
+            job_id=job.job_id, recipients=spec.recipients,
+            subject=f"regionflow: {self._name(job)} processed", link=link, rows_ok=job.rows_ok or 0,
+            rows_rejected=job.rows_rejected or 0, region=self.region, channel=self.notifier.channel,
+            created_at=time.time(),
+        )
+        # Inserted: the record is the one just written. Not inserted: an earlier run's (a resumed step, the
+        # old owner's) came first, and its link and status are the ones that count.
+        existing = record if self.state.record_notification(record) else self.state.get_notification(job.job_id)
         assert existing is not None
         if existing.status != "sent":
             message = build_message(
@@ -455,9 +466,9 @@ class Orchestrator:
             crash_point("notify:sent")
         # The mark and the step in one transaction (one write here, one apply in the standby); a crash before
         # it leaves the notification unmarked, and the resumed step resends it under its dedupe key.
-        self.state.mark_notified(job.job_id, epoch=job.owner_epoch)
+        return self.state.mark_notified(job.job_id, epoch=job.owner_epoch)
 
-    def _complete(self, job: JobRecord) -> None:
+    def _complete(self, job: JobRecord) -> JobRecord:
         archive_key = f"{ARCHIVE_PREFIX}{job.version_id}/{self._name(job)}"
         info = self.objects.head(job.input_key)
         if info is not None and info.version_id == job.version_id:
@@ -466,5 +477,5 @@ class Orchestrator:
                 self.objects.copy(job.input_key, archive_key)
             crash_point("complete:archived")
             self.objects.delete(job.input_key)
-        self.state.transition_job(job.job_id, epoch=job.owner_epoch, from_status=JobStatus.NOTIFIED,
-                                  to_status=JobStatus.COMPLETED, completing_region=self.region)
+        return self.state.transition_job(job.job_id, epoch=job.owner_epoch, from_status=JobStatus.NOTIFIED,
+                                         to_status=JobStatus.COMPLETED, completing_region=self.region)

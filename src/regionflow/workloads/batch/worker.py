@@ -39,6 +39,9 @@ class ChunkTask:
     reference_path: str | None  # base path of the saved reference index (either kind: reference.open_index)
     fault_file: str | None = None  # the region's injected faults (storage faults apply here too)
     store_options: dict[str, str | None] = field(default_factory=dict)  # open_object_store's other arguments
+    # The job's only chunk: out_key is the job's output, written whole (head, then the rows) with the
+    # merged output's metadata, so the merge has nothing to copy.
+    final_head: bytes | None = None
 
 
 @dataclass
@@ -83,6 +86,15 @@ def _cached_reference(path: str | None) -> Lookup | None:
     return index
 
 
+def merged_metadata(job_id: str, rows_ok: int, composed_of: int | None = None) -> dict[str, str]:
+    """The user metadata of a job's output: the job and its rows, and the number of chunk outputs it was
+    composed of (none for the output a job's only chunk wrote itself)."""
+    meta = {"job": job_id, "rows": str(rows_ok)}
+    if composed_of is not None:
+        meta["chunks"] = str(composed_of)
+    return meta
+
+
 def run_chunk_task(task: ChunkTask) -> ChunkResult:
     """Process one chunk and store its output object; returns what the orchestrator records."""
     store = _stores.get(task.store_url)
@@ -101,6 +113,10 @@ def run_chunk_task(task: ChunkTask) -> ChunkResult:
                            f"expected {task.source_etag[:12]})")
     crash_point(f"chunk:{task.idx}")
     outcome = process_chunk(data, plan, _cached_reference(task.reference_path), task.first_row)
-    info = store.put(task.out_key, outcome.output, content_type="text/csv",
-                     metadata={"job": task.job_id, "chunk": str(task.idx)})
+    if task.final_head is None:
+        info = store.put(task.out_key, outcome.output, content_type="text/csv",
+                         metadata={"job": task.job_id, "chunk": str(task.idx)})
+    else:
+        info = store.put(task.out_key, task.final_head + outcome.output, content_type="text/csv",
+                         metadata=merged_metadata(task.job_id, outcome.rows_ok))
     return ChunkResult(task.idx, info, outcome.rows_in, outcome.rows_ok, outcome.rejects)
