@@ -4,11 +4,12 @@ mapping, and the job wait built on poll_until."""
 from __future__ import annotations
 
 import io
+import ssl
 
 import httpx
 import pytest
 
-from regionflow.api.client import ApiClient, ApiError
+from regionflow.api.client import ApiClient, ApiError, shared_verify
 from regionflow.polling import PollTimeout, poll_until
 
 
@@ -82,3 +83,12 @@ def test_poll_until_returns_the_first_truthy_answer_or_times_out():
     assert poll_until(lambda: next(answers), timeout=5, interval=0.001) == "ready"
     with pytest.raises(PollTimeout, match="waiting for godot"):
         poll_until(lambda: None, timeout=0.05, interval=0.01, what="godot")
+
+
+def test_clients_share_one_default_trust_and_keep_a_given_one():
+    default = shared_verify(True)
+    # made once per process (reading the CA bundle costs ~20 ms a client), and it verifies servers
+    assert isinstance(default, ssl.SSLContext) and shared_verify(True) is default
+    assert default.verify_mode == ssl.CERT_REQUIRED and default.check_hostname
+    own = ssl.create_default_context()
+    assert shared_verify(own) is own and shared_verify(False) is False

@@ -9,6 +9,7 @@ https:// servers are checked against (Config.tls_verify(): the topology's tls_ca
 
 from __future__ import annotations
 
+import functools
 import ssl
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
@@ -91,6 +92,18 @@ def _base_and_token(config: Config, region: str | None, admin: bool) -> tuple[st
     return base, (secrets.admin_token if admin else secrets.api_token), region or "access point"
 
 
+@functools.cache
+def _default_trust() -> ssl.SSLContext:
+    """httpx's default trust (certifi, or SSL_CERT_FILE), made once per process: making it reads the whole CA
+    bundle (about 20 ms of CPU), and regions, the loader and plan checks make many short-lived clients."""
+    return httpx.create_ssl_context()
+
+
+def shared_verify(verify: Verify) -> Verify:
+    """verify for an httpx client, the default trust (True) shared by every client of the process."""
+    return _default_trust() if verify is True else verify
+
+
 class ApiClient:
     """One region's API (or the access point's), with one token."""
 
@@ -99,7 +112,7 @@ class ApiClient:
         self.base_url = base_url
         self.target = target or base_url
         self._http = httpx.Client(base_url=base_url, headers=auth_header(token), timeout=timeout,
-                                  transport=transport, verify=verify)
+                                  transport=transport, verify=shared_verify(verify))
 
     @classmethod
     def for_config(cls, config: Config, region: str | None = None, *, admin: bool = False,
@@ -316,7 +329,7 @@ class AsyncApiClient:
 
     def __init__(self, token: str, *, timeout: float | httpx.Timeout = 1.0, verify: Verify = True):
         self._token = token
-        self._http = httpx.AsyncClient(timeout=timeout, headers=auth_header(token), verify=verify)
+        self._http = httpx.AsyncClient(timeout=timeout, headers=auth_header(token), verify=shared_verify(verify))
 
     async def aclose(self) -> None:
         await self._http.aclose()
