@@ -10,6 +10,7 @@ import asyncio
 import base64
 import dataclasses
 import functools
+import threading
 import time
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -284,3 +285,37 @@ def test_the_recipe_of_a_merged_output_names_its_chunk_outputs_in_order():
                                            ("archive/V1", None), ("archive/V1/", None), ("output/x.csv", None)])
 def test_the_input_an_archive_key_was_copied_from(key, expected):
     assert archived_input(key) == expected
+
+
+class RecordingStop(threading.Event):
+    """The replicator's stop event, recording how long each pause between passes asks to wait."""
+
+    def __init__(self, passes: int):
+        super().__init__()
+        self.waits: list[float] = []
+        self._passes = passes
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self.waits.append(timeout or 0.0)
+        if len(self.waits) >= self._passes:
+            self.set()
+        return self.is_set()
+
+
+def test_a_caught_up_replicator_pauses_briefly_and_one_behind_pulls_again_at_once(tmp_path):
+    source_store = FileObjectStore(tmp_path / "west")
+    source = CountingSource(source_store)
+    state = open_state_store(f"sqlite:///{tmp_path / 'east.db'}", EAST)
+    rep = Replicator(source, EAST, state, FileObjectStore(tmp_path / "east"), interval=1.0, batch=2)
+    try:
+        # five changes in batches of two: full, full, then short (caught up), then nothing
+        source.changes = [_put_change(source_store, f"work/{i}.csv", b"x\n", seq=i + 1)[1] for i in range(5)]
+        rep._stop = RecordingStop(passes=2)
+        rep._loop()
+        # no pause after the two full batches; a short one after the batch that reached the head;
+        # the whole interval once there is nothing to read
+        assert rep._stop.waits == [0.25, 1.0]
+        assert len(source.fetched) == 5 and rep.checkpoint("objects") == 5
+    finally:
+        rep.stop()
+        state.close()

@@ -37,6 +37,7 @@ _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 KINDS = ("objects", "state")
 APPLY_ORDER = ("state", "objects")  # rows first: a delete waits for the rows before it (see above)
 FETCHERS = 4
+CAUGHT_UP_PAUSE = 0.25  # of the interval, after a pass that applied changes and reached the source's head
 # Backlog and lag are asked of the source at most this often: each ask scans the source's feed tail, once
 # per kind, and a busy pass takes a few milliseconds. A pass that drains a backlog the last ask reported
 # asks at once, so a drained direction shows 0 at once; an idle one (nothing read, nothing reported)
@@ -146,6 +147,7 @@ class Replicator:
         self._thread: threading.Thread | None = None
         self._pool = ThreadPoolExecutor(FETCHERS, thread_name_prefix=f"fetch-{source.name}")
         self._stats_at = 0.0  # monotonic time of the last stats refresh
+        self._behind = False  # the last pass read a full batch of a kind: more is waiting
 
     def cursor(self, kind: str) -> str:
         """The name under which this direction's cursor (checkpoint + pause flag) of one kind is stored."""
@@ -163,12 +165,14 @@ class Replicator:
         """Apply one batch of each kind; returns how many changes were read (0: drained, paused, unreachable)."""
         st = self.status
         read = 0
+        self._behind = False
         try:
             for kind in APPLY_ORDER:
                 if self.state.is_paused(self.cursor(kind)):
                     continue
                 since = self.checkpoint(kind)
                 changes, head = self.source.feed(since, self.batch, kind)
+                self._behind = self._behind or len(changes) >= self.batch
                 st.source_head = max(st.source_head, head)
                 # A short batch holds every change of this kind up to head, so the cursor may pass head.
                 upto = max(head, changes[-1].seq if changes else 0) if len(changes) < self.batch else changes[-1].seq
@@ -347,6 +351,10 @@ class Replicator:
                 read = 0
             if read == 0:
                 self._stop.wait(self.interval)
+            elif not self._behind:
+                # Caught up: a short pause lets the source's next changes gather into one pull instead of a
+                # pull per change (each costs both regions a request); a full batch pulls again at once.
+                self._stop.wait(self.interval * CAUGHT_UP_PAUSE)
 
     def stop(self) -> None:
         self._stop.set()
