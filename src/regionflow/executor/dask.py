@@ -19,6 +19,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import CancelledError
 from typing import Any, TypeVar
 
 from distributed import Client, Future, LocalCluster, as_completed
@@ -35,6 +36,8 @@ log = logging.getLogger("regionflow.executor")
 CONNECT_TIMEOUT = 5.0  # seconds to reach a scheduler before the items are reported unavailable
 INFO_TIMEOUT = 2.0  # seconds for the scheduler to say how many worker threads it has
 INFO_TTL = 2.0  # seconds a worker count is reused before it is asked again
+RESULT_TIMEOUT = 15.0  # seconds for a finished task's result to arrive (recomputed if its worker died)
+RESUBMITS = 3  # times an item whose result keeps getting lost is submitted before it counts as an outage
 
 
 class DaskExecutor:
@@ -128,7 +131,7 @@ class DaskExecutor:
             for item in queue:
                 yield item, exc
             return
-        running: dict[Future, T] = {}
+        running: dict[Future, tuple[T, int]] = {}  # future -> (item, times it was submitted)
         finished = as_completed(loop=client.loop)
         try:
             while True:
@@ -143,15 +146,26 @@ class DaskExecutor:
                         self._drop(client)
                         yield item, ExecutorUnavailable(f"Dask scheduler {self.address}: {exc}")
                         continue
-                    running[fut] = item
+                    running[fut] = (item, 1)
                     self._in_flight.add(1)
                     finished.add(fut)
                 if not running:
                     return
                 fut = next(finished)
-                item = running.pop(fut)
+                item, submitted = running.pop(fut)
+                outcome = self._outcome(client, fut)
+                if outcome is _AGAIN and submitted < RESUBMITS:
+                    # Its result was lost with a killed worker and the scheduler did not compute it again in
+                    # time: submitted anew (tasks are idempotent), the scheduler is still there.
+                    again = client.submit(fn, item, pure=False, retries=0)
+                    running[again] = (item, submitted + 1)
+                    finished.add(again)
+                    continue
                 self._in_flight.add(-1)
-                yield item, self._outcome(client, fut)
+                if outcome is _AGAIN:
+                    self._drop(client)
+                    outcome = ExecutorUnavailable(f"Dask scheduler {self.address}: a result was lost {submitted} times")
+                yield item, outcome
         finally:
             self._in_flight.add(-len(running))
             for fut in running:  # a caller that stopped early leaves nothing queued on the cluster
@@ -161,14 +175,21 @@ class DaskExecutor:
     def _outcome(self, client: Client, fut: Future) -> Any:
         """The task's result, its own exception, or the outage that kept it from answering."""
         try:
+            if fut.status in _RUN_AGAIN and client.status == "running":
+                # It finished, then its result was lost with the worker holding it (another task may be
+                # killing workers): the scheduler runs it again, so wait for that instead of calling the
+                # connection lost.
+                fut.exception(timeout=RESULT_TIMEOUT)  # waits for the new outcome, raises nothing
             if fut.status == "finished":
-                return fut.result(timeout=self.connect_timeout * 6)
+                return fut.result(timeout=RESULT_TIMEOUT)
             if fut.status == "error":
                 exc = fut.exception(timeout=self.connect_timeout * 6)
                 if isinstance(exc, KilledWorker):
                     return WorkerLost(f"the Dask worker running it died: {exc}")
                 return exc
         except Exception as exc:  # the answer was lost on the way (connection, timeout, cancellation)
+            if client.status == "running" and isinstance(exc, TimeoutError | CancelledError):
+                return _AGAIN  # (a lost result the scheduler did not recompute; the connection is fine)
             self._drop(client)
             return ExecutorUnavailable(f"Dask scheduler {self.address}: {type(exc).__name__}: {exc}")
         # Cancelled: the client lost its scheduler and gave up every future it held.
@@ -194,6 +215,8 @@ class DaskExecutor:
 
 
 _END: Any = object()
+_RUN_AGAIN = ("pending", "lost")  # a future's states while the scheduler computes it (again)
+_AGAIN: Any = object()  # _outcome: submit the item again
 
 
 def _close_quietly(client: Client) -> None:

@@ -1,7 +1,9 @@
 """The orchestrator: drives a job's persisted state machine, one idempotent step at a time.
 
 INITIALIZED -> SPLIT -> PROCESSING -> MERGED -> NOTIFIED -> COMPLETED (or FAILED, with a reason).
-Chunks are byte ranges of the input, recorded at split; workers read their range from the input itself.
+Chunks are byte ranges of the input, recorded at split; workers read their range from the input itself
+and write one output each under work/, which the merge composes into the job's output. A job of one
+chunk has the chunk write the job's output itself (header and all), so its merge copies nothing.
 Every step may be cut short by a crash and run again: chunk outputs are deterministic,
 chunk completion is recorded once per chunk, and the notification is recorded before it is sent.
 Before each step the current owner is re-read; a region that no longer owns the job stops (DESIGN §3).
