@@ -157,14 +157,16 @@ class DaskExecutor:
                 if outcome is _AGAIN and submitted < RESUBMITS:
                     # Its result was lost with a killed worker and the scheduler did not compute it again in
                     # time: submitted anew (tasks are idempotent), the scheduler is still there.
-                    again = client.submit(fn, item, pure=False, retries=0)
-                    running[again] = (item, submitted + 1)
-                    finished.add(again)
-                    continue
+                    with contextlib.suppress(Exception):  # (the client closed under us: reported below)
+                        again = client.submit(fn, item, pure=False, retries=0)
+                        running[again] = (item, submitted + 1)
+                        finished.add(again)
+                        continue
                 self._in_flight.add(-1)
                 if outcome is _AGAIN:
                     self._drop(client)
-                    outcome = ExecutorUnavailable(f"Dask scheduler {self.address}: a result was lost {submitted} times")
+                    outcome = ExecutorUnavailable(f"Dask scheduler {self.address}: the result of a task was lost "
+                                                  f"{submitted} time(s)")
                 yield item, outcome
         finally:
             self._in_flight.add(-len(running))
