@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from regionflow.executor.base import ExecutorStatus, InFlight
 
@@ -18,11 +18,16 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
-def _start_worker(parent_pid: int, preload: tuple[str, ...]) -> None:
-    """Runs in each worker as it starts: follow the parent, import what the tasks will need."""
+WARM_UP_TIMEOUT = 60.0  # seconds warm_up waits for the workers to be ready (a loaded machine's bound)
+
+
+def _start_worker(parent_pid: int, preload: tuple[str, ...], ready: Any = None) -> None:
+    """Runs in each worker as it starts: follow the parent, import what the tasks will need, say so."""
     _exit_with_parent(parent_pid)
     for module in preload:
         importlib.import_module(module)
+    if ready is not None:
+        ready.put(os.getpid())
 
 
 def _exit_with_parent(parent_pid: int) -> None:
@@ -47,20 +52,34 @@ class LocalExecutor:
         # and a broken one replaced, under this lock.
         self._lock = threading.Lock()
         self._in_flight = InFlight()
+        self._context = multiprocessing.get_context("spawn")
+        self._ready = self._context.SimpleQueue()  # each worker's pid once it has imported the preload
 
     def _ensure_pool(self) -> ProcessPoolExecutor:
         with self._lock:
             if self._pool is None:
-                self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
-                                                 initializer=_start_worker, initargs=(os.getpid(), self.preload))
+                while not self._ready.empty():  # what earlier pools' workers said and nobody read
+                    self._ready.get()
+                self._pool = ProcessPoolExecutor(self.workers, mp_context=self._context, initializer=_start_worker,
+                                                 initargs=(os.getpid(), self.preload, self._ready))
             return self._pool
 
-    def warm_up(self) -> None:
-        """Start the worker processes now (they take a while to import), so the first chunks don't wait."""
-        if self.workers > 1:
-            pool = self._ensure_pool()
-            for _ in range(self.workers):
-                pool.submit(os.getpid)
+    def warm_up(self, timeout: float = WARM_UP_TIMEOUT) -> None:
+        """Start the worker processes now and wait (at most timeout) until each has imported the preload: a
+        region serves once its workers are ready, not while they still compete with the first jobs for the
+        CPU (spawning and importing takes each about half a CPU-second)."""
+        if self.workers == 1:
+            return
+        pool = self._ensure_pool()
+        for _ in range(self.workers):  # (the pool starts its processes as work arrives)
+            pool.submit(os.getpid)
+        deadline = time.monotonic() + timeout
+        ready: set[int] = set()
+        while len(ready) < self.workers and time.monotonic() < deadline:
+            if self._ready.empty():
+                time.sleep(0.02)
+                continue
+            ready.add(self._ready.get())
 
     def map_unordered(self, fn: Callable[[T], R], items: Iterable[T]) -> Iterator[tuple[T, R | BaseException]]:
         """Run fn over items, at most 2 x workers in flight so memory stays bounded."""
