@@ -227,11 +227,14 @@ class Replicator:
         # Puts first, deletes only once every put has arrived: a delete often follows a copy of the same
         # bytes (a job archives its input, then deletes it), and a source that dies before the copy is
         # fetched must not leave this region with neither.
-        puts = [c for c in last.values() if c.row is not None]
         # Objects that may be made of others go after them: a merged output whose chunk outputs arrive in
         # the same batch is then composed here, not fetched.
-        made_here = [c for c in puts if _recipe_of(self.held_bytes, c) is not None]
-        list(self._pool.map(self._apply_object, [c for c in puts if c not in made_here]))
+        fetched: list[Change] = []
+        made_here: list[Change] = []
+        for c in last.values():
+            if c.row is not None:
+                (fetched if _recipe_of(self.held_bytes, c) is None else made_here).append(c)
+        list(self._pool.map(self._apply_object, fetched))
         list(self._pool.map(self._apply_object, made_here))
         list(self._pool.map(self._apply_object, [c for c in last.values() if c.row is None]))
         self.state.set_checkpoint(self.cursor("objects"), upto)

@@ -384,7 +384,7 @@ class Orchestrator:
     def _fail(self, job: JobRecord, reason: str) -> JobRecord:
         current = self._job(job.job_id)
         return self.state.transition_job(job.job_id, epoch=job.owner_epoch, from_status=current.status,
-                                  to_status=JobStatus.FAILED, reason=reason)
+                                         to_status=JobStatus.FAILED, reason=reason)
 
     def _reference_path(self) -> str | None:
         """The enrichment table indexed for lookups, cached on disk per table revision."""
