@@ -142,13 +142,14 @@ def _check_resumed(state_dir: Path, out: Path, clean_run, expect_attempts_over_o
         state.close()
     outbox = list((state_dir / "outbox").glob("*.eml"))
     assert len(outbox) == 1
+    assert not list((state_dir / "outbox").glob(".partial/*"))  # a send the crash cut short left nothing
     assert f"Rows ok:       {summary['rows_ok']}" in outbox[0].read_text()
 
 
 CRASH_POINTS = [
     "split:chunks_written", "split:chunks_recorded", "split:done", "chunk_recorded:3",
-    "process:all_chunks_done", "merge:midway", "merge:written", "notify:before_send", "notify:sent",
-    "complete:archived",
+    "process:all_chunks_done", "merge:midway", "merge:written", "notify:before_send", "outbox:partial_written",
+    "notify:sent", "complete:archived",
 ]
 
 

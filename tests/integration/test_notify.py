@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import email
+import os
 import socket
+import subprocess
+import sys
+import time
 
 import pytest
 from aiosmtpd.controller import Controller
@@ -25,7 +29,8 @@ def test_outbox_writes_one_eml_per_job_and_a_resend_is_not_delivered_again(tmp_p
     assert box.send(_message()) is False
     assert box.send(_message("job-def")) is True
     files = sorted(p.name for p in (tmp_path / "outbox").iterdir())
-    assert files == ["job-abc.eml", "job-def.eml"]
+    assert files == [".partial", "job-abc.eml", "job-def.eml"]
+    assert not list((tmp_path / "outbox" / ".partial").iterdir())
     parsed = email.message_from_bytes((tmp_path / "outbox" / "job-abc.eml").read_bytes())
     assert parsed["Message-ID"] == "<job-abc@regionflow>"
     assert "Rows ok:       2" in parsed.get_payload()
@@ -104,3 +109,44 @@ def test_process_notifies_through_smtp_once_with_counts_and_a_signed_link(smtp_s
     key = bytes.fromhex((tmp_path / "state" / "signing.key").read_text())
     assert verify_url(link, key) == "output/completed/orders.csv"
     assert oct((tmp_path / "state" / "signing.key").stat().st_mode & 0o777) == "0o600"
+
+
+def test_a_partial_message_is_swept_only_once_its_writer_is_gone(tmp_path):
+    from regionflow.notify.outbox import STALE_AFTER_S
+
+    partial = tmp_path / "outbox" / ".partial"
+    partial.mkdir(parents=True)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    host = socket.gethostname()
+    files = {
+        "dead": partial / f"{dead}@{host}@abc.partial",
+        "live": partial / f"{os.getpid()}@{host}@def.partial",
+        "remote_fresh": partial / "123@other-host@ghi.partial",
+        "remote_old": partial / "123@other-host@jkl.partial",
+    }
+    for path in files.values():
+        path.write_bytes(b"Subject: half")
+    old = time.time() - STALE_AFTER_S - 60
+    os.utime(files["remote_old"], (old, old))
+    box = OutboxNotifier(tmp_path / "outbox")
+    assert sorted(p.name for p in partial.iterdir()) == sorted(files[k].name for k in ("live", "remote_fresh"))
+    assert box.send(_message()) is True
+    assert sorted(p.name for p in (tmp_path / "outbox").glob("*.eml")) == ["job-abc.eml"]
+
+
+def test_a_writer_killed_mid_send_leaves_no_message_and_the_next_sender_delivers(tmp_path):
+    from regionflow.crashpoints import CRASH_EXIT_CODE
+
+    script = ("import sys; from regionflow.notify import OutboxNotifier, build_message;"
+              "OutboxNotifier(sys.argv[1]).send(build_message(job_id='job-abc', name='o.csv', sender='a@b.c',"
+              "recipients=['d@e.f'], link='http://x', expires_in=1, rows_in=1, rows_ok=1, rows_rejected=0,"
+              "region='us-east-1'))")
+    crashed = subprocess.run([sys.executable, "-c", script, str(tmp_path / "outbox")], timeout=60,
+                             env={**os.environ, "REGIONFLOW_CRASH_AT": "outbox:partial_written"})
+    assert crashed.returncode == CRASH_EXIT_CODE
+    assert not list((tmp_path / "outbox").glob("*.eml"))
+    assert len(list((tmp_path / "outbox" / ".partial").iterdir())) == 1
+    assert OutboxNotifier(tmp_path / "outbox").send(_message()) is True
+    assert [p.name for p in (tmp_path / "outbox").glob("*.eml")] == ["job-abc.eml"]
+    assert not list((tmp_path / "outbox" / ".partial").iterdir())

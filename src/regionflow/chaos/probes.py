@@ -30,6 +30,7 @@ from typing import Any
 from regionflow.api.client import ApiClient, ApiError
 from regionflow.config import CONFIG_FILE, Config, load_config
 from regionflow.errors import RegionflowError
+from regionflow.notify.outbox import delivered_messages
 from regionflow.polling import PollTimeout, poll_until
 from regionflow.region.processes import NotRunning, is_running, wait_exited
 
@@ -216,7 +217,7 @@ def _outbox_problems(cfg: Config, completed: set[str], known: set[str] | None) -
         return []
     problems = []
     delivered: Counter[str] = Counter()
-    for eml in sorted(outbox.glob("*.eml")) if outbox.is_dir() else []:
+    for eml in delivered_messages(outbox):
         msg = email.message_from_bytes(eml.read_bytes())
         job_id = msg["X-Regionflow-Job"] or eml.stem
         if job_id != eml.stem:

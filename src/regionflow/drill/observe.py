@@ -21,6 +21,7 @@ from regionflow.config import Config, load_secrets
 from regionflow.drill.invariants import output_key_for
 from regionflow.drill.loadtest import JOBS_LIMIT, Upload
 from regionflow.errors import RegionflowError
+from regionflow.notify.outbox import delivered_messages
 
 T = TypeVar("T")
 
@@ -147,7 +148,7 @@ def read_outbox(config: Config) -> list[dict[str, str]]:
     """[{"file", "job_id"}] for every message in the shared outbox."""
     out = []
     parser = BytesHeaderParser()
-    for path in sorted(outbox_dir(config).glob("*.eml")):
+    for path in delivered_messages(outbox_dir(config)):
         with path.open("rb") as fh:
             headers = parser.parse(fh)
         out.append({"file": path.name, "job_id": headers.get("X-Regionflow-Job") or path.stem})
