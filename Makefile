@@ -30,7 +30,7 @@ test: setup services
 	@# The in-process suites (unit, contract) run on two workers; the integration tests, which start whole
 	@# stacks and measure RTOs, run one at a time after them. Both always run; either failing fails.
 	@$(BIN)/python -m pytest -q -n 2 tests/unit tests/contract; a=$$?; \
-	  $(BIN)/python -m pytest -q tests/integration; b=$$?; \
+	  $(BIN)/python -m pytest -q --durations=25 tests/integration; b=$$?; \
 	  test $$a -eq 0 -a $$b -eq 0
 
 lint: setup
