@@ -59,15 +59,10 @@ def deletion_entry(table: Table, key: str, epoch: int) -> FeedEntry:
     return (table.name, key, None, epoch)
 
 
-def _add_missing_columns(conn: Connection) -> None:
+def _add_missing_columns_and_indexes(conn: Connection) -> None:
     """Bring a store created by an earlier release up to the current tables (create_all adds no columns,
-    and no indexes to a table that exists)."""
+    and no indexes to a table that exists). Columns first: a new index may be on a new column."""
     inspector = inspect(conn)
-    for table in metadata.sorted_tables:
-        present_indexes = {i["name"] for i in inspector.get_indexes(table.name)}
-        for index in table.indexes:
-            if index.name not in present_indexes:
-                index.create(conn)
     for table_name, names in ADDED_COLUMNS.items():
         present = {c["name"] for c in inspector.get_columns(table_name)}
         for name in names:
@@ -75,6 +70,11 @@ def _add_missing_columns(conn: Connection) -> None:
                 column = metadata.tables[table_name].c[name]
                 kind = column.type.compile(dialect=conn.dialect)
                 conn.execute(text(f'ALTER TABLE {table_name} ADD COLUMN {name} {kind}'))
+    for table in metadata.sorted_tables:
+        present_indexes = {i["name"] for i in inspector.get_indexes(table.name)}
+        for index in table.indexes:
+            if index.name not in present_indexes:
+                index.create(conn)
 
 
 class StoreCore:
@@ -92,7 +92,7 @@ class StoreCore:
             with self._write() as conn:
                 xact_lock(conn, _SCHEMA_LOCK)
                 metadata.create_all(conn)
-                _add_missing_columns(conn)
+                _add_missing_columns_and_indexes(conn)
         except (OperationalError, InterfaceError) as exc:  # the first connection: down, or login refused
             self._engine.dispose()
             raise unavailable(self._engine.url, exc) from None
